@@ -1,0 +1,110 @@
+//! Undoes `Content-Encoding` on a copy of a body, never producing more than a set number of
+//! bytes (a small gzip bomb must not become a large allocation).
+
+use std::borrow::Cow;
+use std::io::Read;
+
+/// Why a body could not be decoded for inspection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The decoded body is larger than the inspection limit.
+    TooLarge,
+    /// The bytes are not valid for the declared encoding (or the encoding is unknown).
+    Corrupt,
+}
+
+/// Decodes `body` according to a `Content-Encoding` header value (`gzip`, `x-gzip`, `deflate`,
+/// `br`, `identity`, or a comma-separated list of them, applied in order).
+pub fn decode<'a>(content_encoding: Option<&str>, body: &'a [u8], limit: usize) -> Result<Cow<'a, [u8]>, DecodeError> {
+    let codings: Vec<String> = content_encoding
+        .unwrap_or("")
+        .split(',')
+        .map(|c| c.trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty() && c != "identity")
+        .collect();
+    if codings.is_empty() {
+        return if body.len() > limit { Err(DecodeError::TooLarge) } else { Ok(Cow::Borrowed(body)) };
+    }
+    let mut current: Vec<u8> = body.to_vec();
+    // Codings are listed in the order they were applied; undo them last first.
+    for coding in codings.iter().rev() {
+        current = match coding.as_str() {
+            "gzip" | "x-gzip" => read_limited(flate2::read::MultiGzDecoder::new(&current[..]), limit)?,
+            "deflate" => {
+                // RFC 9110 says zlib-wrapped; some servers send raw deflate.
+                read_limited(flate2::read::ZlibDecoder::new(&current[..]), limit)
+                    .or_else(|e| match e {
+                        DecodeError::TooLarge => Err(e),
+                        DecodeError::Corrupt => read_limited(flate2::read::DeflateDecoder::new(&current[..]), limit),
+                    })?
+            }
+            "br" => read_limited(brotli::Decompressor::new(&current[..], 4096), limit)?,
+            _ => return Err(DecodeError::Corrupt),
+        };
+    }
+    Ok(Cow::Owned(current))
+}
+
+fn read_limited(reader: impl Read, limit: usize) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    reader.take(cap).read_to_end(&mut out).map_err(|_| DecodeError::Corrupt)?;
+    if out.len() > limit { Err(DecodeError::TooLarge) } else { Ok(out) }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    pub(crate) fn zlib(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    pub(crate) fn raw_deflate(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    pub(crate) fn brotli(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        {
+            let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+            w.write_all(data).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn each_encoding_round_trips() {
+        let data = br#"{"status":"success"}"#;
+        assert_eq!(&*decode(None, data, 100).unwrap(), data);
+        assert_eq!(&*decode(Some("identity"), data, 100).unwrap(), data);
+        assert_eq!(&*decode(Some("gzip"), &gzip(data), 100).unwrap(), data);
+        assert_eq!(&*decode(Some("x-gzip"), &gzip(data), 100).unwrap(), data);
+        assert_eq!(&*decode(Some("deflate"), &zlib(data), 100).unwrap(), data);
+        assert_eq!(&*decode(Some("deflate"), &raw_deflate(data), 100).unwrap(), data);
+        assert_eq!(&*decode(Some("BR"), &brotli(data), 100).unwrap(), data);
+        assert_eq!(&*decode(Some("gzip, br"), &brotli(&gzip(data)), 100).unwrap(), data);
+    }
+
+    #[test]
+    fn bombs_and_garbage_are_refused() {
+        let big = vec![b'a'; 1 << 20];
+        assert_eq!(decode(Some("gzip"), &gzip(&big), 1000), Err(DecodeError::TooLarge));
+        assert_eq!(decode(None, &big, 1000), Err(DecodeError::TooLarge));
+        assert_eq!(decode(Some("gzip"), b"not gzip", 1000), Err(DecodeError::Corrupt));
+        assert_eq!(decode(Some("br"), b"\xff\xff\xff", 1000), Err(DecodeError::Corrupt));
+        assert_eq!(decode(Some("compress"), b"x", 1000), Err(DecodeError::Corrupt));
+    }
+}

@@ -1,0 +1,295 @@
+//! Table tests: every example of the seed document and every shape of API-FACTS.md.
+
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, HeaderValue};
+use proptest::prelude::*;
+
+use super::body::tests::{brotli, gzip, raw_deflate, zlib};
+use super::*;
+
+fn ctx() -> Context {
+    Context { now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000), kind: RequestKind::Submit, decode_limit: 1 << 20 }
+}
+
+fn run(status: u16, body: &str) -> Classification {
+    classify(status, &HeaderMap::new(), body.as_bytes(), &ctx())
+}
+
+/// (outcome, class, reason) as label strings, "-" where absent.
+fn labels(c: &Classification) -> (&'static str, &'static str, &'static str) {
+    let (class, reason) = c.error.as_ref().map(|e| (e.class.as_str(), e.reason.as_str())).unwrap_or(("-", "-"));
+    (c.outcome().as_str(), class, reason)
+}
+
+#[test]
+fn seed_status_code_examples() {
+    let table = [
+        (400, r#"{"status":"error","message":"prompt is required"}"#, "bad_request", "missing_parameter"),
+        (401, r#"{"status":"error","message":"Invalid API key"}"#, "unauthorized", "invalid_api_key"),
+        (402, r#"{"status":"error","message":"Insufficient credits. Please add more credits to continue."}"#, "payment_required", "insufficient_credits"),
+        (403, r#"{"status":"error","message":"This feature requires a premium subscription"}"#, "forbidden", "plan_required"),
+        (429, r#"{"status":"error","message":"Rate limit exceeded. Maximum 5 queued requests allowed.","retry_after":30}"#, "rate_limited", "queue_full"),
+        (500, r#"{"status":"error","message":"Internal server error. Please try again."}"#, "server_error", "internal_error"),
+        (503, r#"{"status":"error","message":"Service temporarily unavailable. Please try again later."}"#, "unavailable", "temporarily_unavailable"),
+        (404, r#"{"status":"error","message":"Not Found"}"#, "not_found", "other"),
+    ];
+    for (status, body, class, reason) in table {
+        // As documented, with the real HTTP status …
+        assert_eq!(labels(&run(status, body)), ("error", class, reason), "{status} {body}");
+        // … and as the real API also sends it: HTTP 200 with "status":"error", same class.
+        if reason != "other" {
+            assert_eq!(labels(&run(200, body)), ("error", class, reason), "200 {body}");
+        }
+        // … and with the legacy `messege` key.
+        let legacy = body.replace("\"message\"", "\"messege\"");
+        assert_eq!(labels(&run(status, &legacy)), ("error", class, reason), "legacy {legacy}");
+    }
+}
+
+#[test]
+fn seed_common_scenarios_and_validation_table() {
+    let table = [
+        ("prompt is required", "missing_parameter", "prompt"),
+        ("Model not found: invalid_model_name", "model_not_found", "model_id"),
+        ("Unable to fetch image from provided URL", "image_fetch_failed", "init_image"),
+        ("prompt must be a string", "invalid_type", "prompt"),
+        ("width must be between 256 and 1024", "out_of_range", "width"),
+        ("height must be divisible by 8", "not_divisible", "height"),
+        ("samples must be between 1 and 4", "out_of_range", "samples"),
+        ("guidance_scale must be between 1 and 20", "out_of_range", "guidance_scale"),
+    ];
+    for (message, reason, field) in table {
+        for status in [200, 400] {
+            let c = run(status, &format!(r#"{{"status":"error","message":"{message}"}}"#));
+            let e = c.error.as_ref().unwrap();
+            assert_eq!((e.class, e.reason.as_str()), (ErrorClass::BadRequest, reason), "{status} {message}");
+            assert_eq!(e.fields.iter().map(|f| f.as_str()).collect::<Vec<_>>(), [field], "{message}");
+            assert_eq!(c.message.as_deref(), Some(message));
+        }
+    }
+}
+
+#[test]
+fn malformed_json_is_a_bad_request_without_a_field() {
+    let c = run(400, r#"{"status":"error","message":"Malformed JSON in request body"}"#);
+    assert_eq!(labels(&c), ("error", "bad_request", "malformed_json"));
+    assert!(c.error.unwrap().fields.is_empty());
+}
+
+#[test]
+fn processing_is_not_an_error() {
+    let c = run(200, r#"{"status":"processing","id":"abc123-def456","eta":30,"message":"Your request is being processed"}"#);
+    assert_eq!(labels(&c), ("processing", "-", "-"));
+    assert_eq!(c.id.as_deref(), Some("abc123-def456"));
+    assert_eq!(c.eta, Some(30.0));
+
+    let facts = r#"{"status":"processing","id":134701497,"eta":2.75,"fetch_result":"https://modelslab.com/api/v6/images/fetch/134701497",
+        "future_links":["https://x/1.png"],"output":[],"messege":"Try to fetch request after seconds estimated","tip":"t"}"#;
+    let c = run(200, facts);
+    assert_eq!(labels(&c), ("processing", "-", "-"));
+    assert_eq!(c.id.as_deref(), Some("134701497"));
+    assert_eq!(c.eta, Some(2.75));
+    assert_eq!(c.fetch_result.as_deref(), Some("https://modelslab.com/api/v6/images/fetch/134701497"));
+    assert_eq!(c.api_status, Some(ApiStatus::Processing));
+
+    // eta as a numeric string; the smallest still-processing fetch answer.
+    assert_eq!(run(200, r#"{"status":"processing","id":"7","eta":"416.94"}"#).eta, Some(416.94));
+    let small = run(200, r#"{"status":"processing","messege":"try again later.","output":""}"#);
+    assert_eq!(labels(&small), ("processing", "-", "-"));
+    assert_eq!((small.id, small.eta), (None, None));
+    // nonsense etas are dropped, not guessed
+    assert_eq!(run(200, r#"{"status":"processing","eta":"soon"}"#).eta, None);
+    assert_eq!(run(200, r#"{"status":"processing","eta":-3}"#).eta, None);
+}
+
+#[test]
+fn success_shapes() {
+    let full = r#"{"status":"success","id":91753437,"generationTime":1.06,"output":["https://x/a.png"],"proxy_links":{"0":"https://x"},"meta":{"seed":1}}"#;
+    let c = run(200, full);
+    assert_eq!(labels(&c), ("success", "-", "-"));
+    assert_eq!(c.id.as_deref(), Some("91753437"));
+    assert!(c.is_terminal());
+    let minimal = run(200, r#"{"status":"success","id":"91753437","output":["https://x/a.png"]}"#);
+    assert_eq!((labels(&minimal), minimal.id.as_deref()), (("success", "-", "-"), Some("91753437")));
+}
+
+#[test]
+fn message_object_of_field_errors_is_a_validation_error() {
+    let c = run(200, r#"{"status":"error","message":{"init_image":["The init image field is required."]}}"#);
+    assert_eq!(labels(&c), ("error", "bad_request", "missing_parameter"));
+    assert_eq!(c.error.as_ref().unwrap().fields, vec![Field::InitImage]);
+    assert_eq!(c.message.as_deref(), Some("init_image: The init image field is required."));
+
+    let two = run(422, r#"{"status":"error","message":{"width":["The width must be a number."],"colour":"bad"}}"#);
+    let e = two.error.unwrap();
+    assert_eq!((e.class, e.reason), (ErrorClass::ClientError, Reason::InvalidType));
+    assert_eq!(e.fields, vec![Field::Width, Field::Other], "sorted by the allowlist's order");
+
+    // An object whose wording is unknown is still a validation error at HTTP 200.
+    let unknown = run(200, r#"{"status":"error","message":{"prompt":["is too spicy"]}}"#);
+    assert_eq!(labels(&unknown), ("error", "bad_request", "other"));
+}
+
+#[test]
+fn failed_and_fetch_errors_are_job_failures() {
+    let c = run(200, r#"{"status":"failed","id":5,"message":"Generation failed"}"#);
+    assert_eq!(labels(&c), ("error", "job_failed", "other"));
+    assert_eq!(c.api_status, Some(ApiStatus::Failed));
+
+    let fetch = Context { kind: RequestKind::Fetch, ..ctx() };
+    let c = classify(200, &HeaderMap::new(), br#"{"status":"error","message":"Request not found"}"#, &fetch);
+    assert_eq!(labels(&c), ("error", "job_failed", "other"));
+    // A known wording keeps its class even on a fetch.
+    let c = classify(200, &HeaderMap::new(), br#"{"status":"error","message":"Invalid API key"}"#, &fetch);
+    assert_eq!(labels(&c), ("error", "unauthorized", "invalid_api_key"));
+    // v7 adds a code; it does not change the model.
+    let c = run(200, r#"{"status":"error","message":"upstream model crashed","code":"provider_error"}"#);
+    assert_eq!(labels(&c), ("error", "unknown", "other"));
+}
+
+#[test]
+fn missing_or_unknown_status() {
+    assert_eq!(labels(&run(200, r#"{"output":["x"]}"#)), ("error", "invalid_response", "other"));
+    assert_eq!(labels(&run(200, r#"{"status":"queued"}"#)), ("error", "invalid_response", "other"));
+    assert_eq!(labels(&run(200, r#"{"status":42}"#)), ("error", "invalid_response", "other"));
+    assert_eq!(labels(&run(500, r#"{"error":"boom"}"#)), ("error", "server_error", "other"));
+    assert_eq!(labels(&run(429, r#"{"message":"Rate limit exceeded. Maximum 10 queued requests allowed."}"#)), ("error", "rate_limited", "queue_full"));
+    // Status is case-insensitive and trimmed.
+    assert_eq!(labels(&run(200, r#"{"status":" Success "}"#)), ("success", "-", "-"));
+    // A non-2xx answer is an error whatever its body says.
+    assert_eq!(labels(&run(502, r#"{"status":"success"}"#)), ("error", "server_error", "other"));
+}
+
+#[test]
+fn non_json_bodies() {
+    let html = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>";
+    assert_eq!(labels(&run(502, html)), ("error", "server_error", "non_json_body"));
+    assert_eq!(labels(&run(503, "Service Unavailable")), ("error", "unavailable", "non_json_body"));
+    assert_eq!(labels(&run(200, html)), ("error", "invalid_response", "non_json_body"));
+    assert_eq!(labels(&run(200, "")), ("error", "invalid_response", "non_json_body"));
+    assert_eq!(labels(&run(204, "")), ("error", "invalid_response", "non_json_body"));
+    assert_eq!(labels(&run(200, "[1,2]")), ("error", "invalid_response", "non_json_body"));
+    assert_eq!(labels(&run(200, r#"{"status":"succ"#)), ("error", "invalid_response", "non_json_body"));
+    assert_eq!(labels(&run(401, "")), ("error", "unauthorized", "non_json_body"));
+}
+
+#[test]
+fn compressed_bodies_are_decoded() {
+    let body = br#"{"status":"error","message":"Insufficient credits. Please add more credits to continue."}"#;
+    for (encoding, bytes) in [("gzip", gzip(body)), ("deflate", zlib(body)), ("deflate", raw_deflate(body)), ("br", brotli(body))] {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
+        let c = classify(402, &headers, &bytes, &ctx());
+        assert_eq!(labels(&c), ("error", "payment_required", "insufficient_credits"), "{encoding}");
+    }
+    // A lying Content-Encoding makes the body uninspectable, not a panic.
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    assert_eq!(labels(&classify(200, &headers, body, &ctx())), ("error", "invalid_response", "non_json_body"));
+    // A body larger than the inspection limit is not parsed.
+    let small_limit = Context { decode_limit: 10, ..ctx() };
+    let c = classify(200, &HeaderMap::new(), br#"{"status":"success"}"#, &small_limit);
+    assert_eq!(labels(&c), ("error", "invalid_response", "non_json_body"));
+}
+
+#[test]
+fn retry_after_from_body_or_header() {
+    let queue = "Rate limit exceeded. Maximum 5 queued requests allowed.";
+    let c = run(429, &format!(r#"{{"status":"error","message":"{queue}","retry_after":30}}"#));
+    assert_eq!((c.retry_after, c.queue_limit), (Some(30.0), Some(5)));
+    let c = run(429, &format!(r#"{{"status":"error","message":"{queue}","retry_after":"12.5"}}"#));
+    assert_eq!(c.retry_after, Some(12.5));
+
+    let with_header = |value: &'static str, body: &str| {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static(value));
+        classify(429, &headers, body.as_bytes(), &ctx()).retry_after
+    };
+    let body = format!(r#"{{"status":"error","message":"{queue}"}}"#);
+    assert_eq!(with_header("7", &body), Some(7.0));
+    // HTTP-date 90 s after ctx().now (1_700_000_000 = Tue, 14 Nov 2023 22:13:20 GMT).
+    assert_eq!(with_header("Tue, 14 Nov 2023 22:14:50 GMT", &body), Some(90.0));
+    // A date in the past means: now.
+    assert_eq!(with_header("Tue, 14 Nov 2023 22:00:00 GMT", &body), Some(0.0));
+    assert_eq!(with_header("whenever", &body), None);
+    // The body wins over the header.
+    assert_eq!(with_header("7", &format!(r#"{{"status":"error","message":"{queue}","retry_after":30}}"#)), Some(30.0));
+    // Non-JSON 429 with a header still yields it.
+    assert_eq!(with_header("3", "Too Many Requests"), Some(3.0));
+}
+
+#[test]
+fn failures_without_an_answer() {
+    assert_eq!(labels(&classify_failure(Failure::Timeout)), ("error", "timeout", "other"));
+    assert_eq!(labels(&classify_failure(Failure::Transport)), ("error", "transport", "other"));
+}
+
+#[test]
+fn long_messages_and_ids_are_bounded() {
+    let long = "x".repeat(10_000);
+    let c = run(500, &format!(r#"{{"status":"error","message":"{long}","id":"{long}"}}"#));
+    assert_eq!(c.message.unwrap().chars().count(), MAX_MESSAGE_CHARS);
+    assert_eq!(c.id, None);
+    assert_eq!(truncate("héllo", 2), "hé");
+}
+
+fn arb_headers() -> impl Strategy<Value = HeaderMap> {
+    let encodings = prop::sample::select(vec!["gzip", "deflate", "br", "identity", "gzip, br", "x-gzip", "zz"]);
+    (prop::option::of(encodings), prop::option::of(".{0,40}")).prop_map(|(enc, retry)| {
+        let mut h = HeaderMap::new();
+        if let Some(enc) = enc {
+            h.insert(http::header::CONTENT_ENCODING, HeaderValue::from_static(enc));
+        }
+        if let Some(v) = retry.and_then(|r| HeaderValue::from_str(&r).ok()) {
+            h.insert(http::header::RETRY_AFTER, v);
+        }
+        h
+    })
+}
+
+/// JSON-ish bodies built from the API's own keys, so that the interesting branches are reached.
+fn arb_json_body() -> impl Strategy<Value = Vec<u8>> {
+    let status = prop::sample::select(vec!["success", "processing", "error", "failed", "queued", ""]);
+    let scalar = prop_oneof![
+        Just("null".to_owned()),
+        any::<f64>().prop_map(|f| if f.is_finite() { f.to_string() } else { "1e309".to_owned() }),
+        any::<i64>().prop_map(|i| i.to_string()),
+        ".{0,30}".prop_map(|s| serde_json::Value::String(s).to_string()),
+        Just(r#"{"init_image":["The init image field is required."],"x":[1,{}]}"#.to_owned()),
+        Just("[\"a\",2]".to_owned()),
+    ];
+    (status, prop::collection::vec((prop::sample::select(vec!["message", "messege", "id", "eta", "retry_after", "fetch_result", "status"]), scalar), 0..6))
+        .prop_map(|(status, fields)| {
+            let mut s = format!(r#"{{"status":"{status}""#);
+            for (k, v) in fields {
+                s.push_str(&format!(r#","{k}":{v}"#));
+            }
+            s.push('}');
+            s.into_bytes()
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn never_panics_on_arbitrary_bytes(status in 0u16..1000, headers in arb_headers(), body in prop::collection::vec(any::<u8>(), 0..512), fetch in any::<bool>()) {
+        let kind = if fetch { RequestKind::Fetch } else { RequestKind::Submit };
+        let c = classify(status, &headers, &body, &Context { kind, ..ctx() });
+        prop_assert_eq!(c.error.is_some(), c.outcome() == Outcome::Error);
+    }
+
+    #[test]
+    fn never_panics_on_api_shaped_json(status in prop::sample::select(vec![200u16, 400, 401, 429, 500, 503]), headers in arb_headers(), body in arb_json_body()) {
+        let c = classify(status, &headers, &body, &ctx());
+        prop_assert_eq!(c.error.is_some(), c.outcome() == Outcome::Error);
+        if let Some(m) = &c.message { prop_assert!(m.chars().count() <= MAX_MESSAGE_CHARS); }
+        if let Some(r) = c.retry_after { prop_assert!(r.is_finite() && r >= 0.0); }
+    }
+
+    #[test]
+    fn never_panics_on_any_message(message in ".{0,200}") {
+        let _ = recognise(&message);
+    }
+}

@@ -1,0 +1,547 @@
+//! The typed configuration (SPEC §3): every section and key, with its default. Serialising a
+//! [`Config`] gives the effective configuration with secrets shown as `<redacted>`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::classify::{ErrorClass, Reason};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    pub upstream: Upstream,
+    pub admin: Admin,
+    pub proxy: Proxy,
+    pub jobs: Jobs,
+    pub labels: Labels,
+    pub probes: Vec<Probe>,
+    /// `None`: no status-page poller.
+    pub status_page: Option<StatusPage>,
+    pub telemetry: Telemetry,
+}
+
+/// A value that must never be shown: `Debug` and `Serialize` print `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// A regular expression compiled when the config is loaded.
+#[derive(Clone)]
+pub struct Pattern(pub regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0.as_str())
+    }
+}
+
+impl Serialize for Pattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        regex::Regex::new(&s).map(Pattern).map_err(|e| {
+            // The regex crate's message spans several lines; keep its last, the diagnosis.
+            let why = e.to_string().lines().last().unwrap_or("invalid").trim().to_owned();
+            serde::de::Error::custom(format!("invalid regular expression: {why}"))
+        })
+    }
+}
+
+/// Durations are written the humantime way: `500ms`, `60s`, `5m`, `1h 30m`.
+mod duration {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected a duration such as `500ms`, `60s` or `5m`"))?;
+        humantime::parse_duration(s.trim()).map_err(|e| {
+            serde::de::Error::custom(format!("invalid duration `{s}`: {e} (write e.g. `500ms`, `60s`, `5m`)"))
+        })
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+    }
+}
+
+/// Sizes are written `512KiB`, `32MiB` (or a plain number of bytes).
+mod size {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(b: &ByteSize, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&b.display().iec_short().to_string().replace(' ', ""))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("expected a size such as `512KiB` or `32MiB`"))? {
+            Raw::Bytes(n) => Ok(ByteSize(n)),
+            Raw::Text(s) => s
+                .trim()
+                .parse::<ByteSize>()
+                .map_err(|e| serde::de::Error::custom(format!("invalid size `{s}`: {e} (write e.g. `512KiB`, `32MiB`)"))),
+        }
+    }
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// `scheme://host[:port]`, no path: the API's origin.
+    pub base_url: url::Url,
+    /// The key probes inject; never logged or exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Secret>,
+    /// A file holding the key (a mounted Kubernetes Secret); read at load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
+    /// Bounds each HTTP exchange a probe makes.
+    #[serde(default = "Upstream::default_timeout", with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Upstream {
+    fn default_timeout() -> Duration {
+        secs(60)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Where `/metrics`, `/healthz`, `/readyz`, `/api/v1/*` and `/-/reload` are served.
+    pub listen: SocketAddr,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin { listen: SocketAddr::from(([0, 0, 0, 0], 9477)) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Proxy {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    #[serde(with = "duration")]
+    pub upstream_timeout: Duration,
+    #[serde(with = "size")]
+    pub max_request_body: ByteSize,
+    /// Larger responses pass through unclassified (and are counted).
+    #[serde(with = "size")]
+    pub inspect_limit: ByteSize,
+    pub max_connections: usize,
+    /// Opt-in: point `fetch_result` URLs in answers at the proxy.
+    pub rewrite_fetch_result: bool,
+    /// Opt-in: hold a 429'd request and retry it after `retry_after`.
+    pub retry_rate_limited: RetryRateLimited,
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Proxy {
+            enabled: false,
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            upstream_timeout: secs(300),
+            max_request_body: ByteSize::mib(32),
+            inspect_limit: ByteSize::mib(4),
+            max_connections: 4096,
+            rewrite_fetch_result: false,
+            retry_rate_limited: RetryRateLimited::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryRateLimited {
+    pub enabled: bool,
+    #[serde(with = "duration")]
+    pub max_wait: Duration,
+}
+
+impl Default for RetryRateLimited {
+    fn default() -> Self {
+        RetryRateLimited { enabled: false, max_wait: secs(60) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Jobs {
+    /// A processing job not finished by then is counted `expired`.
+    #[serde(with = "duration")]
+    pub ttl: Duration,
+    /// Beyond this many tracked jobs the oldest are evicted (and counted).
+    pub max_tracked: usize,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Jobs { ttl: secs(30 * 60), max_tracked: 100_000 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Labels {
+    /// `model_id` values kept as label values; any other becomes `other`.
+    pub models: Vec<String>,
+    /// Distinct `endpoint` label values; beyond it, `other`.
+    pub max_endpoints: usize,
+}
+
+impl Default for Labels {
+    fn default() -> Self {
+        Labels { models: vec!["flux".into(), "sdxl".into()], max_endpoints: 64 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    /// `[a-z0-9_-]`, unique: the `probe` label.
+    pub name: String,
+    #[serde(default = "Probe::default_interval", with = "duration")]
+    pub interval: Duration,
+    /// Hard deadline of one run, submit to terminal answer; below `interval`.
+    #[serde(default = "Probe::default_timeout", with = "duration")]
+    pub timeout: Duration,
+    pub request: ProbeRequest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<Follow>,
+    /// Without it a probe succeeds on outcome `success` (after following).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expect>,
+    /// 0 = no cap; set it on probes that spend credits.
+    #[serde(default)]
+    pub max_runs_per_day: u32,
+}
+
+impl Probe {
+    fn default_interval() -> Duration {
+        secs(60)
+    }
+    fn default_timeout() -> Duration {
+        secs(30)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeRequest {
+    #[serde(default = "ProbeRequest::default_method")]
+    pub method: String,
+    /// Joined to `upstream.base_url`; may carry a query string.
+    pub path: String,
+    #[serde(default)]
+    pub headers: Headers,
+    /// JSON body (written as YAML); `key` is injected unless present or `inject_key: false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
+    #[serde(default = "yes")]
+    pub inject_key: bool,
+}
+
+impl ProbeRequest {
+    fn default_method() -> String {
+        "POST".into()
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Header names whose values are credentials, shown as `<redacted>` in the effective config.
+pub fn is_sensitive_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n == "key" || n == "authorization" || n == "proxy-authorization" || n == "cookie" || n.contains("token") || n.contains("secret") || n.contains("api-key") || n.contains("apikey")
+}
+
+/// Extra request headers. Values of credential headers ([`is_sensitive_header`]) never print.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Headers(pub BTreeMap<String, String>);
+
+impl Headers {
+    fn shown(&self) -> BTreeMap<&str, &str> {
+        self.0.iter().map(|(k, v)| (k.as_str(), if is_sensitive_header(k) { "<redacted>" } else { v.as_str() })).collect()
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.shown()).finish()
+    }
+}
+
+impl Serialize for Headers {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.shown().serialize(s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Follow {
+    /// Fetch path with `{id}`, e.g. `/api/v6/images/fetch/{id}`.
+    pub fetch_path: String,
+    /// Floor between polls; the API's `eta` is honoured when longer (capped at 30 s).
+    #[serde(default = "Follow::default_poll_interval", with = "duration")]
+    pub poll_interval: Duration,
+    /// Give up (`job_timeout`) after this long.
+    #[serde(default = "Follow::default_max_wait", with = "duration")]
+    pub max_wait: Duration,
+}
+
+impl Follow {
+    fn default_poll_interval() -> Duration {
+        secs(5)
+    }
+    fn default_max_wait() -> Duration {
+        secs(600)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpectStatus {
+    Success,
+    Processing,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_status: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ExpectStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<ErrorClass>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_matches: Option<Pattern>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration::option")]
+    pub max_duration: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub json: Vec<JsonCheck>,
+}
+
+/// A check on the final answer's JSON at an RFC 6901 pointer.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonCheck {
+    pub pointer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exists: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusPageFormat {
+    Auto,
+    Statuspage,
+    Instatus,
+    Betterstack,
+    Html,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusPage {
+    pub url: url::Url,
+    pub format: StatusPageFormat,
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Distinct component label values; beyond it components are dropped and counted.
+    pub max_components: usize,
+}
+
+impl Default for StatusPage {
+    fn default() -> Self {
+        StatusPage {
+            // A literal URL, parsed by the test `status_page_default_url_parses`.
+            #[allow(clippy::expect_used)]
+            url: url::Url::parse("https://modelslab.com/status").expect("literal URL is valid"),
+            format: StatusPageFormat::Auto,
+            interval: secs(60),
+            timeout: secs(10),
+            max_components: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Telemetry {
+    pub service_name: String,
+    pub log_format: LogFormat,
+    pub log_level: LogLevel,
+    pub otlp: Otlp,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            service_name: "modelslab-sentinel".into(),
+            log_format: LogFormat::Text,
+            log_level: LogLevel::Info,
+            otlp: Otlp::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum OtlpProtocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Otlp {
+    /// Empty: traces off (unless `OTEL_EXPORTER_OTLP_ENDPOINT` is set).
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    /// Parent-based sampling ratio, 0.0 to 1.0.
+    pub sample_ratio: f64,
+    /// Sent with every export (vendor tokens); values redacted when shown.
+    pub headers: BTreeMap<String, Secret>,
+}
+
+impl Default for Otlp {
+    fn default() -> Self {
+        Otlp { endpoint: String::new(), protocol: OtlpProtocol::Grpc, sample_ratio: 1.0, headers: BTreeMap::new() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_page_default_url_parses() {
+        assert_eq!(StatusPage::default().url.as_str(), "https://modelslab.com/status");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("sk-canary");
+        assert_eq!(format!("{s:?}"), "<redacted>");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"<redacted>\"");
+        assert_eq!(s.expose(), "sk-canary");
+    }
+}

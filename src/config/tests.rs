@@ -1,0 +1,211 @@
+use std::time::Duration;
+
+use super::*;
+
+fn env_with(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+}
+
+fn load_with(text: &str, vars: &'static [(&'static str, &'static str)]) -> Result<Config, ConfigError> {
+    let var = env_with(vars);
+    from_yaml(text, "test.yaml", &Environment { var: &var, base_dir: PathBuf::from(".") })
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match load_with(text, &[]) {
+        Ok(_) => panic!("expected problems in:\n{text}"),
+        Err(e) => e.problems().iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn minimal_config_takes_every_default() {
+    let c = load_with("upstream:\n  base_url: https://modelslab.com\n", &[]).unwrap();
+    assert_eq!(c.upstream.timeout, Duration::from_secs(60));
+    assert_eq!(c.admin.listen.to_string(), "0.0.0.0:9477");
+    assert!(!c.proxy.enabled);
+    assert_eq!(c.proxy.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(c.proxy.upstream_timeout, Duration::from_secs(300));
+    assert_eq!(c.proxy.max_request_body.as_u64(), 32 << 20);
+    assert_eq!(c.proxy.inspect_limit.as_u64(), 4 << 20);
+    assert_eq!(c.proxy.max_connections, 4096);
+    assert_eq!(c.proxy.retry_rate_limited.max_wait, Duration::from_secs(60));
+    assert_eq!(c.jobs.ttl, Duration::from_secs(1800));
+    assert_eq!(c.jobs.max_tracked, 100_000);
+    assert_eq!(c.labels.models, ["flux", "sdxl"]);
+    assert_eq!(c.labels.max_endpoints, 64);
+    assert!(c.probes.is_empty());
+    assert_eq!(c.status_page, None);
+    assert_eq!(c.telemetry.log_level, LogLevel::Info);
+    assert_eq!(c.telemetry.otlp.protocol, OtlpProtocol::Grpc);
+    assert_eq!(c.api_key(), None);
+}
+
+#[test]
+fn example_documents_every_key_and_loads() {
+    let text = include_str!("../../config/example.yaml");
+    let c = load_with(text, &[("MODELSLAB_API_KEY", "sk-example")]).unwrap();
+    assert_eq!(c.api_key(), Some("sk-example"));
+    assert_eq!(c.probes.len(), 2);
+    assert_eq!(c.probes[1].follow.as_ref().unwrap().max_wait, Duration::from_secs(240));
+    assert_eq!(c.status_page.as_ref().unwrap().format, StatusPageFormat::Auto);
+    // Every key of the effective config appears in the example (so the example documents it).
+    let rendered = to_redacted_yaml(&c);
+    for line in rendered.lines() {
+        let Some((k, _)) = line.trim_start().trim_start_matches("- ").split_once(':') else { continue };
+        if k.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !k.is_empty() {
+            assert!(text.contains(&format!("{k}:")), "config/example.yaml does not document `{k}`");
+        }
+    }
+    // And every key of the schema defaults appears too, including the optional ones.
+    for k in ["api_key_file", "retry_rate_limited", "max_tracked", "max_endpoints", "message_matches", "json", "max_runs_per_day", "max_components", "sample_ratio"] {
+        assert!(text.contains(&format!("{k}:")), "config/example.yaml does not document `{k}`");
+    }
+}
+
+#[test]
+fn shipped_production_config_loads_and_spends_no_credits() {
+    let c = load_with(include_str!("../../config/sentinel.yaml"), &[("MODELSLAB_API_KEY", "sk-prod")]).unwrap();
+    assert_eq!(c.upstream.base_url.as_str(), "https://modelslab.com/");
+    for p in &c.probes {
+        assert_eq!(p.max_runs_per_day, 0, "{} is uncapped, so it must be free", p.name);
+        let e = p.expect.as_ref().unwrap();
+        assert_eq!(e.status, Some(ExpectStatus::Error), "{} must expect an error answer (free)", p.name);
+    }
+    let names: Vec<&str> = c.probes.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["text2img-validation", "auth-rejects-bad-key"]);
+}
+
+#[test]
+fn env_substitution_and_missing_variables() {
+    let text = "upstream:\n  base_url: ${BASE:-http://127.0.0.1:9}\n  api_key: ${KEY}\n  timeout: ${T:-5s}\n";
+    let c = load_with(text, &[("KEY", "sk-env")]).unwrap();
+    assert_eq!(c.upstream.base_url.as_str(), "http://127.0.0.1:9/");
+    assert_eq!(c.upstream.timeout, Duration::from_secs(5));
+    assert_eq!(c.api_key(), Some("sk-env"));
+    let p = problems(text);
+    assert_eq!(p, ["3: upstream.api_key: environment variable `KEY` is not set (set it, or give a default with `${KEY:-default}`)"]);
+}
+
+#[test]
+fn secrets_are_redacted_when_shown() {
+    let text = "upstream:\n  base_url: https://modelslab.com\n  api_key: sk-canary-123\nprobes:\n  - name: a\n    request:\n      path: /x\n      headers: { Authorization: Bearer sk-canary-123, X-Trace: visible }\ntelemetry:\n  otlp:\n    headers: { x-honeycomb-team: sk-canary-123 }\n";
+    let c = load_with(text, &[]).unwrap();
+    let shown = to_redacted_yaml(&c);
+    assert!(!shown.contains("sk-canary-123"), "{shown}");
+    assert!(shown.contains("<redacted>"));
+    assert!(shown.contains("visible"));
+    assert!(!format!("{c:?}").contains("sk-canary-123"));
+    // The rendered config is itself a valid config (with the secrets to be filled in).
+    if let Err(e) = load_with(&shown, &[]) {
+        panic!("{e}\n{shown}");
+    }
+}
+
+#[test]
+fn api_key_file_is_read_relative_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key.txt"), "sk-from-file\n").unwrap();
+    let var = env_with(&[]);
+    let env = Environment { var: &var, base_dir: dir.path().to_owned() };
+    let c = from_yaml("upstream:\n  base_url: https://modelslab.com\n  api_key_file: key.txt\n", "t", &env).unwrap();
+    assert_eq!(c.api_key(), Some("sk-from-file"));
+    let e = from_yaml("upstream:\n  base_url: https://modelslab.com\n  api_key_file: nope.txt\n", "t", &env).unwrap_err();
+    assert!(e.to_string().contains("t:3: upstream.api_key_file: cannot read "), "{e}");
+    let both = from_yaml("upstream:\n  base_url: https://modelslab.com\n  api_key: a\n  api_key_file: key.txt\n", "t", &env).unwrap_err();
+    assert!(both.to_string().contains("give either `api_key` or `api_key_file`, not both"), "{both}");
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let text = "\
+upstream:
+  base_url: https://modelslab.com/api
+  timeout: soon
+probes:
+  - name: Bad Name
+    interval: 10s
+    timeout: 20s
+    request: { path: /a }
+  - name: ok
+    request:
+      path: /b
+    expect:
+      status: ok
+  - name: ok
+    request: { path: c }
+    follow:
+      fetch_path: /fetch
+unknown: 1
+";
+    let p = problems(text);
+    assert_eq!(
+        p,
+        [
+            "18: unknown: unknown section `unknown`, expected one of `upstream`, `admin`, `proxy`, `jobs`, `labels`, `probes`, `status_page`, `telemetry`",
+            "3: upstream.timeout: invalid duration `soon`: expected number at 0 (write e.g. `500ms`, `60s`, `5m`)",
+            "13: probes[1].expect.status: unknown variant `ok`, expected one of `success`, `processing`, `error`",
+            "5: probes[0].name: `Bad Name` is not a valid probe name: use 1 to 63 of a-z, 0-9, `_` and `-`",
+            "7: probes[0].timeout: 20s must be shorter than the interval (10s) so that runs cannot overlap",
+            "15: probes[2].request.path: `c` must be a path starting with `/` (the host comes from upstream.base_url)",
+            "17: probes[2].follow.fetch_path: `/fetch` must be a path containing `{id}`, e.g. /api/v6/images/fetch/{id}",
+            "16: probes[2].follow.max_wait: 10m is not shorter than the probe's timeout (30s): the run would be cut by the timeout first; raise timeout (and interval) or lower max_wait",
+        ]
+    );
+}
+
+#[test]
+fn base_url_rules() {
+    let bad = |url: &str| problems(&format!("upstream:\n  base_url: {url}\n")).join("\n");
+    assert!(bad("https://modelslab.com/api").contains("with no path (got path `/api`)"));
+    assert!(bad("ftp://modelslab.com").contains("scheme must be http or https, not `ftp`"));
+    assert!(bad("https://u:p@modelslab.com").contains("must not carry credentials"));
+    assert!(bad("https://modelslab.com/?a=1").contains("must not have a query string"));
+    assert!(bad("not a url").contains("upstream.base_url: relative URL without a base"));
+    assert!(load_with("upstream:\n  base_url: http://127.0.0.1:8181/\n", &[]).is_ok());
+}
+
+#[test]
+fn yaml_syntax_errors_have_a_line() {
+    let p = problems("upstream:\n  base_url: [\n");
+    assert_eq!(p.len(), 1);
+    assert!(p[0].starts_with("3: invalid YAML: "), "{p:?}");
+    assert_eq!(problems(""), ["the file is empty: at least `upstream.base_url` is required"]);
+    assert_eq!(problems("- a\n"), ["the file is not a mapping of sections: at least `upstream.base_url` is required"]);
+}
+
+#[test]
+fn probes_that_inject_the_key_need_one() {
+    let text = "upstream:\n  base_url: https://x.test\nprobes:\n  - name: a\n    request: { path: /a }\n  - name: b\n    request: { path: /b, inject_key: false }\n  - name: c\n    request: { path: /c, body: { key: wrong } }\n";
+    assert_eq!(
+        problems(text),
+        ["1: upstream: no api_key (or api_key_file), but probe `a` injects it: set one, or `inject_key: false` on the probe"]
+    );
+}
+
+#[test]
+fn restart_required_changes_are_named() {
+    let a = load_with("upstream:\n  base_url: https://x.test\n", &[]).unwrap();
+    let b = load_with("upstream:\n  base_url: https://x.test\nadmin: { listen: 127.0.0.1:1 }\nlabels: { models: [x] }\n", &[]).unwrap();
+    assert_eq!(a.restart_required_changes(&b), ["admin.listen"]);
+    assert!(a.restart_required_changes(&a).is_empty());
+}
+
+#[test]
+fn parse_document_reports_the_path() {
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Doc {
+        a: u32,
+    }
+    let e = parse_document::<Doc>("a: x\n").unwrap_err();
+    assert_eq!(e.to_string(), "1: a: invalid type: string \"x\", expected u32");
+    assert!(parse_document::<Doc>("{\"a\": 1}").is_ok());
+}
+
+#[test]
+fn duplicate_probe_names() {
+    let text = "upstream:\n  base_url: https://x.test\n  api_key: k\nprobes:\n  - name: a\n    request: { path: /a }\n  - name: a\n    request: { path: /b }\n";
+    assert_eq!(problems(text), ["7: probes[1].name: duplicate probe name `a` (also probes[0]): names must be unique"]);
+}
