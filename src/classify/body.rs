@@ -32,11 +32,10 @@ pub fn decode<'a>(content_encoding: Option<&str>, body: &'a [u8], limit: usize) 
             "gzip" | "x-gzip" => read_limited(flate2::read::MultiGzDecoder::new(&current[..]), limit)?,
             "deflate" => {
                 // RFC 9110 says zlib-wrapped; some servers send raw deflate.
-                read_limited(flate2::read::ZlibDecoder::new(&current[..]), limit)
-                    .or_else(|e| match e {
-                        DecodeError::TooLarge => Err(e),
-                        DecodeError::Corrupt => read_limited(flate2::read::DeflateDecoder::new(&current[..]), limit),
-                    })?
+                read_limited(flate2::read::ZlibDecoder::new(&current[..]), limit).or_else(|e| match e {
+                    DecodeError::TooLarge => Err(e),
+                    DecodeError::Corrupt => read_limited(flate2::read::DeflateDecoder::new(&current[..]), limit),
+                })?
             }
             "br" => read_limited(brotli::Decompressor::new(&current[..], 4096), limit)?,
             _ => return Err(DecodeError::Corrupt),

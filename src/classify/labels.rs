@@ -21,20 +21,20 @@ macro_rules! label_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
 
         impl std::str::FromStr for $name {
-            type Err = UnknownName;
+            type Err = $crate::classify::UnknownName;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 $name::ALL
                     .iter()
                     .copied()
                     .find(|v| v.as_str() == s)
-                    .ok_or_else(|| UnknownName::new(s, $name::ALL.iter().map(|v| v.as_str())))
+                    .ok_or_else(|| $crate::classify::UnknownName::new(s, $name::ALL.iter().map(|v| v.as_str())))
             }
         }
 
@@ -52,6 +52,7 @@ macro_rules! label_enum {
         }
     };
 }
+pub(crate) use label_enum;
 
 /// A name that is not one of a closed set; says which names are allowed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,11 +222,7 @@ impl Field {
         let name = name.trim().trim_matches(|c| c == '`' || c == '"' || c == '\'');
         let lower = name.to_ascii_lowercase();
         let lower = lower.strip_prefix("the ").unwrap_or(&lower);
-        let normalised: String = lower
-            .trim()
-            .chars()
-            .map(|c| if c == ' ' || c == '-' { '_' } else { c })
-            .collect();
+        let normalised: String = lower.trim().chars().map(|c| if c == ' ' || c == '-' { '_' } else { c }).collect();
         let normalised = normalised.strip_suffix("_field").unwrap_or(&normalised);
         match normalised {
             "steps" => Field::NumInferenceSteps,

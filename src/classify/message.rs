@@ -52,19 +52,27 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         rule(Reason::InternalError, r"internal server error", None),
         rule(Reason::TemporarilyUnavailable, r"temporarily unavailable|service unavailable", None),
         rule(Reason::MalformedJson, r"malformed json|invalid json", None),
-        rule(Reason::ModelNotFound, r"model not found|model .{0,80} (?:not found|does not exist)", Some(Field::ModelId)),
+        rule(
+            Reason::ModelNotFound,
+            r"model not found|model .{0,80} (?:not found|does not exist)",
+            Some(Field::ModelId),
+        ),
         rule(Reason::ImageFetchFailed, r"unable to (?:fetch|download|load) (?:the )?image", Some(Field::InitImage)),
         rule(Reason::MissingParameter, &format!(r"^\s*{PARAM}\s+is\s+required"), None),
         rule(Reason::MissingParameter, r"missing (?:required )?(?:parameter|field)s?:?\s+`?(?P<field>[a-z_]+)", None),
         rule(
             Reason::InvalidType,
-            &format!(r"^\s*{PARAM}\s+must\s+be\s+an?\s+(?:string|number|integer|int|float|numeric|boolean|bool|array|object|valid url|url|image)\b"),
+            &format!(
+                r"^\s*{PARAM}\s+must\s+be\s+an?\s+(?:string|number|integer|int|float|numeric|boolean|bool|array|object|valid url|url|image)\b"
+            ),
             None,
         ),
         rule(Reason::OutOfRange, &format!(r"^\s*{PARAM}\s+must\s+be\s+between\b"), None),
         rule(
             Reason::OutOfRange,
-            &format!(r"^\s*{PARAM}\s+(?:must|may)\s+(?:be\s+)?(?:not\s+be\s+)?(?:at\s+least|at\s+most|greater|less|less\s+than|no\s+more\s+than)\b"),
+            &format!(
+                r"^\s*{PARAM}\s+(?:must|may)\s+(?:be\s+)?(?:not\s+be\s+)?(?:at\s+least|at\s+most|greater|less|less\s+than|no\s+more\s+than)\b"
+            ),
             None,
         ),
         rule(Reason::NotDivisible, &format!(r"^\s*{PARAM}\s+must\s+be\s+(?:divisible\s+by|a\s+multiple\s+of)\b"), None),

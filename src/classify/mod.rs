@@ -15,6 +15,7 @@ use http::HeaderMap;
 use serde_json::Value;
 
 pub use body::{DecodeError, decode};
+pub(crate) use labels::label_enum;
 pub use labels::{ApiStatus, ErrorClass, Field, Outcome, Reason, UnknownName};
 pub use message::{Recognised, recognise};
 
@@ -133,7 +134,8 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], ctx: &Context) ->
         return c;
     };
 
-    let api_status = json.get("status").and_then(Value::as_str).and_then(|s| s.trim().to_ascii_lowercase().parse().ok());
+    let api_status =
+        json.get("status").and_then(Value::as_str).and_then(|s| s.trim().to_ascii_lowercase().parse().ok());
     let message = extract_message(&json);
     let recognised = message.as_ref().map(|m| m.recognised).unwrap_or(Recognised {
         reason: Reason::Other,
@@ -214,7 +216,12 @@ fn extract_message(json: &Value) -> Option<Message> {
     let pick = |key: &str| json.get(key).filter(|v| !v.is_null() && v.as_str() != Some(""));
     let value = pick("message").or_else(|| pick("messege"))?;
     match value {
-        Value::String(s) => Some(Message { recognised: recognise(s), text: truncate(s, MAX_MESSAGE_CHARS), fields: Vec::new(), field_object: false }),
+        Value::String(s) => Some(Message {
+            recognised: recognise(s),
+            text: truncate(s, MAX_MESSAGE_CHARS),
+            fields: Vec::new(),
+            field_object: false,
+        }),
         Value::Object(map) => {
             let mut fields = Vec::new();
             let mut parts = Vec::new();
@@ -239,16 +246,31 @@ fn extract_message(json: &Value) -> Option<Message> {
             }
             fields.sort();
             fields.truncate(8);
-            Some(Message { text: truncate(&parts.join("; "), MAX_MESSAGE_CHARS), recognised, fields, field_object: true })
+            Some(Message {
+                text: truncate(&parts.join("; "), MAX_MESSAGE_CHARS),
+                recognised,
+                fields,
+                field_object: true,
+            })
         }
         Value::Array(items) => {
             let texts: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
             let text = texts.join("; ");
-            Some(Message { recognised: recognise(texts.first().copied().unwrap_or("")), text: truncate(&text, MAX_MESSAGE_CHARS), fields: Vec::new(), field_object: false })
+            Some(Message {
+                recognised: recognise(texts.first().copied().unwrap_or("")),
+                text: truncate(&text, MAX_MESSAGE_CHARS),
+                fields: Vec::new(),
+                field_object: false,
+            })
         }
         other => {
             let text = other.to_string();
-            Some(Message { recognised: recognise(&text), text: truncate(&text, MAX_MESSAGE_CHARS), fields: Vec::new(), field_object: false })
+            Some(Message {
+                recognised: recognise(&text),
+                text: truncate(&text, MAX_MESSAGE_CHARS),
+                fields: Vec::new(),
+                field_object: false,
+            })
         }
     }
 }

@@ -9,7 +9,11 @@ use super::body::tests::{brotli, gzip, raw_deflate, zlib};
 use super::*;
 
 fn ctx() -> Context {
-    Context { now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000), kind: RequestKind::Submit, decode_limit: 1 << 20 }
+    Context {
+        now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        kind: RequestKind::Submit,
+        decode_limit: 1 << 20,
+    }
 }
 
 fn run(status: u16, body: &str) -> Classification {
@@ -27,11 +31,36 @@ fn seed_status_code_examples() {
     let table = [
         (400, r#"{"status":"error","message":"prompt is required"}"#, "bad_request", "missing_parameter"),
         (401, r#"{"status":"error","message":"Invalid API key"}"#, "unauthorized", "invalid_api_key"),
-        (402, r#"{"status":"error","message":"Insufficient credits. Please add more credits to continue."}"#, "payment_required", "insufficient_credits"),
-        (403, r#"{"status":"error","message":"This feature requires a premium subscription"}"#, "forbidden", "plan_required"),
-        (429, r#"{"status":"error","message":"Rate limit exceeded. Maximum 5 queued requests allowed.","retry_after":30}"#, "rate_limited", "queue_full"),
-        (500, r#"{"status":"error","message":"Internal server error. Please try again."}"#, "server_error", "internal_error"),
-        (503, r#"{"status":"error","message":"Service temporarily unavailable. Please try again later."}"#, "unavailable", "temporarily_unavailable"),
+        (
+            402,
+            r#"{"status":"error","message":"Insufficient credits. Please add more credits to continue."}"#,
+            "payment_required",
+            "insufficient_credits",
+        ),
+        (
+            403,
+            r#"{"status":"error","message":"This feature requires a premium subscription"}"#,
+            "forbidden",
+            "plan_required",
+        ),
+        (
+            429,
+            r#"{"status":"error","message":"Rate limit exceeded. Maximum 5 queued requests allowed.","retry_after":30}"#,
+            "rate_limited",
+            "queue_full",
+        ),
+        (
+            500,
+            r#"{"status":"error","message":"Internal server error. Please try again."}"#,
+            "server_error",
+            "internal_error",
+        ),
+        (
+            503,
+            r#"{"status":"error","message":"Service temporarily unavailable. Please try again later."}"#,
+            "unavailable",
+            "temporarily_unavailable",
+        ),
         (404, r#"{"status":"error","message":"Not Found"}"#, "not_found", "other"),
     ];
     for (status, body, class, reason) in table {
@@ -79,7 +108,10 @@ fn malformed_json_is_a_bad_request_without_a_field() {
 
 #[test]
 fn processing_is_not_an_error() {
-    let c = run(200, r#"{"status":"processing","id":"abc123-def456","eta":30,"message":"Your request is being processed"}"#);
+    let c = run(
+        200,
+        r#"{"status":"processing","id":"abc123-def456","eta":30,"message":"Your request is being processed"}"#,
+    );
     assert_eq!(labels(&c), ("processing", "-", "-"));
     assert_eq!(c.id.as_deref(), Some("abc123-def456"));
     assert_eq!(c.eta, Some(30.0));
@@ -154,7 +186,10 @@ fn missing_or_unknown_status() {
     assert_eq!(labels(&run(200, r#"{"status":"queued"}"#)), ("error", "invalid_response", "other"));
     assert_eq!(labels(&run(200, r#"{"status":42}"#)), ("error", "invalid_response", "other"));
     assert_eq!(labels(&run(500, r#"{"error":"boom"}"#)), ("error", "server_error", "other"));
-    assert_eq!(labels(&run(429, r#"{"message":"Rate limit exceeded. Maximum 10 queued requests allowed."}"#)), ("error", "rate_limited", "queue_full"));
+    assert_eq!(
+        labels(&run(429, r#"{"message":"Rate limit exceeded. Maximum 10 queued requests allowed."}"#)),
+        ("error", "rate_limited", "queue_full")
+    );
     // Status is case-insensitive and trimmed.
     assert_eq!(labels(&run(200, r#"{"status":" Success "}"#)), ("success", "-", "-"));
     // A non-2xx answer is an error whatever its body says.
@@ -177,7 +212,9 @@ fn non_json_bodies() {
 #[test]
 fn compressed_bodies_are_decoded() {
     let body = br#"{"status":"error","message":"Insufficient credits. Please add more credits to continue."}"#;
-    for (encoding, bytes) in [("gzip", gzip(body)), ("deflate", zlib(body)), ("deflate", raw_deflate(body)), ("br", brotli(body))] {
+    for (encoding, bytes) in
+        [("gzip", gzip(body)), ("deflate", zlib(body)), ("deflate", raw_deflate(body)), ("br", brotli(body))]
+    {
         let mut headers = HeaderMap::new();
         headers.insert(http::header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
         let c = classify(402, &headers, &bytes, &ctx());
@@ -259,7 +296,16 @@ fn arb_json_body() -> impl Strategy<Value = Vec<u8>> {
         Just(r#"{"init_image":["The init image field is required."],"x":[1,{}]}"#.to_owned()),
         Just("[\"a\",2]".to_owned()),
     ];
-    (status, prop::collection::vec((prop::sample::select(vec!["message", "messege", "id", "eta", "retry_after", "fetch_result", "status"]), scalar), 0..6))
+    (
+        status,
+        prop::collection::vec(
+            (
+                prop::sample::select(vec!["message", "messege", "id", "eta", "retry_after", "fetch_result", "status"]),
+                scalar,
+            ),
+            0..6,
+        ),
+    )
         .prop_map(|(status, fields)| {
             let mut s = format!(r#"{{"status":"{status}""#);
             for (k, v) in fields {

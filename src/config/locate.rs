@@ -83,7 +83,9 @@ pub fn line_of(src: &str, path: &[Seg]) -> Option<usize> {
         let seq_at_same_indent =
             matches!(seg, Seg::Key(_)) && all.get(found + 1).is_some_and(|e| e.indent == me && e.text == "-");
         let mut stop = found + 1;
-        while stop < end && (all[stop].indent > me || (seq_at_same_indent && all[stop].text == "-" && all[stop].indent == me)) {
+        while stop < end
+            && (all[stop].indent > me || (seq_at_same_indent && all[stop].text == "-" && all[stop].indent == me))
+        {
             stop += 1;
         }
         (start, end) = (found + 1, stop);

@@ -67,7 +67,8 @@ fn render_problems(file: &str, problems: &[Problem]) -> String {
     let n = problems.len();
     let mut out = format!("invalid configuration {file}: {n} problem{}", if n == 1 { "" } else { "s" });
     for p in problems {
-        out.push_str(&format!("\n{file}:{p}"));
+        let sep = if p.line.is_some() { ":" } else { ": " };
+        out.push_str(&format!("\n{file}{sep}{p}"));
     }
     out
 }
@@ -182,14 +183,17 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
     for k in top.keys() {
         match k.as_str() {
             Some(name) if SECTIONS.contains(&name) => {}
-            Some(name) => problems.add(&[key(name)], format!("unknown section `{name}`, expected one of `{}`", SECTIONS.join("`, `"))),
+            Some(name) => problems
+                .add(&[key(name)], format!("unknown section `{name}`, expected one of `{}`", SECTIONS.join("`, `"))),
             None => problems.add(&[], "section names must be strings"),
         }
     }
-    let mut section = |name: &str| top.remove(name).map(|mut v| {
-        substitute_all(&mut v, &mut vec![key(name)], env, problems);
-        v
-    });
+    let mut section = |name: &str| {
+        top.remove(name).map(|mut v| {
+            substitute_all(&mut v, &mut vec![key(name)], env, problems);
+            v
+        })
+    };
 
     let upstream_value = section("upstream");
     let admin_value = section("admin");
@@ -231,7 +235,17 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
     };
 
     let mut upstream = upstream;
-    validate::all(upstream.as_mut(), admin.as_ref(), proxy.as_ref(), jobs.as_ref(), labels.as_ref(), &probes, status_page.as_ref().and_then(Option::as_ref), telemetry.as_ref(), problems);
+    validate::all(
+        upstream.as_mut(),
+        admin.as_ref(),
+        proxy.as_ref(),
+        jobs.as_ref(),
+        labels.as_ref(),
+        &probes,
+        status_page.as_ref().and_then(Option::as_ref),
+        telemetry.as_ref(),
+        problems,
+    );
     let mut upstream = upstream?;
     resolve_secret_file(&mut upstream, env, problems);
     validate::key_needed(&upstream, &probes, problems);
@@ -254,13 +268,21 @@ fn typed<T: DeserializeOwned>(value: Value, at: &[Seg], problems: &mut Problems<
         Err(e) => {
             let mut path = at.to_vec();
             path.extend(segs(e.path()));
-            problems.add(&path, e.into_inner().to_string());
+            let mut message = e.into_inner().to_string();
+            if message == "invalid socket address syntax" {
+                message.push_str(": write IP:PORT, e.g. 0.0.0.0:9477 or 127.0.0.1:0");
+            }
+            problems.add(&path, message);
             None
         }
     }
 }
 
-fn typed_or_default<T: DeserializeOwned + Default>(value: Option<Value>, name: &str, problems: &mut Problems<'_>) -> Option<T> {
+fn typed_or_default<T: DeserializeOwned + Default>(
+    value: Option<Value>,
+    name: &str,
+    problems: &mut Problems<'_>,
+) -> Option<T> {
     match value {
         None | Some(Value::Null) => Some(T::default()),
         Some(v) => typed(v, &[key(name)], problems),
@@ -301,7 +323,9 @@ fn resolve_secret_file(upstream: &mut Upstream, env: &Environment<'_>, problems:
     }
     let path = if file.is_absolute() { file.clone() } else { env.base_dir.join(file) };
     match std::fs::read_to_string(&path) {
-        Ok(s) if s.trim().is_empty() => problems.add(&[key("upstream"), key("api_key_file")], format!("{} is empty", path.display())),
+        Ok(s) if s.trim().is_empty() => {
+            problems.add(&[key("upstream"), key("api_key_file")], format!("{} is empty", path.display()))
+        }
         Ok(s) => upstream.api_key = Some(Secret::new(s.trim_end_matches(['\r', '\n']))),
         Err(e) => problems.add(&[key("upstream"), key("api_key_file")], format!("cannot read {}: {e}", path.display())),
     }

@@ -133,7 +133,15 @@ mod size {
     use super::*;
 
     pub fn serialize<S: Serializer>(b: &ByteSize, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&b.display().iec_short().to_string().replace(' ', ""))
+        let n = b.as_u64();
+        let text = match n {
+            0 => "0".to_owned(),
+            n if n % (1 << 30) == 0 => format!("{}GiB", n >> 30),
+            n if n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
+            n if n % (1 << 10) == 0 => format!("{}KiB", n >> 10),
+            n => n.to_string(),
+        };
+        s.serialize_str(&text)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
@@ -143,12 +151,15 @@ mod size {
             Bytes(u64),
             Text(String),
         }
-        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("expected a size such as `512KiB` or `32MiB`"))? {
+        match Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected a size such as `512KiB` or `32MiB`"))?
+        {
             Raw::Bytes(n) => Ok(ByteSize(n)),
-            Raw::Text(s) => s
-                .trim()
-                .parse::<ByteSize>()
-                .map_err(|e| serde::de::Error::custom(format!("invalid size `{s}`: {e} (write e.g. `512KiB`, `32MiB`)"))),
+            Raw::Text(s) => s.trim().parse::<ByteSize>().map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "invalid size `{s}`: write a number and a unit, e.g. `512KiB`, `32MiB`"
+                ))
+            }),
         }
     }
 }
@@ -330,7 +341,14 @@ fn yes() -> bool {
 /// Header names whose values are credentials, shown as `<redacted>` in the effective config.
 pub fn is_sensitive_header(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    n == "key" || n == "authorization" || n == "proxy-authorization" || n == "cookie" || n.contains("token") || n.contains("secret") || n.contains("api-key") || n.contains("apikey")
+    n == "key"
+        || n == "authorization"
+        || n == "proxy-authorization"
+        || n == "cookie"
+        || n.contains("token")
+        || n.contains("secret")
+        || n.contains("api-key")
+        || n.contains("apikey")
 }
 
 /// Extra request headers. Values of credential headers ([`is_sensitive_header`]) never print.
@@ -340,7 +358,10 @@ pub struct Headers(pub BTreeMap<String, String>);
 
 impl Headers {
     fn shown(&self) -> BTreeMap<&str, &str> {
-        self.0.iter().map(|(k, v)| (k.as_str(), if is_sensitive_header(k) { "<redacted>" } else { v.as_str() })).collect()
+        self.0
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_sensitive_header(k) { "<redacted>" } else { v.as_str() }))
+            .collect()
     }
 }
 

@@ -58,7 +58,17 @@ fn example_documents_every_key_and_loads() {
         }
     }
     // And every key of the schema defaults appears too, including the optional ones.
-    for k in ["api_key_file", "retry_rate_limited", "max_tracked", "max_endpoints", "message_matches", "json", "max_runs_per_day", "max_components", "sample_ratio"] {
+    for k in [
+        "api_key_file",
+        "retry_rate_limited",
+        "max_tracked",
+        "max_endpoints",
+        "message_matches",
+        "json",
+        "max_runs_per_day",
+        "max_components",
+        "sample_ratio",
+    ] {
         assert!(text.contains(&format!("{k}:")), "config/example.yaml does not document `{k}`");
     }
 }
@@ -84,7 +94,12 @@ fn env_substitution_and_missing_variables() {
     assert_eq!(c.upstream.timeout, Duration::from_secs(5));
     assert_eq!(c.api_key(), Some("sk-env"));
     let p = problems(text);
-    assert_eq!(p, ["3: upstream.api_key: environment variable `KEY` is not set (set it, or give a default with `${KEY:-default}`)"]);
+    assert_eq!(
+        p,
+        [
+            "3: upstream.api_key: environment variable `KEY` is not set (set it, or give a default with `${KEY:-default}`)"
+        ]
+    );
 }
 
 #[test]
@@ -110,9 +125,12 @@ fn api_key_file_is_read_relative_to_the_config() {
     let env = Environment { var: &var, base_dir: dir.path().to_owned() };
     let c = from_yaml("upstream:\n  base_url: https://modelslab.com\n  api_key_file: key.txt\n", "t", &env).unwrap();
     assert_eq!(c.api_key(), Some("sk-from-file"));
-    let e = from_yaml("upstream:\n  base_url: https://modelslab.com\n  api_key_file: nope.txt\n", "t", &env).unwrap_err();
+    let e =
+        from_yaml("upstream:\n  base_url: https://modelslab.com\n  api_key_file: nope.txt\n", "t", &env).unwrap_err();
     assert!(e.to_string().contains("t:3: upstream.api_key_file: cannot read "), "{e}");
-    let both = from_yaml("upstream:\n  base_url: https://modelslab.com\n  api_key: a\n  api_key_file: key.txt\n", "t", &env).unwrap_err();
+    let both =
+        from_yaml("upstream:\n  base_url: https://modelslab.com\n  api_key: a\n  api_key_file: key.txt\n", "t", &env)
+            .unwrap_err();
     assert!(both.to_string().contains("give either `api_key` or `api_key_file`, not both"), "{both}");
 }
 
@@ -179,14 +197,20 @@ fn probes_that_inject_the_key_need_one() {
     let text = "upstream:\n  base_url: https://x.test\nprobes:\n  - name: a\n    request: { path: /a }\n  - name: b\n    request: { path: /b, inject_key: false }\n  - name: c\n    request: { path: /c, body: { key: wrong } }\n";
     assert_eq!(
         problems(text),
-        ["1: upstream: no api_key (or api_key_file), but probe `a` injects it: set one, or `inject_key: false` on the probe"]
+        [
+            "1: upstream: no api_key (or api_key_file), but probe `a` injects it: set one, or `inject_key: false` on the probe"
+        ]
     );
 }
 
 #[test]
 fn restart_required_changes_are_named() {
     let a = load_with("upstream:\n  base_url: https://x.test\n", &[]).unwrap();
-    let b = load_with("upstream:\n  base_url: https://x.test\nadmin: { listen: 127.0.0.1:1 }\nlabels: { models: [x] }\n", &[]).unwrap();
+    let b = load_with(
+        "upstream:\n  base_url: https://x.test\nadmin: { listen: 127.0.0.1:1 }\nlabels: { models: [x] }\n",
+        &[],
+    )
+    .unwrap();
     assert_eq!(a.restart_required_changes(&b), ["admin.listen"]);
     assert!(a.restart_required_changes(&a).is_empty());
 }

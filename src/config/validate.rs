@@ -34,7 +34,10 @@ pub(crate) fn all(
     }
     if let (Some(admin), Some(proxy)) = (admin, proxy) {
         if proxy.enabled && admin.listen == proxy.listen && admin.listen.port() != 0 {
-            p.add(&[key("proxy"), key("listen")], format!("{} is also admin.listen: give the proxy its own port", proxy.listen));
+            p.add(
+                &[key("proxy"), key("listen")],
+                format!("{} is also admin.listen: give the proxy its own port", proxy.listen),
+            );
         }
     }
     if let Some(proxy) = proxy {
@@ -56,7 +59,10 @@ pub(crate) fn all(
         let Some(probe) = probe else { continue };
         let base = [key("probes"), Seg::Index(i)];
         if let Some(first) = seen.insert(probe.name.as_str(), i) {
-            p.add(&at(&base, &["name"]), format!("duplicate probe name `{}` (also probes[{first}]): names must be unique", probe.name));
+            p.add(
+                &at(&base, &["name"]),
+                format!("duplicate probe name `{}` (also probes[{first}]): names must be unique", probe.name),
+            );
         }
         check_probe(probe, &base, p);
     }
@@ -78,7 +84,13 @@ fn check_upstream(u: &mut Upstream, p: &mut Problems<'_>) {
         p.add(&path, "must name a host, as scheme://host[:port]");
     }
     if url.path() != "/" && !url.path().is_empty() {
-        p.add(&path, format!("must be scheme://host[:port] with no path (got path `{}`): probes and the proxy add the API paths", url.path()));
+        p.add(
+            &path,
+            format!(
+                "must be scheme://host[:port] with no path (got path `{}`): probes and the proxy add the API paths",
+                url.path()
+            ),
+        );
     }
     if url.query().is_some() || url.fragment().is_some() {
         p.add(&path, "must not have a query string or fragment");
@@ -125,7 +137,12 @@ fn check_labels(labels: &Labels, p: &mut Problems<'_>) {
         if model.trim().is_empty() || model.len() > 128 {
             p.add(&path, "a model id must be 1 to 128 characters");
         } else if model == "other" || model == "none" {
-            p.add(&path, format!("`{model}` is reserved: the model label uses it for ids not listed and for requests without one"));
+            p.add(
+                &path,
+                format!(
+                    "`{model}` is reserved: the model label uses it for ids not listed and for requests without one"
+                ),
+            );
         } else if labels.models[..i].contains(model) {
             p.add(&path, format!("`{model}` is listed twice"));
         }
@@ -133,12 +150,17 @@ fn check_labels(labels: &Labels, p: &mut Problems<'_>) {
 }
 
 fn valid_probe_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 63 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 fn check_probe(probe: &Probe, base: &[Seg], p: &mut Problems<'_>) {
     if !valid_probe_name(&probe.name) {
-        p.add(&at(base, &["name"]), format!("`{}` is not a valid probe name: use 1 to 63 of a-z, 0-9, `_` and `-`", probe.name));
+        p.add(
+            &at(base, &["name"]),
+            format!("`{}` is not a valid probe name: use 1 to 63 of a-z, 0-9, `_` and `-`", probe.name),
+        );
     }
     if probe.interval.is_zero() {
         p.add(&at(base, &["interval"]), "must be longer than 0s (e.g. `60s`)");
@@ -146,14 +168,27 @@ fn check_probe(probe: &Probe, base: &[Seg], p: &mut Problems<'_>) {
     if probe.timeout.is_zero() {
         p.add(&at(base, &["timeout"]), "must be longer than 0s (e.g. `30s`)");
     } else if probe.timeout >= probe.interval {
-        p.add(&at(base, &["timeout"]), format!("{} must be shorter than the interval ({}) so that runs cannot overlap", d(probe.timeout), d(probe.interval)));
+        p.add(
+            &at(base, &["timeout"]),
+            format!(
+                "{} must be shorter than the interval ({}) so that runs cannot overlap",
+                d(probe.timeout),
+                d(probe.interval)
+            ),
+        );
     }
     let req = &probe.request;
     if http::Method::from_bytes(req.method.as_bytes()).is_err() || req.method.bytes().any(|b| b.is_ascii_lowercase()) {
-        p.add(&at(base, &["request", "method"]), format!("`{}` is not an HTTP method: use GET, POST, PUT, PATCH or DELETE in capitals", req.method));
+        p.add(
+            &at(base, &["request", "method"]),
+            format!("`{}` is not an HTTP method: use GET, POST, PUT, PATCH or DELETE in capitals", req.method),
+        );
     }
     if !req.path.starts_with('/') || req.path.contains("://") {
-        p.add(&at(base, &["request", "path"]), format!("`{}` must be a path starting with `/` (the host comes from upstream.base_url)", req.path));
+        p.add(
+            &at(base, &["request", "path"]),
+            format!("`{}` must be a path starting with `/` (the host comes from upstream.base_url)", req.path),
+        );
     }
     for name in req.headers.0.keys() {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -162,22 +197,34 @@ fn check_probe(probe: &Probe, base: &[Seg], p: &mut Problems<'_>) {
     }
     for (name, value) in &req.headers.0 {
         if http::HeaderValue::from_str(value).is_err() {
-            p.add(&at(base, &["request", "headers", name]), "the value is not a valid HTTP header value (control characters?)");
+            p.add(
+                &at(base, &["request", "headers", name]),
+                "the value is not a valid HTTP header value (control characters?)",
+            );
         }
     }
     if req.inject_key && req.body.as_ref().is_some_and(|b| !b.is_object()) {
-        p.add(&at(base, &["request", "body"]), "must be a mapping for the key to be injected into it (or set `inject_key: false`)");
+        p.add(
+            &at(base, &["request", "body"]),
+            "must be a mapping for the key to be injected into it (or set `inject_key: false`)",
+        );
     }
     if let Some(f) = &probe.follow {
         let fb = at(base, &["follow"]);
         if !f.fetch_path.starts_with('/') || !f.fetch_path.contains("{id}") {
-            p.add(&at(&fb, &["fetch_path"]), format!("`{}` must be a path containing `{{id}}`, e.g. /api/v6/images/fetch/{{id}}", f.fetch_path));
+            p.add(
+                &at(&fb, &["fetch_path"]),
+                format!("`{}` must be a path containing `{{id}}`, e.g. /api/v6/images/fetch/{{id}}", f.fetch_path),
+            );
         }
         if f.poll_interval.is_zero() {
             p.add(&at(&fb, &["poll_interval"]), "must be longer than 0s (e.g. `5s`)");
         }
         if f.max_wait <= f.poll_interval {
-            p.add(&at(&fb, &["max_wait"]), format!("{} must be longer than poll_interval ({})", d(f.max_wait), d(f.poll_interval)));
+            p.add(
+                &at(&fb, &["max_wait"]),
+                format!("{} must be longer than poll_interval ({})", d(f.max_wait), d(f.poll_interval)),
+            );
         } else if f.max_wait >= probe.timeout {
             p.add(
                 &at(&fb, &["max_wait"]),
@@ -201,8 +248,13 @@ fn check_expect(e: &Expect, base: &[Seg], p: &mut Problems<'_>) {
     if e.max_duration.is_some_and(|m| m.is_zero()) {
         p.add(&at(base, &["max_duration"]), "must be longer than 0s");
     }
-    if (e.error_class.is_some() || e.reason.is_some()) && matches!(e.status, Some(ExpectStatus::Success | ExpectStatus::Processing)) {
-        p.add(&at(base, &["status"]), "error_class and reason describe an error answer; drop them or expect `status: error`");
+    if (e.error_class.is_some() || e.reason.is_some())
+        && matches!(e.status, Some(ExpectStatus::Success | ExpectStatus::Processing))
+    {
+        p.add(
+            &at(base, &["status"]),
+            "error_class and reason describe an error answer; drop them or expect `status: error`",
+        );
     }
     for (i, check) in e.json.iter().enumerate() {
         let mut path = at(base, &["json"]);
@@ -225,7 +277,10 @@ fn check_status_page(sp: &StatusPage, p: &mut Problems<'_>) {
         p.add(&at(&base, &["interval"]), "must be longer than 0s (e.g. `60s`)");
     }
     if sp.timeout.is_zero() || sp.timeout >= sp.interval {
-        p.add(&at(&base, &["timeout"]), format!("{} must be longer than 0s and shorter than the interval ({})", d(sp.timeout), d(sp.interval)));
+        p.add(
+            &at(&base, &["timeout"]),
+            format!("{} must be longer than 0s and shorter than the interval ({})", d(sp.timeout), d(sp.interval)),
+        );
     }
     if sp.max_components == 0 {
         p.add(&at(&base, &["max_components"]), "must be at least 1");
@@ -242,12 +297,18 @@ fn check_telemetry(t: &Telemetry, p: &mut Problems<'_>) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
             _ => p.add(
                 &at(&base, &["otlp", "endpoint"]),
-                format!("`{}` is not an http(s) URL, e.g. http://otel-collector:4317 (or empty for no traces)", t.otlp.endpoint),
+                format!(
+                    "`{}` is not an http(s) URL, e.g. http://otel-collector:4317 (or empty for no traces)",
+                    t.otlp.endpoint
+                ),
             ),
         }
     }
     if !(0.0..=1.0).contains(&t.otlp.sample_ratio) {
-        p.add(&at(&base, &["otlp", "sample_ratio"]), format!("{} is not a ratio between 0.0 and 1.0", t.otlp.sample_ratio));
+        p.add(
+            &at(&base, &["otlp", "sample_ratio"]),
+            format!("{} is not a ratio between 0.0 and 1.0", t.otlp.sample_ratio),
+        );
     }
     for name in t.otlp.headers.keys() {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -264,7 +325,7 @@ pub(crate) fn key_needed(upstream: &Upstream, probes: &[Option<Probe>], p: &mut 
     let needing: Vec<&str> = probes
         .iter()
         .flatten()
-        .filter(|pr| pr.request.inject_key && !pr.request.body.as_ref().is_some_and(|b| b.get("key").is_some()))
+        .filter(|pr| pr.request.inject_key && pr.request.body.as_ref().is_none_or(|b| b.get("key").is_none()))
         .map(|pr| pr.name.as_str())
         .collect();
     if !needing.is_empty() {

@@ -1,0 +1,128 @@
+//! The admin server, on its own port: `/metrics`, `/healthz`, `/readyz`, `/api/v1/status` and
+//! `POST /-/reload`. It only reads shared state and forwards reload requests to the app; it never
+//! shows a secret (nothing it can reach holds one).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// The answer to a reload request: `Err` carries the problems, one per line.
+pub type ReloadResult = Result<(), String>;
+
+/// What the admin server reads and where it sends reload requests.
+#[derive(Clone)]
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    /// Set once the config is loaded and every listener is bound.
+    pub ready: Arc<AtomicBool>,
+    pub reload: mpsc::Sender<oneshot::Sender<ReloadResult>>,
+    pub status: Arc<RwLock<AgentStatus>>,
+}
+
+/// What `GET /api/v1/status` reports about the agent itself.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AgentStatus {
+    pub config_file: String,
+    /// The problems of the last failed reload, until a reload succeeds.
+    pub last_reload_error: Option<String>,
+    /// Settings changed by a reload that only a restart applies.
+    pub restart_required_for: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct StatusBody<'a> {
+    version: &'static str,
+    ready: bool,
+    config: ConfigStatus<'a>,
+}
+
+#[derive(Serialize)]
+struct ConfigStatus<'a> {
+    file: &'a str,
+    last_reload_success: bool,
+    last_reload_success_timestamp_seconds: f64,
+    last_reload_error: Option<&'a str>,
+    restart_required_for: &'a [String],
+}
+
+const INDEX: &str = "modelslab-sentinel admin\n\n\
+GET  /metrics         Prometheus metrics\n\
+GET  /healthz         liveness: 200 while the process serves\n\
+GET  /readyz          readiness: 200 once the config is loaded and listeners are bound\n\
+GET  /api/v1/status   the agent's state as JSON\n\
+POST /-/reload        re-read the config file (a bad file keeps the running config)\n";
+
+/// The admin routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/", get(|| async { INDEX }))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/status", get(status))
+        .route("/-/reload", post(reload))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: GET / lists the admin endpoints\n") })
+        .with_state(state)
+}
+
+/// Serves the admin routes on an already-bound listener until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    match state.metrics.render() {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render metrics");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
+        }
+    }
+}
+
+async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn status(State(state): State<AdminState>) -> Response {
+    let agent = state.status.read().map(|s| s.clone()).unwrap_or_default();
+    Json(StatusBody {
+        version: env!("CARGO_PKG_VERSION"),
+        ready: state.ready.load(Ordering::Acquire),
+        config: ConfigStatus {
+            file: &agent.config_file,
+            last_reload_success: state.metrics.config_last_reload_success(),
+            last_reload_success_timestamp_seconds: state.metrics.config_last_reload_timestamp(),
+            last_reload_error: agent.last_reload_error.as_deref(),
+            restart_required_for: &agent.restart_required_for,
+        },
+    })
+    .into_response()
+}
+
+async fn reload(State(state): State<AdminState>) -> (StatusCode, String) {
+    let (tx, rx) = oneshot::channel();
+    if state.reload.send(tx).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the agent is shutting down\n".into());
+    }
+    match rx.await {
+        Ok(Ok(())) => (StatusCode::OK, "configuration reloaded\n".into()),
+        Ok(Err(problems)) => (StatusCode::BAD_REQUEST, format!("{problems}\nthe running configuration is unchanged\n")),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the agent is shutting down\n".into()),
+    }
+}

@@ -1,0 +1,212 @@
+//! Wires the agent together: binds listeners, spawns the components with child cancellation
+//! tokens, publishes reloaded configs, and shuts down in order (signal → cancel → graceful
+//! server shutdown → drain with a grace timeout).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, AdminState, AgentStatus, ReloadResult};
+use crate::config::{self, Config};
+use crate::metrics::Metrics;
+
+/// What the running agent needs from its caller: a loaded config and where it came from.
+pub struct Options {
+    pub config: Config,
+    /// Re-read on SIGHUP and `POST /-/reload`.
+    pub config_path: PathBuf,
+    /// How long in-flight work may take after a shutdown signal.
+    pub grace_period: Duration,
+}
+
+/// A started agent, for callers that bind their own listeners (tests, the demo).
+pub struct Handle {
+    pub admin_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub config: watch::Receiver<Arc<Config>>,
+    /// Ask for a reload, as SIGHUP does.
+    pub reload: mpsc::Sender<oneshot::Sender<ReloadResult>>,
+}
+
+/// Binds the listeners the config names, then serves until `shutdown` is cancelled.
+pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let admin_listener = TcpListener::bind(opts.config.admin.listen).await.with_context(|| {
+        format!("cannot listen on admin.listen {} (is another agent running?)", opts.config.admin.listen)
+    })?;
+    let (handle, done) = start(opts, admin_listener, shutdown)?;
+    tracing::info!("admin server listening on http://{}", handle.admin_addr);
+    done.await
+}
+
+/// Starts the agent on an already-bound admin listener. The returned future finishes once the
+/// agent has shut down after `shutdown` is cancelled.
+pub fn start(
+    opts: Options,
+    admin_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(Handle, impl std::future::Future<Output = anyhow::Result<()>>)> {
+    let Options { config, config_path, grace_period } = opts;
+    let metrics = Arc::new(Metrics::new(&config.labels).context("cannot build the metric registry")?);
+    metrics.config_loaded(true);
+    let admin_addr = admin_listener.local_addr().context("admin listener has no local address")?;
+
+    let (config_tx, config_rx) = watch::channel(Arc::new(config));
+    let (reload_tx, reload_rx) = mpsc::channel(4);
+    let status =
+        Arc::new(RwLock::new(AgentStatus { config_file: config_path.display().to_string(), ..Default::default() }));
+    let ready = Arc::new(AtomicBool::new(false));
+    let tracker = TaskTracker::new();
+
+    let admin_state = AdminState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+        reload: reload_tx.clone(),
+        status: status.clone(),
+    };
+    let admin_token = shutdown.child_token();
+    tracker.spawn(async move {
+        if let Err(e) = admin::serve(admin_listener, admin_state, admin_token).await {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    });
+
+    let reloader = Reloader { path: config_path, config: config_tx, metrics: metrics.clone(), status };
+    tracker.spawn(reloader.run(reload_rx, shutdown.child_token()));
+
+    ready.store(true, Ordering::Release);
+    let handle = Handle { admin_addr, metrics, config: config_rx, reload: reload_tx };
+    let done = async move {
+        shutdown.cancelled().await;
+        ready.store(false, Ordering::Release);
+        tracing::info!(grace_period = %humantime::format_duration(grace_period), "shutting down");
+        tracker.close();
+        if tokio::time::timeout(grace_period, tracker.wait()).await.is_err() {
+            tracing::warn!("grace period over with work still in flight; exiting anyway");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    };
+    Ok((handle, done))
+}
+
+/// Re-reads the config file on request and publishes a valid result atomically.
+struct Reloader {
+    path: PathBuf,
+    config: watch::Sender<Arc<Config>>,
+    metrics: Arc<Metrics>,
+    status: Arc<RwLock<AgentStatus>>,
+}
+
+impl Reloader {
+    async fn run(self, mut requests: mpsc::Receiver<oneshot::Sender<ReloadResult>>, shutdown: CancellationToken) {
+        let mut hangups = hangup_signals();
+        loop {
+            let reply = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                Some(reply) = requests.recv() => Some(reply),
+                Some(()) = next_hangup(&mut hangups) => None,
+            };
+            let result = self.reload();
+            if let Some(reply) = reply {
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn reload(&self) -> ReloadResult {
+        match config::load(&self.path) {
+            Ok(new) => {
+                let restart = self.config.borrow().restart_required_changes(&new);
+                if !restart.is_empty() {
+                    tracing::warn!(settings = %restart.join(", "), "reloaded settings that only take effect after a restart");
+                }
+                self.metrics.set_label_policy(&new.labels);
+                self.config.send_replace(Arc::new(new));
+                self.metrics.config_loaded(true);
+                if let Ok(mut s) = self.status.write() {
+                    s.last_reload_error = None;
+                    s.restart_required_for = restart.iter().map(|s| (*s).to_owned()).collect();
+                }
+                tracing::info!(file = %self.path.display(), "configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                let problems = e.to_string();
+                self.metrics.config_loaded(false);
+                if let Ok(mut s) = self.status.write() {
+                    s.last_reload_error = Some(problems.clone());
+                }
+                tracing::error!("configuration reload failed, keeping the running configuration: {problems}");
+                Err(problems)
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = ();
+
+#[cfg(unix)]
+fn hangup_signals() -> Hangups {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::hangup())
+        .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP; use POST /-/reload"))
+        .ok()
+}
+
+#[cfg(unix)]
+async fn next_hangup(h: &mut Hangups) -> Option<()> {
+    match h {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+fn hangup_signals() -> Hangups {}
+
+#[cfg(not(unix))]
+async fn next_hangup(_: &mut Hangups) -> Option<()> {
+    std::future::pending().await
+}
+
+/// Cancels `token` on SIGTERM or SIGINT (Ctrl-C).
+pub fn cancel_on_shutdown_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let name = shutdown_signal().await;
+        tracing::info!(signal = name, "shutdown requested");
+        token.cancel();
+    });
+}
+
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}

@@ -1,0 +1,69 @@
+//! The command line (SPEC §1), as clap definitions only.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Monitoring agent for the ModelsLab generation API: synthetic probes, a classifying proxy and
+/// the vendor's status page, as Prometheus metrics and OTLP traces.
+#[derive(Debug, Parser)]
+#[command(
+    name = "modelslab-sentinel",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = "Without a command, `run` is assumed.\n\nExit codes: 0 ok, 64 bad configuration or usage, 1 runtime failure.\nDocs: config/example.yaml documents every configuration key."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: probes, proxy and status-page poller as configured (the default).
+    Run(RunArgs),
+    /// Parse and validate a configuration: print every problem (exit 64), or the effective
+    /// configuration with secrets redacted (exit 0).
+    CheckConfig(ConfigArgs),
+    /// A ModelsLab-compatible API emulator with fault injection, for tests, demos and alert drills.
+    Sim(SimArgs),
+    /// Emulator + agent + a small client load through the proxy, on an embedded configuration.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArgs {
+    /// Configuration file (YAML).
+    #[arg(long, short = 'c', env = "MODELSLAB_SENTINEL_CONFIG", default_value = "config/sentinel.yaml")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// On SIGTERM/SIGINT, how long in-flight work may take to finish before the agent exits.
+    #[arg(long, default_value = "25s", value_parser = humantime::parse_duration)]
+    pub grace_period: Duration,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SimArgs {
+    /// Address to serve the emulated API on.
+    #[arg(long, default_value = "127.0.0.1:8181")]
+    pub listen: SocketAddr,
+    /// Scenario file (YAML): latency, job durations, failure ratios, faults, status page.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    /// Stop by itself after this long (e.g. `30s`); without it, run until Ctrl-C.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+}

@@ -1,0 +1,145 @@
+//! The agent as a process: `run` on port 0, scraped over HTTP; reload by SIGHUP and POST;
+//! graceful SIGTERM; the key kept out of everything it shows.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const KEY: &str = "sk-canary-agent-7f3a9c";
+
+fn config(models: &str, level: &str) -> String {
+    format!(
+        "upstream:\n  base_url: http://127.0.0.1:9\n  api_key: {KEY}\nadmin:\n  listen: 127.0.0.1:0\nlabels:\n  models: [{models}]\ntelemetry:\n  log_level: {level}\n"
+    )
+}
+
+#[tokio::test]
+async fn run_serves_metrics_health_and_status_on_port_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "sentinel.yaml", &config("flux", "info"));
+    let agent = Process::start(&["run", "--config", &path], &[]);
+    let base = format!("http://{}", agent.admin_addr());
+
+    assert_eq!(get(&format!("{base}/healthz")).await, (200, "ok\n".into()));
+    assert_eq!(get(&format!("{base}/readyz")).await, (200, "ready\n".into()));
+    let (code, index) = get(&format!("{base}/")).await;
+    assert_eq!(code, 200);
+    assert!(index.contains("/metrics") && index.contains("/-/reload"));
+    assert_eq!(get(&format!("{base}/nope")).await.0, 404);
+
+    let (code, metrics) = get(&format!("{base}/metrics")).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        sample(&metrics, &format!("modelslab_sentinel_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))),
+        Some(1.0)
+    );
+    assert_eq!(sample(&metrics, "modelslab_sentinel_config_last_reload_success"), Some(1.0));
+    assert!(sample(&metrics, "modelslab_sentinel_config_last_reload_success_timestamp_seconds").unwrap() > 1.7e9);
+    assert!(sample(&metrics, "process_resident_memory_bytes").unwrap() > 0.0);
+    promtool_check_metrics(&metrics).unwrap_or_else(|e| panic!("promtool check metrics:\n{e}\n{metrics}"));
+
+    let (code, status) = get(&format!("{base}/api/v1/status")).await;
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["ready"], true);
+    assert_eq!(status["config"]["last_reload_success"], true);
+    assert_eq!(status["config"]["file"], path.as_str());
+}
+
+#[tokio::test]
+async fn a_bad_reload_keeps_the_running_config_and_a_good_one_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "sentinel.yaml", &config("flux", "info"));
+    let agent = Process::start(&["--config", &path], &[]);
+    let base = format!("http://{}", agent.admin_addr());
+
+    // SIGHUP with a broken file: reported, old config kept, still serving.
+    write(dir.path(), "sentinel.yaml", "upstream:\n  base_url: http://127.0.0.1:9\n  timeout: forever\n");
+    agent.signal("HUP");
+    eventually(Duration::from_secs(10), "reload failure shows in metrics", async || {
+        sample(&get(&format!("{base}/metrics")).await.1, "modelslab_sentinel_config_last_reload_success") == Some(0.0)
+    })
+    .await;
+    let status: serde_json::Value = serde_json::from_str(&get(&format!("{base}/api/v1/status")).await.1).unwrap();
+    let error = status["config"]["last_reload_error"].as_str().unwrap();
+    assert!(error.contains("sentinel.yaml:3: upstream.timeout: invalid duration `forever`"), "{error}");
+    assert!(agent.log().contains("configuration reload failed, keeping the running configuration"), "{}", agent.log());
+    assert_eq!(get(&format!("{base}/readyz")).await.0, 200);
+
+    // POST /-/reload with the same broken file: 400 with the problems.
+    let (code, body) = post(&format!("{base}/-/reload"), "").await;
+    assert_eq!(code, 400);
+    assert!(body.contains("upstream.timeout") && body.contains("the running configuration is unchanged"), "{body}");
+
+    // A good file: applied, and the change that needs a restart is named.
+    let good = config("flux, sdxl", "info").replace("127.0.0.1:0", "127.0.0.1:1");
+    write(dir.path(), "sentinel.yaml", &good);
+    assert_eq!(post(&format!("{base}/-/reload"), "").await, (200, "configuration reloaded\n".into()));
+    let metrics = get(&format!("{base}/metrics")).await.1;
+    assert_eq!(sample(&metrics, "modelslab_sentinel_config_last_reload_success"), Some(1.0));
+    let status: serde_json::Value = serde_json::from_str(&get(&format!("{base}/api/v1/status")).await.1).unwrap();
+    assert_eq!(status["config"]["last_reload_error"], serde_json::Value::Null);
+    assert_eq!(status["config"]["restart_required_for"], serde_json::json!(["admin.listen"]));
+    assert!(agent.log().contains("only take effect after a restart"));
+    // Reloading is only by POST.
+    assert_eq!(get(&format!("{base}/-/reload")).await.0, 405);
+}
+
+#[tokio::test]
+async fn sigterm_and_sigint_stop_gracefully_with_exit_0() {
+    for sig in ["TERM", "INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "sentinel.yaml", &config("flux", "info"));
+        let mut agent = Process::start(&["run", "--config", &path, "--grace-period", "5s"], &[]);
+        let base = format!("http://{}", agent.admin_addr());
+        assert_eq!(get(&format!("{base}/readyz")).await.0, 200);
+        agent.signal(sig);
+        let status = agent.wait_exit(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(0), "SIG{sig}; log:\n{}", agent.log());
+        assert!(agent.log().contains("stopped"));
+    }
+}
+
+#[tokio::test]
+async fn runtime_failures_exit_1_with_a_clear_message() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "sentinel.yaml",
+        &config("flux", "info").replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+    );
+    let (code, _, stderr) = run_to_end(&["run", "--config", &path], &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&format!("cannot listen on admin.listen 127.0.0.1:{port}")), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_key_never_appears_in_logs_metrics_or_admin_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config("flux", "trace") + "  log_format: json\n";
+    let path = write(dir.path(), "sentinel.yaml", &text);
+    let mut agent = Process::start(&["run", "--config", &path], &[]);
+    let addr = agent.wait_for_log("admin server listening on http://", Duration::from_secs(20));
+    let base = format!("http://{addr}");
+    let mut seen = String::new();
+    for p in ["/metrics", "/api/v1/status", "/", "/healthz", "/readyz"] {
+        seen.push_str(&get(&format!("{base}{p}")).await.1);
+    }
+    // A failed reload logs its problems; they must not carry the key either.
+    write(
+        dir.path(),
+        "sentinel.yaml",
+        &text.replace("base_url: http://127.0.0.1:9", "base_url: http://127.0.0.1:9/path"),
+    );
+    seen.push_str(&post(&format!("{base}/-/reload"), "").await.1);
+    agent.signal("TERM");
+    agent.wait_exit(Duration::from_secs(10));
+    let log = agent.log();
+    assert!(log.contains("\"level\":\"TRACE\"") || log.contains("\"level\":\"INFO\""), "JSON logs expected:\n{log}");
+    assert!(!seen.contains(KEY), "the key was served:\n{seen}");
+    assert!(!log.contains(KEY), "the key was logged:\n{log}");
+}
