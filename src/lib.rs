@@ -22,4 +22,5 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod metrics;
+pub mod sim;
 pub mod telemetry;

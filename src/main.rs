@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use modelslab_sentinel::cli::{Cli, Command, ConfigArgs, RunArgs};
-use modelslab_sentinel::{app, config, telemetry};
+use modelslab_sentinel::cli::{Cli, Command, ConfigArgs, RunArgs, SimArgs};
+use modelslab_sentinel::{app, config, sim, telemetry};
 use tokio_util::sync::CancellationToken;
 
 const EXIT_USAGE: u8 = 64;
@@ -21,8 +21,9 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run(cli.run)) {
         Command::Run(args) => run(args),
         Command::CheckConfig(args) => check_config(&args),
-        Command::Sim(_) | Command::Demo(_) => {
-            eprintln!("error: this build has no emulator yet");
+        Command::Sim(args) => sim(&args),
+        Command::Demo(_) => {
+            eprintln!("error: this build has no demo yet");
             ExitCode::FAILURE
         }
     }
@@ -46,18 +47,64 @@ fn check_config(args: &ConfigArgs) -> ExitCode {
     }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn sim(args: &SimArgs) -> ExitCode {
+    let scenario = match &args.scenario {
+        None => sim::Scenario::default(),
+        Some(path) => match std::fs::read_to_string(path) {
+            Err(e) => {
+                eprintln!("error: cannot read scenario {}: {e}", path.display());
+                return ExitCode::from(EXIT_USAGE);
+            }
+            Ok(text) => match sim::Scenario::parse(&text) {
+                Ok(s) => s,
+                Err(problems) => {
+                    eprintln!("error: invalid scenario {}:\n{problems}", path.display());
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            },
+        },
+    };
+    let _telemetry = telemetry::init(&config::Telemetry::default());
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result: anyhow::Result<()> = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        let shutdown = CancellationToken::new();
+        app::cancel_on_shutdown_signals(shutdown.clone());
+        let handle = sim::spawn(listener, scenario, shutdown.clone())?;
+        tracing::info!("sim listening on http://{}", handle.addr);
+        shutdown.cancelled().await;
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn run(args: RunArgs) -> ExitCode {
     let config = match load(&args.config) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let _telemetry = telemetry::init(&config.telemetry);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let opts = app::Options { config, config_path: args.config.config.clone(), grace_period: args.grace_period };
     let result = runtime.block_on(async {

@@ -96,8 +96,9 @@ impl<'de> Deserialize<'de> for Pattern {
     }
 }
 
-/// Durations are written the humantime way: `500ms`, `60s`, `5m`, `1h 30m`.
-mod duration {
+/// Durations are written the humantime way: `500ms`, `60s`, `5m`, `1h 30m`. Public for the
+/// other documents the agent reads (the emulator's scenarios).
+pub mod duration {
     use super::*;
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

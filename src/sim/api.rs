@@ -1,0 +1,433 @@
+//! The emulated ModelsLab endpoints: generation, fetch, wallet balance. Validation, magic keys,
+//! queue limits and async jobs behave as the API documents (seed document, API-FACTS.md).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+use serde_json::{Map, Value, json};
+
+use super::Sim;
+use super::scenario::Account;
+
+/// Which family an endpoint belongs to: decides its fetch path and its wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V6Images,
+    V6Realtime,
+    V7Images,
+}
+
+impl Family {
+    fn fetch_prefix(self) -> &'static str {
+        match self {
+            Family::V6Images => "/api/v6/images/fetch",
+            Family::V6Realtime => "/api/v6/realtime/fetch",
+            Family::V7Images => "/api/v7/images/fetch",
+        }
+    }
+}
+
+/// What a generation endpoint needs besides a prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Image,
+}
+
+/// How a job ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Success,
+    Failed,
+    Error,
+}
+
+#[derive(Debug)]
+pub(super) struct Job {
+    key: String,
+    family: Family,
+    submitted: Instant,
+    done_at: Instant,
+    eta_bias: f64,
+    fate: Fate,
+    samples: u64,
+}
+
+/// Jobs and the per-key queues they occupy.
+#[derive(Debug, Default)]
+pub(super) struct Jobs {
+    next_id: u64,
+    by_id: HashMap<u64, Job>,
+    /// Finish times of the unfinished jobs of each key.
+    queues: HashMap<String, Vec<Instant>>,
+    inserted: u64,
+}
+
+/// Finished jobs stay fetchable this long.
+const KEEP_FINISHED: Duration = Duration::from_secs(600);
+/// Above this many jobs, finished ones older than KEEP_FINISHED are dropped.
+const MAX_JOBS: usize = 200_000;
+
+impl Jobs {
+    fn queue_len(&mut self, key: &str, now: Instant) -> (usize, Option<Instant>) {
+        let q = self.queues.entry(key.to_owned()).or_default();
+        q.retain(|done| *done > now);
+        (q.len(), q.iter().min().copied())
+    }
+
+    fn insert(&mut self, job: Job) -> u64 {
+        if self.next_id == 0 {
+            self.next_id = 134_700_000;
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        self.queues.entry(job.key.clone()).or_default().push(job.done_at);
+        self.by_id.insert(id, job);
+        self.inserted += 1;
+        if self.by_id.len() > MAX_JOBS && self.inserted % 1024 == 0 {
+            let now = Instant::now();
+            self.by_id.retain(|_, j| j.done_at + KEEP_FINISHED > now);
+        }
+        id
+    }
+}
+
+/// The API's error body, honouring the scenario's `messege` spelling.
+pub(super) fn error_body(sim: &Sim, message: Value) -> Value {
+    let mut m = Map::new();
+    m.insert("status".into(), "error".into());
+    m.insert(sim.message_key().into(), message);
+    Value::Object(m)
+}
+
+pub(super) fn json_response(status: StatusCode, body: Value) -> Response {
+    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// An answer decided before the happy path: a status and an API-shaped body.
+struct Reply {
+    status: StatusCode,
+    body: Value,
+}
+
+impl From<Reply> for Response {
+    fn from(r: Reply) -> Response {
+        json_response(r.status, r.body)
+    }
+}
+
+fn error(sim: &Sim, status: StatusCode, message: &str) -> Reply {
+    Reply { status, body: error_body(sim, message.into()) }
+}
+
+/// The body as a JSON object; `Err` is the API's malformed-JSON answer.
+fn parse_body(sim: &Sim, body: &Bytes) -> Result<Map<String, Value>, Reply> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(error(sim, StatusCode::BAD_REQUEST, "Malformed JSON in request body")),
+    }
+}
+
+/// The key from the body, a `key` header or `Authorization: Bearer`, as clients send it.
+fn api_key(body: &Map<String, Value>, headers: &HeaderMap) -> Option<String> {
+    let from_body = body.get("key").and_then(Value::as_str).map(str::to_owned);
+    let from_header = || headers.get("key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let from_bearer = || {
+        headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|s| s.trim().to_owned())
+    };
+    from_body.or_else(from_header).or_else(from_bearer).filter(|k| !k.is_empty())
+}
+
+/// Checks the key; `Err` is the API's answer to a missing, revoked or unfunded key.
+fn authorize(sim: &Sim, body: &Map<String, Value>, headers: &HeaderMap) -> Result<(String, Account), Reply> {
+    let Some(key) = api_key(body, headers) else {
+        return Err(error(sim, StatusCode::UNAUTHORIZED, "key is required"));
+    };
+    match Account::of_key(&key, sim.scenario().account) {
+        Account::Revoked => Err(error(sim, StatusCode::UNAUTHORIZED, "Invalid API key")),
+        Account::Broke => {
+            Err(error(sim, StatusCode::PAYMENT_REQUIRED, "Insufficient credits. Please add more credits to continue."))
+        }
+        account => Ok((key, account)),
+    }
+}
+
+/// A number sent as a JSON number or a numeric string, as real clients do.
+enum Num {
+    Absent,
+    Bad,
+    Value(f64),
+}
+
+fn number(body: &Map<String, Value>, field: &str) -> Num {
+    match body.get(field) {
+        None | Some(Value::Null) => Num::Absent,
+        Some(Value::Number(n)) => n.as_f64().map_or(Num::Bad, Num::Value),
+        Some(Value::String(s)) if s.trim().is_empty() => Num::Absent,
+        Some(Value::String(s)) => s.trim().parse().map_or(Num::Bad, Num::Value),
+        Some(_) => Num::Bad,
+    }
+}
+
+/// The seed document's validation table, in the API's words.
+fn validate(sim: &Sim, family: Family, kind: Kind, body: &Map<String, Value>) -> Result<(), Reply> {
+    let bad = |message: String| Err(error(sim, StatusCode::BAD_REQUEST, &message));
+    match body.get("prompt") {
+        None | Some(Value::Null) => return bad("prompt is required".into()),
+        Some(Value::String(s)) if s.trim().is_empty() => return bad("prompt is required".into()),
+        Some(Value::String(_)) => {}
+        Some(_) => return bad("prompt must be a string".into()),
+    }
+    if let Some(model) = body.get("model_id") {
+        let model = model.as_str().map_or_else(|| model.to_string(), str::to_owned);
+        if !sim.scenario().models.contains(&model) {
+            return bad(format!("Model not found: {model}"));
+        }
+    }
+    for field in ["width", "height"] {
+        match number(body, field) {
+            Num::Absent => {}
+            Num::Bad => return bad(format!("{field} must be a number")),
+            Num::Value(v) if !(256.0..=1024.0).contains(&v) => {
+                return bad(format!("{field} must be between 256 and 1024"));
+            }
+            Num::Value(v) if v % 8.0 != 0.0 => return bad(format!("{field} must be divisible by 8")),
+            Num::Value(_) => {}
+        }
+    }
+    for (field, lo, hi) in [("samples", 1.0, 4.0), ("guidance_scale", 1.0, 20.0)] {
+        match number(body, field) {
+            Num::Absent => {}
+            Num::Bad => return bad(format!("{field} must be a number")),
+            Num::Value(v) if !(lo..=hi).contains(&v) => return bad(format!("{field} must be between {lo} and {hi}")),
+            Num::Value(_) => {}
+        }
+    }
+    if kind == Kind::Image {
+        match body.get("init_image").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            // v7 answers in Laravel's shape: an object of field errors.
+            None if family == Family::V7Images => {
+                return Err(Reply {
+                    status: StatusCode::BAD_REQUEST,
+                    body: error_body(sim, json!({"init_image": ["The init image field is required."]})),
+                });
+            }
+            None => return bad("init_image is required".into()),
+            Some(u) => {
+                let unreachable = url::Url::parse(u).ok().and_then(|u| u.host_str().map(|h| h.ends_with(".invalid")));
+                if unreachable.unwrap_or(true) {
+                    return bad("Unable to fetch image from provided URL".into());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn output_links(base: &str, id: u64, samples: u64) -> Vec<String> {
+    (0..samples).map(|i| format!("{base}/generations/{id}-{i}.png")).collect()
+}
+
+/// `http://host:port` the client used, for links in answers.
+fn base_url(sim: &Sim, headers: &HeaderMap) -> String {
+    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
+    format!("http://{}", host.unwrap_or_else(|| sim.addr.to_string()))
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// `POST` on a generation endpoint.
+pub(super) async fn generate(
+    State(sim): State<Arc<Sim>>,
+    family: Family,
+    kind: Kind,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = match parse_body(&sim, &body) {
+        Ok(b) => b,
+        Err(r) => return r.into(),
+    };
+    let (key, account) = match authorize(&sim, &body, &headers) {
+        Ok(k) => k,
+        Err(r) => return r.into(),
+    };
+    if family == Family::V6Realtime && account == Account::Basic {
+        return error(&sim, StatusCode::FORBIDDEN, "This feature requires a premium subscription").into();
+    }
+    if let Err(r) = validate(&sim, family, kind, &body) {
+        return r.into();
+    }
+    let scenario = sim.scenario();
+    let samples = match number(&body, "samples") {
+        Num::Value(v) => v as u64,
+        _ => 1,
+    };
+    let base = base_url(&sim, &headers);
+    let (sync, duration, fate) = {
+        let mut rng = sim.rng();
+        let sync = rng.random::<f64>() < scenario.sync_ratio;
+        let (lo, hi) = (scenario.job_duration.min.as_secs_f64(), scenario.job_duration.max.as_secs_f64());
+        let duration = if hi > lo { rng.random_range(lo..hi) } else { lo };
+        let fate = if rng.random::<f64>() < scenario.failure_ratio {
+            if rng.random::<bool>() { Fate::Failed } else { Fate::Error }
+        } else {
+            Fate::Success
+        };
+        (sync, duration, fate)
+    };
+
+    let now = Instant::now();
+    let mut jobs = sim.jobs();
+    let limit = account.queue_limit();
+    let (queued, next_free) = jobs.queue_len(&key, now);
+    if queued >= limit {
+        let wait = next_free.map_or(1.0, |t| t.saturating_duration_since(now).as_secs_f64().ceil()).max(1.0);
+        let mut body =
+            error_body(&sim, format!("Rate limit exceeded. Maximum {limit} queued requests allowed.").into());
+        body["retry_after"] = json!(wait as u64);
+        return json_response(StatusCode::TOO_MANY_REQUESTS, body);
+    }
+    if sync {
+        let id = jobs.insert(Job {
+            key,
+            family,
+            submitted: now,
+            done_at: now,
+            eta_bias: scenario.eta_bias,
+            fate: Fate::Success,
+            samples,
+        });
+        let links = output_links(&base, id, samples);
+        return json_response(
+            StatusCode::OK,
+            json!({
+                "status": "success", "id": id, "generationTime": round2(duration.min(5.0)),
+                "output": links, "proxy_links": links,
+                "meta": {"model_id": body.get("model_id").cloned().unwrap_or(json!("flux")), "W": 512, "H": 512},
+            }),
+        );
+    }
+    let job = Job {
+        key,
+        family,
+        submitted: now,
+        done_at: now + Duration::from_secs_f64(duration),
+        eta_bias: scenario.eta_bias,
+        fate,
+        samples,
+    };
+    let id = jobs.insert(job);
+    drop(jobs);
+    let mut answer = json!({
+        "status": "processing",
+        "id": id,
+        "eta": round2(duration * scenario.eta_bias),
+        "fetch_result": format!("{base}{}/{id}", family.fetch_prefix()),
+        "future_links": output_links(&base, id, samples),
+        "output": [],
+        "tip": "Your image is processing in background, you can get this image using fetch API",
+    });
+    answer[sim.message_key()] = json!("Try to fetch request after seconds estimated");
+    json_response(StatusCode::OK, answer)
+}
+
+/// `POST <family>/fetch/{id}`.
+pub(super) async fn fetch_by_path(
+    State(sim): State<Arc<Sim>>,
+    family: Family,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    fetch(&sim, family, Some(id), &headers, &body)
+}
+
+/// `POST /api/v6/images/fetch` with `request_id` in the body.
+pub(super) async fn fetch_by_body(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    fetch(&sim, Family::V6Images, None, &headers, &body)
+}
+
+/// A job is found only on its own family's fetch endpoint, as with the real API.
+fn fetch(sim: &Sim, family: Family, path_id: Option<String>, headers: &HeaderMap, body: &Bytes) -> Response {
+    let body = match parse_body(sim, body) {
+        Ok(b) => b,
+        Err(r) => return r.into(),
+    };
+    if let Err(r) = authorize(sim, &body, headers) {
+        return r.into();
+    }
+    let id = path_id.or_else(|| match body.get("request_id") {
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => None,
+    });
+    let Some(id) = id else {
+        return error(sim, StatusCode::BAD_REQUEST, "request_id is required").into();
+    };
+    let base = base_url(sim, headers);
+    let now = Instant::now();
+    let jobs = sim.jobs();
+    let found = id.trim().parse::<u64>().ok().and_then(|n| jobs.by_id.get(&n).map(|j| (n, j)));
+    let Some(job) = found.filter(|(_, j)| j.family == family) else {
+        return json_response(StatusCode::OK, error_body(sim, "Request not found".into()));
+    };
+    let (id, job) = job;
+    if now < job.done_at {
+        let remaining = job.done_at.duration_since(now).as_secs_f64();
+        let mut answer =
+            json!({"status": "processing", "id": id, "eta": round2((remaining * job.eta_bias).max(0.5)), "output": ""});
+        answer[sim.message_key()] = json!("try again later.");
+        return json_response(StatusCode::OK, answer);
+    }
+    let generation = job.done_at.duration_since(job.submitted).as_secs_f64();
+    match job.fate {
+        Fate::Success => {
+            let links = output_links(&base, id, job.samples);
+            json_response(
+                StatusCode::OK,
+                json!({"status": "success", "id": id, "generationTime": round2(generation), "output": links, "proxy_links": links}),
+            )
+        }
+        Fate::Failed => {
+            let mut answer = json!({"status": "failed", "id": id});
+            answer[sim.message_key()] =
+                json!("Generation failed: the model did not return an image. No credits were charged.");
+            json_response(StatusCode::OK, answer)
+        }
+        Fate::Error => {
+            json_response(StatusCode::OK, error_body(sim, "Failed to generate image, please try again.".into()))
+        }
+    }
+}
+
+/// `POST /api/wallet_balance`.
+pub(super) async fn wallet_balance(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = match parse_body(&sim, &body) {
+        Ok(b) => b,
+        Err(r) => return r.into(),
+    };
+    match api_key(&body, &headers).map(|k| Account::of_key(&k, sim.scenario().account)) {
+        Some(Account::Revoked) => error(&sim, StatusCode::UNAUTHORIZED, "Invalid API key").into(),
+        Some(account) => {
+            let balance = if account == Account::Broke { 0.0 } else { 42.5 };
+            json_response(StatusCode::OK, json!({"status": "success", "data": {"balance": balance, "currency": "USD"}}))
+        }
+        None => error(&sim, StatusCode::UNAUTHORIZED, "key is required").into(),
+    }
+}

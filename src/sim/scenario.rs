@@ -1,0 +1,290 @@
+//! How the emulator behaves: latency, job durations, how honest its etas are, failure and fault
+//! ratios, the message key spelling and the status page. Given as YAML or JSON (`--scenario`,
+//! `PUT /_sim/scenario`); every field has a calm default.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::config::duration;
+
+/// The emulator's behaviour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scenario {
+    /// Seeds the random draws (latency, durations, faults), so runs repeat.
+    pub seed: u64,
+    /// Added before answering each API request.
+    pub latency: Span,
+    /// Share of valid generations answered `success` at once (no async job).
+    pub sync_ratio: f64,
+    /// How long an async job really runs.
+    pub job_duration: Span,
+    /// Promised eta = real duration × eta_bias: below 1 the API is optimistic (jobs overrun).
+    pub eta_bias: f64,
+    /// Share of jobs that end `failed` or `error` instead of `success`.
+    pub failure_ratio: f64,
+    pub faults: Faults,
+    /// Spell the message key `messege`, as older endpoints do.
+    pub legacy_messege: bool,
+    pub status_page: PageState,
+    /// `model_id` values that exist; others get `Model not found: <id>`.
+    pub models: Vec<String>,
+    /// The account every key belongs to, unless a magic key prefix (`sim-broke…`) says otherwise.
+    pub account: Account,
+}
+
+/// An account's plan and standing: decides queue limits, 402s, 401s and 403s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Account {
+    /// Queue limit 5.
+    #[default]
+    PayAsYouGo,
+    /// Queue limit 10.
+    Standard,
+    /// Queue limit 15.
+    Premium,
+    /// No realtime endpoints (403).
+    Basic,
+    /// Out of credits (402).
+    Broke,
+    /// The key was revoked (401).
+    Revoked,
+}
+
+impl Account {
+    /// The account of a key: its magic prefix, else the scenario's account.
+    pub fn of_key(key: &str, default: Account) -> Account {
+        [
+            ("sim-invalid", Account::Revoked),
+            ("sim-broke", Account::Broke),
+            ("sim-basic", Account::Basic),
+            ("sim-standard", Account::Standard),
+            ("sim-premium", Account::Premium),
+        ]
+        .into_iter()
+        .find(|(prefix, _)| key.starts_with(prefix))
+        .map_or(default, |(_, a)| a)
+    }
+
+    /// How many unfinished jobs the account may have.
+    pub fn queue_limit(self) -> usize {
+        match self {
+            Account::Standard => 10,
+            Account::Premium => 15,
+            _ => 5,
+        }
+    }
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            seed: 1,
+            latency: Span::fixed(Duration::ZERO),
+            sync_ratio: 0.0,
+            job_duration: Span { min: Duration::from_secs(2), max: Duration::from_secs(8) },
+            eta_bias: 1.0,
+            failure_ratio: 0.0,
+            faults: Faults::default(),
+            legacy_messege: false,
+            status_page: PageState::Operational,
+            models: ["flux", "sdxl", "sd-1.5", "realistic-vision-v51", "dreamshaper-8"].map(String::from).to_vec(),
+            account: Account::PayAsYouGo,
+        }
+    }
+}
+
+/// A range of durations drawn uniformly; `50ms` alone means exactly that.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Span {
+    #[serde(with = "duration")]
+    pub min: Duration,
+    #[serde(with = "duration")]
+    pub max: Duration,
+}
+
+impl Span {
+    pub fn fixed(d: Duration) -> Self {
+        Span { min: d, max: d }
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Range {
+            #[serde(with = "duration")]
+            min: Duration,
+            #[serde(with = "duration")]
+            max: Duration,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Range(Range),
+        }
+        match Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected a duration (`50ms`) or a range (`{min: 1s, max: 5s}`)"))?
+        {
+            Raw::One(s) => humantime::parse_duration(s.trim())
+                .map(Span::fixed)
+                .map_err(|e| serde::de::Error::custom(format!("invalid duration `{s}`: {e}"))),
+            Raw::Range(r) => Ok(Span { min: r.min, max: r.max }),
+        }
+    }
+}
+
+/// Shares of API requests answered with a fault instead of normally (together at most 1).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// HTTP 500 `Internal server error. Please try again.`
+    pub server_error: f64,
+    /// HTTP 503 `Service temporarily unavailable. Please try again later.`
+    pub unavailable: f64,
+    /// HTTP 502 with an HTML page, as a gateway in front of the API sends.
+    pub gateway_html: f64,
+    /// HTTP 200 with `"status":"error"` and a server-error message.
+    pub soft_error: f64,
+    /// No answer until the client gives up.
+    pub timeout: f64,
+    /// The connection is closed without an answer.
+    pub reset: f64,
+}
+
+/// A fault to inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    ServerError,
+    Unavailable,
+    GatewayHtml,
+    SoftError,
+    Timeout,
+    Reset,
+}
+
+impl Faults {
+    fn shares(&self) -> [(Fault, f64); 6] {
+        [
+            (Fault::ServerError, self.server_error),
+            (Fault::Unavailable, self.unavailable),
+            (Fault::GatewayHtml, self.gateway_html),
+            (Fault::SoftError, self.soft_error),
+            (Fault::Timeout, self.timeout),
+            (Fault::Reset, self.reset),
+        ]
+    }
+
+    /// The fault a uniform draw in [0, 1) lands on, if any.
+    pub fn pick(&self, draw: f64) -> Option<Fault> {
+        let mut acc = 0.0;
+        for (fault, share) in self.shares() {
+            acc += share;
+            if draw < acc {
+                return Some(fault);
+            }
+        }
+        None
+    }
+}
+
+/// What the emulated status page says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PageState {
+    Operational,
+    DegradedPerformance,
+    PartialOutage,
+    MajorOutage,
+    UnderMaintenance,
+}
+
+impl Scenario {
+    /// Parses a scenario from YAML or JSON text and checks it.
+    pub fn parse(text: &str) -> Result<Scenario, String> {
+        let s: Scenario = crate::config::parse_document(text).map_err(|p| p.to_string())?;
+        s.check()?;
+        Ok(s)
+    }
+
+    /// Every problem, one per line.
+    pub fn check(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        let mut ratio = |name: &str, v: f64| {
+            if !(0.0..=1.0).contains(&v) {
+                problems.push(format!("{name}: {v} is not a ratio between 0 and 1"));
+            }
+        };
+        ratio("sync_ratio", self.sync_ratio);
+        ratio("failure_ratio", self.failure_ratio);
+        for (fault, share) in self.faults.shares() {
+            ratio(&format!("faults.{}", fault_name(fault)), share);
+        }
+        let total: f64 = self.faults.shares().iter().map(|(_, s)| s).sum();
+        if total > 1.0 + 1e-9 {
+            problems.push(format!("faults: the shares add up to {total}, more than 1"));
+        }
+        for (name, span) in [("latency", self.latency), ("job_duration", self.job_duration)] {
+            if span.min > span.max {
+                problems.push(format!("{name}: min is longer than max"));
+            }
+        }
+        if !(self.eta_bias.is_finite() && self.eta_bias > 0.0) {
+            problems.push(format!("eta_bias: {} must be a number above 0 (1 = honest)", self.eta_bias));
+        }
+        if self.models.is_empty() {
+            problems.push("models: list at least one model id".to_owned());
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("\n")) }
+    }
+}
+
+fn fault_name(f: Fault) -> &'static str {
+    match f {
+        Fault::ServerError => "server_error",
+        Fault::Unavailable => "unavailable",
+        Fault::GatewayHtml => "gateway_html",
+        Fault::SoftError => "soft_error",
+        Fault::Timeout => "timeout",
+        Fault::Reset => "reset",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_yaml_and_json_with_defaults() {
+        let s =
+            Scenario::parse("seed: 7\nlatency: 5ms\njob_duration: {min: 1s, max: 2s}\nfaults: {reset: 0.5}\n").unwrap();
+        assert_eq!(s.seed, 7);
+        assert_eq!(s.latency, Span::fixed(Duration::from_millis(5)));
+        assert_eq!(s.job_duration.max, Duration::from_secs(2));
+        assert_eq!(s.status_page, PageState::Operational);
+        let j = Scenario::parse(r#"{"status_page":"major_outage","legacy_messege":true}"#).unwrap();
+        assert_eq!((j.status_page, j.legacy_messege), (PageState::MajorOutage, true));
+    }
+
+    #[test]
+    fn refuses_nonsense_with_the_reason() {
+        assert!(Scenario::parse("faults: {server_error: 0.7, reset: 0.6}\n").unwrap_err().contains("add up to 1.3"));
+        assert!(Scenario::parse("sync_ratio: 2\n").unwrap_err().contains("sync_ratio: 2 is not a ratio"));
+        assert!(Scenario::parse("job_duration: {min: 5s, max: 1s}\n").unwrap_err().contains("min is longer than max"));
+        assert!(Scenario::parse("colour: red\n").unwrap_err().contains("unknown field `colour`"));
+        assert!(Scenario::parse("status_page: sunny\n").unwrap_err().contains("status_page"));
+    }
+
+    #[test]
+    fn fault_draws() {
+        let f = Faults { server_error: 0.25, reset: 0.25, ..Faults::default() };
+        assert_eq!(f.pick(0.1), Some(Fault::ServerError));
+        assert_eq!(f.pick(0.3), Some(Fault::Reset));
+        assert_eq!(f.pick(0.6), None);
+        assert_eq!(Faults::default().pick(0.0), None);
+    }
+}
