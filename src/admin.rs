@@ -2,11 +2,13 @@
 //! `POST /-/reload`. It only reads shared state and forwards reload requests to the app; it never
 //! shows a secret (nothing it can reach holds one).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
@@ -20,6 +22,15 @@ use crate::metrics::Metrics;
 /// The answer to a reload request: `Err` carries the problems, one per line.
 pub type ReloadResult = Result<(), String>;
 
+/// What the components show through the admin API; the app implements it, so that this module
+/// needs none of them.
+pub trait Components: Send + Sync {
+    /// Fields added to `GET /api/v1/status` (`probes`, `status_page`, …).
+    fn status(&self) -> serde_json::Map<String, serde_json::Value>;
+    /// Runs one probe now; `None` if there is no probe of that name.
+    fn run_probe<'a>(&'a self, name: &'a str) -> Pin<Box<dyn Future<Output = Option<serde_json::Value>> + Send + 'a>>;
+}
+
 /// What the admin server reads and where it sends reload requests.
 #[derive(Clone)]
 pub struct AdminState {
@@ -28,6 +39,7 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     pub reload: mpsc::Sender<oneshot::Sender<ReloadResult>>,
     pub status: Arc<RwLock<AgentStatus>>,
+    pub components: Arc<dyn Components>,
 }
 
 /// What `GET /api/v1/status` reports about the agent itself.
@@ -45,6 +57,8 @@ struct StatusBody<'a> {
     version: &'static str,
     ready: bool,
     config: ConfigStatus<'a>,
+    #[serde(flatten)]
+    components: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -60,7 +74,8 @@ const INDEX: &str = "modelslab-sentinel admin\n\n\
 GET  /metrics         Prometheus metrics\n\
 GET  /healthz         liveness: 200 while the process serves\n\
 GET  /readyz          readiness: 200 once the config is loaded and listeners are bound\n\
-GET  /api/v1/status   the agent's state as JSON\n\
+GET  /api/v1/status   the agent's state as JSON (config, probes, status page)\n\
+POST /api/v1/probes/NAME/run  run one probe now; answers its report as JSON\n\
 POST /-/reload        re-read the config file (a bad file keeps the running config)\n";
 
 /// The admin routes.
@@ -71,6 +86,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/probes/{name}/run", post(run_probe))
         .route("/-/reload", post(reload))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found: GET / lists the admin endpoints\n") })
         .with_state(state)
@@ -111,6 +127,7 @@ async fn status(State(state): State<AdminState>) -> Response {
             last_reload_error: agent.last_reload_error.as_deref(),
             restart_required_for: &agent.restart_required_for,
         },
+        components: state.components.status(),
     })
     .into_response()
 }
@@ -124,5 +141,13 @@ async fn reload(State(state): State<AdminState>) -> (StatusCode, String) {
         Ok(Ok(())) => (StatusCode::OK, "configuration reloaded\n".into()),
         Ok(Err(problems)) => (StatusCode::BAD_REQUEST, format!("{problems}\nthe running configuration is unchanged\n")),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the agent is shutting down\n".into()),
+    }
+}
+
+async fn run_probe(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+    match state.components.run_probe(&name).await {
+        Some(report) => Json(report).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": format!("no probe named `{name}`") })))
+            .into_response(),
     }
 }

@@ -14,9 +14,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::{self, AdminState, AgentStatus, ReloadResult};
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::admin::{self, AdminState, AgentStatus, Components, ReloadResult};
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
+use crate::probe::{HttpRunner, Probes};
 
 /// What the running agent needs from its caller: a loaded config and where it came from.
 pub struct Options {
@@ -65,11 +69,16 @@ pub fn start(
     let ready = Arc::new(AtomicBool::new(false));
     let tracker = TaskTracker::new();
 
+    let runner = HttpRunner::new(metrics.clone()).context("cannot build the probes' HTTP client")?;
+    let probes = Probes::new(config_rx.clone(), metrics.clone(), Arc::new(runner));
+    tracker.spawn(probes.clone().run(shutdown.child_token()));
+
     let admin_state = AdminState {
         metrics: metrics.clone(),
         ready: ready.clone(),
         reload: reload_tx.clone(),
         status: status.clone(),
+        components: Arc::new(AgentComponents { probes }),
     };
     let admin_token = shutdown.child_token();
     tracker.spawn(async move {
@@ -95,6 +104,23 @@ pub fn start(
         Ok(())
     };
     Ok((handle, done))
+}
+
+/// The components as the admin API sees them.
+struct AgentComponents {
+    probes: Probes,
+}
+
+impl Components for AgentComponents {
+    fn status(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        out.insert("probes".into(), serde_json::to_value(self.probes.status()).unwrap_or_default());
+        out
+    }
+
+    fn run_probe<'a>(&'a self, name: &'a str) -> Pin<Box<dyn Future<Output = Option<serde_json::Value>> + Send + 'a>> {
+        Box::pin(async move { self.probes.run_now(name).await.and_then(|r| serde_json::to_value(r).ok()) })
+    }
 }
 
 /// Re-reads the config file on request and publishes a valid result atomically.

@@ -22,5 +22,6 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod metrics;
+pub mod probe;
 pub mod sim;
 pub mod telemetry;

@@ -492,6 +492,60 @@ impl Metrics {
         }
     }
 
+    /// A probe was (re)scheduled: its counters exist at 0, so rules see a series from the start.
+    pub fn probe_registered(&self, probe: &str) {
+        for result in ["success", "failure"] {
+            self.probe_runs.with_label_values(&[probe, result]);
+        }
+        for reason in ProbeFailure::ALL {
+            self.probe_failures.with_label_values(&[probe, reason.as_str()]);
+        }
+        for reason in SkipReason::ALL {
+            self.probe_skipped.with_label_values(&[probe, reason.as_str()]);
+        }
+    }
+
+    /// A probe run ended.
+    pub fn probe_finished(
+        &self,
+        probe: &str,
+        success: bool,
+        failure: Option<&str>,
+        duration_seconds: f64,
+        started_at_unix: f64,
+    ) {
+        self.probe_success.with_label_values(&[probe]).set(if success { 1.0 } else { 0.0 });
+        self.probe_duration.with_label_values(&[probe]).set(duration_seconds);
+        self.probe_last_run.with_label_values(&[probe]).set(started_at_unix);
+        self.probe_runs.with_label_values(&[probe, if success { "success" } else { "failure" }]).inc();
+        if let Some(reason) = failure {
+            self.probe_failures.with_label_values(&[probe, reason]).inc();
+        }
+        tracing::debug!(probe, success, reason = failure.unwrap_or("-"), duration_seconds, "probe run finished");
+    }
+
+    /// A probe tick did not run.
+    pub fn probe_skipped(&self, probe: &str, reason: SkipReason) {
+        self.probe_skipped.with_label_values(&[probe, reason.as_str()]).inc();
+        tracing::debug!(probe, reason = reason.as_str(), "probe tick skipped");
+    }
+
+    /// A probe was removed from the config: its series go too.
+    pub fn forget_probe(&self, probe: &str) {
+        for g in [&self.probe_success, &self.probe_duration, &self.probe_last_run] {
+            let _ = g.remove_label_values(&[probe]);
+        }
+        for result in ["success", "failure"] {
+            let _ = self.probe_runs.remove_label_values(&[probe, result]);
+        }
+        for reason in ProbeFailure::ALL {
+            let _ = self.probe_failures.remove_label_values(&[probe, reason.as_str()]);
+        }
+        for reason in SkipReason::ALL {
+            let _ = self.probe_skipped.remove_label_values(&[probe, reason.as_str()]);
+        }
+    }
+
     /// Records the result of a configuration (re)load.
     pub fn config_loaded(&self, success: bool) {
         self.config_reload_success.with_label_values(NO_LABELS).set(if success { 1.0 } else { 0.0 });

@@ -272,7 +272,11 @@ mod tests {
 
     #[test]
     fn refuses_nonsense_with_the_reason() {
-        assert!(Scenario::parse("faults: {server_error: 0.7, reset: 0.6}\n").unwrap_err().contains("add up to 1.30, more than 1"));
+        assert!(
+            Scenario::parse("faults: {server_error: 0.7, reset: 0.6}\n")
+                .unwrap_err()
+                .contains("add up to 1.30, more than 1")
+        );
         assert!(Scenario::parse("sync_ratio: 2\n").unwrap_err().contains("sync_ratio: 2 is not a ratio"));
         assert!(Scenario::parse("job_duration: {min: 5s, max: 1s}\n").unwrap_err().contains("min is longer than max"));
         assert!(Scenario::parse("colour: red\n").unwrap_err().contains("unknown field `colour`"));

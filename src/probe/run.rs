@@ -1,0 +1,411 @@
+//! One probe run: submit, follow the async job if asked, check the expectations. Every exchange
+//! is recorded through [`Metrics::record_exchange`] with `source="probe"`. The run returns a
+//! uniform [`RunReport`]; the caller puts it under the hard `timeout`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::classify::{self, ApiStatus, Classification, Context, Failure, Outcome, RequestKind};
+use crate::config::{Expect, ExpectStatus, Probe, Upstream};
+use crate::metrics::{Exchange, JobEnd, JobResult, Metrics, ProbeFailure, Source};
+
+/// Longest answer body a probe reads; API answers are a few KiB.
+const MAX_BODY: usize = 8 << 20;
+/// Longest wait between polls, whatever the eta says.
+const MAX_POLL_WAIT: Duration = Duration::from_secs(30);
+
+/// What one HTTP exchange of a run did (never the key, a prompt or a body).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExchangeReport {
+    /// `submit` or `fetch`.
+    pub kind: &'static str,
+    pub method: String,
+    /// The endpoint label (id-like segments as `{id}`, no query).
+    pub endpoint: String,
+    pub http_status: Option<u16>,
+    pub outcome: &'static str,
+    pub error_class: Option<&'static str>,
+    pub reason: Option<&'static str>,
+    pub duration_seconds: f64,
+}
+
+/// The uniform result of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub probe: String,
+    pub success: bool,
+    pub failure_reason: Option<&'static str>,
+    /// Why expectations failed, one line each.
+    pub failed_expectations: Vec<String>,
+    pub duration_seconds: f64,
+    pub started_at_unix: f64,
+    /// The final answer's classification.
+    pub http_status: Option<u16>,
+    pub outcome: Option<&'static str>,
+    pub error_class: Option<&'static str>,
+    pub reason: Option<&'static str>,
+    /// The API's message, at most 256 characters.
+    pub message: Option<String>,
+    pub job_id: Option<String>,
+    /// `retry_after` of the final answer (the scheduler backs off by it after a 429).
+    pub retry_after_seconds: Option<f64>,
+    pub exchanges: Vec<ExchangeReport>,
+}
+
+impl RunReport {
+    /// A run cut by the probe's hard timeout.
+    pub fn timed_out(probe: &str, timeout: Duration, started_at_unix: f64) -> Self {
+        RunReport {
+            probe: probe.to_owned(),
+            success: false,
+            failure_reason: Some(ProbeFailure::Timeout.as_str()),
+            failed_expectations: vec![format!(
+                "no result within the probe's timeout ({})",
+                humantime::format_duration(timeout)
+            )],
+            duration_seconds: timeout.as_secs_f64(),
+            started_at_unix,
+            http_status: None,
+            outcome: None,
+            error_class: Some(classify::ErrorClass::Timeout.as_str()),
+            reason: None,
+            message: None,
+            job_id: None,
+            retry_after_seconds: None,
+            exchanges: Vec::new(),
+        }
+    }
+}
+
+/// What a run needs from the agent.
+pub struct RunContext {
+    pub client: reqwest::Client,
+    pub metrics: Arc<Metrics>,
+}
+
+/// One exchange's outcome as the run sees it.
+struct Answer {
+    http_status: Option<u16>,
+    classification: Classification,
+    body: Option<Bytes>,
+    content_encoding: Option<String>,
+}
+
+impl Answer {
+    fn json(&self) -> Option<Value> {
+        let body = self.body.as_ref()?;
+        let decoded = classify::decode(self.content_encoding.as_deref(), body, MAX_BODY).ok()?;
+        serde_json::from_slice(&decoded).ok()
+    }
+}
+
+/// Runs `probe` once against `upstream`.
+pub async fn run(probe: &Probe, upstream: &Upstream, ctx: &RunContext) -> RunReport {
+    let started = Instant::now();
+    let started_at_unix = crate::metrics::unix_now();
+    let mut exchanges = Vec::new();
+    let key = key_for(probe, upstream);
+    let body = request_body(probe, key.as_deref());
+    let model = probe.request.body.as_ref().and_then(|b| b.get("model_id")).and_then(Value::as_str);
+    let model_label = ctx.metrics.model_label(model);
+    let submit_endpoint = ctx.metrics.endpoint_label(&probe.request.path);
+
+    let submit = exchange(
+        ctx,
+        upstream,
+        probe,
+        &probe.request.method,
+        &probe.request.path,
+        body.as_ref(),
+        RequestKind::Submit,
+        &submit_endpoint,
+        &model_label,
+        &mut exchanges,
+    )
+    .await;
+
+    let mut job_failure: Option<ProbeFailure> = None;
+    let mut job_id = submit.classification.id.clone();
+    let mut last = submit;
+    if let (Some(follow), Outcome::Processing, Some(id)) =
+        (&probe.follow, last.classification.outcome(), job_id.clone())
+    {
+        ctx.metrics.job_started(Source::Probe);
+        let first_eta = last.classification.eta;
+        let fetch_path = follow.fetch_path.replace("{id}", &id);
+        let fetch_endpoint = ctx.metrics.endpoint_label(&fetch_path);
+        let fetch_body = key.as_ref().map(|k| serde_json::json!({ "key": k }));
+        let job_started = Instant::now();
+        let result = loop {
+            let wait = last.classification.eta.map(Duration::from_secs_f64).unwrap_or(follow.poll_interval);
+            let wait = wait.clamp(follow.poll_interval, MAX_POLL_WAIT.max(follow.poll_interval));
+            if job_started.elapsed() + wait > follow.max_wait {
+                job_failure = Some(ProbeFailure::JobTimeout);
+                break JobResult::Expired;
+            }
+            tokio::time::sleep(wait).await;
+            let answer = exchange(
+                ctx,
+                upstream,
+                probe,
+                "POST",
+                &fetch_path,
+                fetch_body.as_ref(),
+                RequestKind::Fetch,
+                &fetch_endpoint,
+                &model_label,
+                &mut exchanges,
+            )
+            .await;
+            let outcome = answer.classification.outcome();
+            last = answer;
+            match outcome {
+                Outcome::Processing => continue,
+                Outcome::Success => break JobResult::Success,
+                Outcome::Error => {
+                    job_failure = Some(match last.http_status {
+                        None => failure_of(&last.classification),
+                        Some(_) => ProbeFailure::JobFailed,
+                    });
+                    break if last.classification.api_status == Some(ApiStatus::Failed) {
+                        JobResult::Failed
+                    } else {
+                        JobResult::Error
+                    };
+                }
+            }
+        };
+        ctx.metrics.job_ended(&JobEnd {
+            source: Source::Probe,
+            endpoint: &submit_endpoint,
+            model: &model_label,
+            result,
+            duration: job_started.elapsed(),
+            first_eta,
+        });
+        if last.classification.id.is_some() {
+            job_id = last.classification.id.clone();
+        }
+    }
+
+    let duration = started.elapsed();
+    let failed_expectations = check(probe.expect.as_ref(), &last, duration);
+    let success = failed_expectations.is_empty();
+    let failure_reason = if success {
+        None
+    } else if last.http_status.is_none() {
+        Some(failure_of(&last.classification))
+    } else {
+        Some(job_failure.unwrap_or(ProbeFailure::Expectation))
+    };
+    let c = &last.classification;
+    RunReport {
+        probe: probe.name.clone(),
+        success,
+        failure_reason: failure_reason.map(ProbeFailure::as_str),
+        failed_expectations,
+        duration_seconds: duration.as_secs_f64(),
+        started_at_unix,
+        http_status: last.http_status,
+        outcome: Some(c.outcome().as_str()),
+        error_class: c.error.as_ref().map(|e| e.class.as_str()),
+        reason: c.error.as_ref().map(|e| e.reason.as_str()),
+        message: c.message.as_deref().map(|m| classify::truncate(m, 256)),
+        job_id,
+        retry_after_seconds: c.retry_after,
+        exchanges,
+    }
+}
+
+fn failure_of(c: &Classification) -> ProbeFailure {
+    match c.error.as_ref().map(|e| e.class) {
+        Some(classify::ErrorClass::Timeout) => ProbeFailure::Timeout,
+        _ => ProbeFailure::Transport,
+    }
+}
+
+/// The key this probe's requests carry: the body's own `key` (an auth probe's wrong key), else
+/// the configured one when the probe injects it.
+fn key_for(probe: &Probe, upstream: &Upstream) -> Option<String> {
+    let own = probe.request.body.as_ref().and_then(|b| b.get("key")).and_then(Value::as_str);
+    match own {
+        Some(k) => Some(k.to_owned()),
+        None if probe.request.inject_key => upstream.api_key.as_ref().map(|k| k.expose().to_owned()),
+        None => None,
+    }
+}
+
+fn request_body(probe: &Probe, key: Option<&str>) -> Option<Value> {
+    let mut body = probe.request.body.clone();
+    if probe.request.inject_key {
+        if let Some(key) = key {
+            let obj = body.get_or_insert_with(|| Value::Object(Default::default()));
+            if let Some(map) = obj.as_object_mut() {
+                map.entry("key").or_insert_with(|| Value::String(key.to_owned()));
+            }
+        }
+    }
+    body
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn exchange(
+    ctx: &RunContext,
+    upstream: &Upstream,
+    probe: &Probe,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    kind: RequestKind,
+    endpoint: &str,
+    model: &str,
+    reports: &mut Vec<ExchangeReport>,
+) -> Answer {
+    let started = Instant::now();
+    let url = format!("{}{}", upstream.base_url.as_str().trim_end_matches('/'), path);
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::POST);
+    let mut req = ctx.client.request(method.clone(), &url).timeout(upstream.timeout);
+    for (name, value) in &probe.request.headers.0 {
+        req = req.header(name, value);
+    }
+    if let Some(body) = body {
+        req = req.json(body);
+    }
+    let answer = match send(req).await {
+        Ok((status, headers, bytes)) => {
+            let classification = classify::classify(status, &headers, &bytes, &Context::new(kind));
+            let content_encoding =
+                headers.get(http::header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            Answer { http_status: Some(status), classification, body: Some(bytes), content_encoding }
+        }
+        Err(failure) => Answer {
+            http_status: None,
+            classification: classify::classify_failure(failure),
+            body: None,
+            content_encoding: None,
+        },
+    };
+    let duration = started.elapsed();
+    ctx.metrics.record_exchange(&Exchange {
+        source: Source::Probe,
+        endpoint,
+        model,
+        http_status: answer.http_status,
+        classification: &answer.classification,
+        duration,
+    });
+    let c = &answer.classification;
+    reports.push(ExchangeReport {
+        kind: if kind == RequestKind::Fetch { "fetch" } else { "submit" },
+        method: method.to_string(),
+        endpoint: endpoint.to_owned(),
+        http_status: answer.http_status,
+        outcome: c.outcome().as_str(),
+        error_class: c.error.as_ref().map(|e| e.class.as_str()),
+        reason: c.error.as_ref().map(|e| e.reason.as_str()),
+        duration_seconds: duration.as_secs_f64(),
+    });
+    answer
+}
+
+/// Sends and reads the whole answer (up to [`MAX_BODY`]).
+async fn send(req: reqwest::RequestBuilder) -> Result<(u16, http::HeaderMap, Bytes), Failure> {
+    let mut resp = req.send().await.map_err(|e| if e.is_timeout() { Failure::Timeout } else { Failure::Transport })?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_BODY {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return Err(if e.is_timeout() { Failure::Timeout } else { Failure::Transport }),
+        }
+    }
+    Ok((status, headers, Bytes::from(body)))
+}
+
+/// Every expectation that does not hold, in words. Without `expect`: outcome `success`.
+fn check(expect: Option<&Expect>, answer: &Answer, duration: Duration) -> Vec<String> {
+    let c = &answer.classification;
+    let status_text = answer.http_status.map_or_else(|| "no response".to_owned(), |s| s.to_string());
+    let Some(e) = expect else {
+        return match c.outcome() {
+            Outcome::Success => Vec::new(),
+            other => vec![format!(
+                "outcome is {} ({}), expected success",
+                other.as_str(),
+                c.error.as_ref().map_or_else(|| status_text.clone(), |e| format!("{}/{}", e.class, e.reason))
+            )],
+        };
+    };
+    let mut failed = Vec::new();
+    if !e.http_status.is_empty() && !answer.http_status.is_some_and(|s| e.http_status.contains(&s)) {
+        failed.push(format!("http_status is {status_text}, expected one of {:?}", e.http_status));
+    }
+    if let Some(want) = e.status {
+        let want = match want {
+            ExpectStatus::Success => Outcome::Success,
+            ExpectStatus::Processing => Outcome::Processing,
+            ExpectStatus::Error => Outcome::Error,
+        };
+        if c.outcome() != want {
+            failed.push(format!("status is {}, expected {}", c.outcome(), want));
+        }
+    }
+    let class = c.error.as_ref().map(|e| e.class);
+    if let Some(want) = e.error_class {
+        if class != Some(want) {
+            failed.push(format!("error_class is {}, expected {want}", class.map_or("none", |c| c.as_str())));
+        }
+    }
+    let reason = c.error.as_ref().map(|e| e.reason);
+    if let Some(want) = e.reason {
+        if reason != Some(want) {
+            failed.push(format!("reason is {}, expected {want}", reason.map_or("none", |r| r.as_str())));
+        }
+    }
+    if let Some(pattern) = &e.message_matches {
+        if !c.message.as_deref().is_some_and(|m| pattern.0.is_match(m)) {
+            failed.push(format!("message does not match /{}/", pattern.0.as_str()));
+        }
+    }
+    if let Some(max) = e.max_duration {
+        if duration > max {
+            failed.push(format!(
+                "took {}, more than max_duration {}",
+                humantime::format_duration(Duration::from_millis(duration.as_millis() as u64)),
+                humantime::format_duration(max)
+            ));
+        }
+    }
+    if !e.json.is_empty() {
+        let json = answer.json();
+        for check in &e.json {
+            let found = json.as_ref().and_then(|j| j.pointer(&check.pointer));
+            if let Some(exists) = check.exists {
+                if found.is_some() != exists {
+                    failed.push(format!("{} {}", check.pointer, if exists { "is missing" } else { "exists" }));
+                }
+            }
+            if let Some(want) = &check.equals {
+                if found != Some(want) {
+                    failed.push(format!(
+                        "{} is {}, expected {want}",
+                        check.pointer,
+                        found.map_or("missing".into(), Value::to_string)
+                    ));
+                }
+            }
+        }
+    }
+    failed
+}
