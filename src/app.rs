@@ -19,8 +19,10 @@ use std::pin::Pin;
 
 use crate::admin::{self, AdminState, AgentStatus, Components, ReloadResult};
 use crate::config::{self, Config};
+use crate::jobs::JobTracker;
 use crate::metrics::Metrics;
 use crate::probe::{HttpRunner, Probes};
+use crate::proxy::Proxy;
 
 /// What the running agent needs from its caller: a loaded config and where it came from.
 pub struct Options {
@@ -31,9 +33,36 @@ pub struct Options {
     pub grace_period: Duration,
 }
 
+/// The listeners the agent serves on, bound by the caller.
+pub struct Listeners {
+    pub admin: TcpListener,
+    /// Present when `proxy.enabled`.
+    pub proxy: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds what `config` names.
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let admin = TcpListener::bind(config.admin.listen).await.with_context(|| {
+            format!("cannot listen on admin.listen {} (is another agent running?)", config.admin.listen)
+        })?;
+        let proxy = if config.proxy.enabled {
+            Some(
+                TcpListener::bind(config.proxy.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on proxy.listen {}", config.proxy.listen))?,
+            )
+        } else {
+            None
+        };
+        Ok(Listeners { admin, proxy })
+    }
+}
+
 /// A started agent, for callers that bind their own listeners (tests, the demo).
 pub struct Handle {
     pub admin_addr: SocketAddr,
+    pub proxy_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub config: watch::Receiver<Arc<Config>>,
     /// Ask for a reload, as SIGHUP does.
@@ -42,24 +71,26 @@ pub struct Handle {
 
 /// Binds the listeners the config names, then serves until `shutdown` is cancelled.
 pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let admin_listener = TcpListener::bind(opts.config.admin.listen).await.with_context(|| {
-        format!("cannot listen on admin.listen {} (is another agent running?)", opts.config.admin.listen)
-    })?;
-    let (handle, done) = start(opts, admin_listener, shutdown)?;
+    let listeners = Listeners::bind(&opts.config).await?;
+    let (handle, done) = start(opts, listeners, shutdown)?;
     tracing::info!("admin server listening on http://{}", handle.admin_addr);
+    if let Some(addr) = handle.proxy_addr {
+        tracing::info!("proxy listening on http://{addr}");
+    }
     done.await
 }
 
-/// Starts the agent on an already-bound admin listener. The returned future finishes once the
-/// agent has shut down after `shutdown` is cancelled.
+/// Starts the agent on already-bound listeners. The returned future finishes once the agent has
+/// shut down after `shutdown` is cancelled.
 pub fn start(
     opts: Options,
-    admin_listener: TcpListener,
+    listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(Handle, impl std::future::Future<Output = anyhow::Result<()>>)> {
     let Options { config, config_path, grace_period } = opts;
     let metrics = Arc::new(Metrics::new(&config.labels).context("cannot build the metric registry")?);
     metrics.config_loaded(true);
+    let Listeners { admin: admin_listener, proxy: proxy_listener } = listeners;
     let admin_addr = admin_listener.local_addr().context("admin listener has no local address")?;
 
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
@@ -73,12 +104,21 @@ pub fn start(
     let probes = Probes::new(config_rx.clone(), metrics.clone(), Arc::new(runner));
     tracker.spawn(probes.clone().run(shutdown.child_token()));
 
+    let mut proxy_addr = None;
+    let mut proxy_jobs = None;
+    if let Some(listener) = proxy_listener {
+        proxy_addr = Some(listener.local_addr().context("proxy listener has no local address")?);
+        let proxy = Proxy::new(&listener, config_rx.clone(), metrics.clone())?;
+        proxy_jobs = Some(proxy.jobs().clone());
+        tracker.spawn(proxy.serve(listener, shutdown.child_token(), tracker.clone()));
+    }
+
     let admin_state = AdminState {
         metrics: metrics.clone(),
         ready: ready.clone(),
         reload: reload_tx.clone(),
         status: status.clone(),
-        components: Arc::new(AgentComponents { probes }),
+        components: Arc::new(AgentComponents { probes, proxy_jobs }),
     };
     let admin_token = shutdown.child_token();
     tracker.spawn(async move {
@@ -91,7 +131,7 @@ pub fn start(
     tracker.spawn(reloader.run(reload_rx, shutdown.child_token()));
 
     ready.store(true, Ordering::Release);
-    let handle = Handle { admin_addr, metrics, config: config_rx, reload: reload_tx };
+    let handle = Handle { admin_addr, proxy_addr, metrics, config: config_rx, reload: reload_tx };
     let done = async move {
         shutdown.cancelled().await;
         ready.store(false, Ordering::Release);
@@ -109,12 +149,16 @@ pub fn start(
 /// The components as the admin API sees them.
 struct AgentComponents {
     probes: Probes,
+    proxy_jobs: Option<Arc<JobTracker>>,
 }
 
 impl Components for AgentComponents {
     fn status(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut out = serde_json::Map::new();
         out.insert("probes".into(), serde_json::to_value(self.probes.status()).unwrap_or_default());
+        if let Some(jobs) = &self.proxy_jobs {
+            out.insert("proxy".into(), serde_json::json!({ "jobs_tracked": jobs.len() }));
+        }
         out
     }
 

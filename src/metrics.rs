@@ -167,8 +167,9 @@ pub struct Metrics {
     pub(crate) status_page_incidents_open: GaugeVec,
     pub(crate) status_page_last_success: GaugeVec,
 
-    pub(crate) proxy_synthetic: IntCounterVec,
-    pub(crate) proxy_uninspected: IntCounterVec,
+    proxy_synthetic: IntCounterVec,
+    proxy_uninspected: IntCounterVec,
+    proxy_retries: IntCounterVec,
 
     config_reload_success: GaugeVec,
     config_reload_timestamp: GaugeVec,
@@ -366,6 +367,12 @@ impl Metrics {
                 "Answers passed through without classification, by reason.",
                 &["reason"],
             )?,
+            proxy_retries: counter(
+                &r,
+                "modelslab_proxy_rate_limit_retries_total",
+                "Rate-limited requests the proxy held and sent again after retry_after (proxy.retry_rate_limited).",
+                &[],
+            )?,
             config_reload_success: gauge(
                 &r,
                 "modelslab_sentinel_config_last_reload_success",
@@ -490,6 +497,22 @@ impl Metrics {
                 self.job_eta_ratio.with_label_values(&[source, end.endpoint]).observe(secs / eta);
             }
         }
+    }
+
+    /// The proxy answered a request itself.
+    pub fn proxy_synthetic(&self, reason: SyntheticReason) {
+        self.proxy_synthetic.with_label_values(&[reason.as_str()]).inc();
+        tracing::debug!(reason = reason.as_str(), "proxy answered itself");
+    }
+
+    /// The proxy passed an answer through without classifying it.
+    pub fn proxy_uninspected(&self, reason: UninspectedReason) {
+        self.proxy_uninspected.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    /// The proxy held a rate-limited request and is sending it again.
+    pub fn proxy_retried(&self) {
+        self.proxy_retries.with_label_values(NO_LABELS).inc();
     }
 
     /// A probe was (re)scheduled: its counters exist at 0, so rules see a series from the start.

@@ -1,0 +1,216 @@
+//! Tracks async jobs seen `processing` until a terminal answer for their id is seen (or they
+//! expire after `jobs.ttl`, or are evicted beyond `jobs.max_tracked`), and reports each end to
+//! the job metrics. Shared by whoever sees submissions and fetches in separate exchanges (the
+//! proxy); it keeps no request data but ids, labels and times.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::metrics::{JobEnd, JobResult, Metrics, Source};
+
+/// A job being followed.
+#[derive(Debug, Clone)]
+pub struct Tracked {
+    pub submitted: Instant,
+    /// The submit endpoint label.
+    pub endpoint: String,
+    pub model: String,
+    pub first_eta: Option<f64>,
+    /// Opaque context of the submission (a span context, for linking its completion).
+    pub context: Option<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+struct Inner {
+    jobs: HashMap<String, Tracked>,
+    /// Ids in submission order; entries of jobs already ended are skipped when met.
+    order: VecDeque<(Instant, String)>,
+    ttl: Duration,
+    max_tracked: usize,
+}
+
+/// The tracker of one source's jobs.
+pub struct JobTracker {
+    source: Source,
+    metrics: Arc<Metrics>,
+    inner: Mutex<Inner>,
+}
+
+impl JobTracker {
+    pub fn new(source: Source, metrics: Arc<Metrics>, ttl: Duration, max_tracked: usize) -> Self {
+        JobTracker {
+            source,
+            metrics,
+            inner: Mutex::new(Inner {
+                jobs: HashMap::new(),
+                order: VecDeque::new(),
+                ttl,
+                max_tracked: max_tracked.max(1),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies reloaded `jobs` settings (to jobs already tracked too).
+    pub fn set_limits(&self, ttl: Duration, max_tracked: usize) {
+        let mut inner = self.lock();
+        inner.ttl = ttl;
+        inner.max_tracked = max_tracked.max(1);
+    }
+
+    /// Starts following job `id`; a job already followed keeps its first submission.
+    pub fn track(&self, id: &str, job: Tracked) {
+        let mut evicted = Vec::new();
+        {
+            let mut inner = self.lock();
+            if inner.jobs.contains_key(id) {
+                return;
+            }
+            inner.order.push_back((job.submitted, id.to_owned()));
+            inner.jobs.insert(id.to_owned(), job);
+            self.metrics.job_started(self.source);
+            while inner.jobs.len() > inner.max_tracked {
+                let Some((_, oldest)) = inner.order.pop_front() else { break };
+                if let Some(job) = inner.jobs.remove(&oldest) {
+                    evicted.push(job);
+                }
+            }
+        }
+        for job in evicted {
+            self.end(&job, JobResult::Evicted, Instant::now());
+        }
+    }
+
+    /// Ends job `id` with `result` if it is tracked; returns it.
+    pub fn complete(&self, id: &str, result: JobResult, at: Instant) -> Option<Tracked> {
+        let job = self.lock().jobs.remove(id)?;
+        self.end(&job, result, at);
+        Some(job)
+    }
+
+    /// Ends every job older than the TTL as `expired`; returns how many.
+    pub fn expire(&self, now: Instant) -> usize {
+        let mut expired = Vec::new();
+        {
+            let mut inner = self.lock();
+            let ttl = inner.ttl;
+            while let Some((submitted, _)) = inner.order.front() {
+                if now.saturating_duration_since(*submitted) < ttl {
+                    break;
+                }
+                let Some((submitted, id)) = inner.order.pop_front() else { break };
+                if inner.jobs.get(&id).is_some_and(|j| j.submitted == submitted) {
+                    if let Some(job) = inner.jobs.remove(&id) {
+                        expired.push(job);
+                    }
+                }
+            }
+            // Ended jobs leave stale ids behind; drop them once they outnumber live ones.
+            if inner.order.len() > 2 * inner.jobs.len() + 1024 {
+                let Inner { order, jobs, .. } = &mut *inner;
+                order.retain(|(t, id)| jobs.get(id).is_some_and(|j| j.submitted == *t));
+            }
+        }
+        let n = expired.len();
+        for job in expired {
+            self.end(&job, JobResult::Expired, now);
+        }
+        n
+    }
+
+    /// The model label of a tracked job (a fetch is labelled with its job's model).
+    pub fn model_of(&self, id: &str) -> Option<String> {
+        self.lock().jobs.get(id).map(|j| j.model.clone())
+    }
+
+    /// Jobs followed now.
+    pub fn len(&self) -> usize {
+        self.lock().jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn end(&self, job: &Tracked, result: JobResult, at: Instant) {
+        self.metrics.job_ended(&JobEnd {
+            source: self.source,
+            endpoint: &job.endpoint,
+            model: &job.model,
+            result,
+            duration: at.saturating_duration_since(job.submitted),
+            first_eta: job.first_eta,
+        });
+        tracing::debug!(source = self.source.as_str(), endpoint = %job.endpoint, result = result.as_str(), "job ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Labels;
+
+    fn tracker(ttl: u64, max: usize) -> (JobTracker, Arc<Metrics>) {
+        let m = Arc::new(Metrics::new(&Labels::default()).unwrap());
+        (JobTracker::new(Source::Proxy, m.clone(), Duration::from_secs(ttl), max), m)
+    }
+
+    fn job(at: Instant) -> Tracked {
+        Tracked {
+            submitted: at,
+            endpoint: "/api/v6/images/text2img".into(),
+            model: "flux".into(),
+            first_eta: Some(2.0),
+            context: None,
+        }
+    }
+
+    fn count(m: &Metrics, result: &str) -> f64 {
+        let text = m.render().unwrap();
+        let series = format!(
+            "modelslab_jobs_total{{endpoint=\"/api/v6/images/text2img\",model=\"flux\",result=\"{result}\",source=\"proxy\"}} "
+        );
+        text.lines().find_map(|l| l.strip_prefix(&series)).map_or(0.0, |v| v.parse().unwrap())
+    }
+
+    #[test]
+    fn complete_expire_and_evict() {
+        let (t, m) = tracker(60, 2);
+        let t0 = Instant::now();
+        t.track("1", job(t0));
+        t.track("1", job(t0 + Duration::from_secs(5))); // a duplicate keeps the first
+        t.track("2", job(t0 + Duration::from_secs(1)));
+        assert_eq!(t.len(), 2);
+        assert!(t.complete("1", JobResult::Success, t0 + Duration::from_secs(4)).is_some());
+        assert!(t.complete("1", JobResult::Success, t0).is_none(), "ends once");
+        assert!(t.complete("unknown", JobResult::Success, t0).is_none());
+        t.track("3", job(t0 + Duration::from_secs(2)));
+        t.track("4", job(t0 + Duration::from_secs(3))); // over max_tracked: "2" is evicted
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.expire(t0 + Duration::from_secs(62)), 1, "job 3 is past the TTL");
+        assert_eq!(t.expire(t0 + Duration::from_secs(62)), 0);
+        assert_eq!((count(&m, "success"), count(&m, "evicted"), count(&m, "expired")), (1.0, 1.0, 1.0));
+        let text = m.render().unwrap();
+        assert!(text.contains("modelslab_jobs_in_flight{source=\"proxy\"} 1"), "job 4 is still in flight");
+        assert!(text.contains("modelslab_job_duration_seconds_sum{endpoint=\"/api/v6/images/text2img\",model=\"flux\",result=\"success\",source=\"proxy\"} 4"));
+        assert!(
+            text.contains("modelslab_job_eta_ratio_sum{endpoint=\"/api/v6/images/text2img\",source=\"proxy\"} 2"),
+            "4 s / 2 s eta"
+        );
+    }
+
+    #[test]
+    fn stale_order_entries_do_not_grow_without_bound() {
+        let (t, _) = tracker(3600, 10);
+        let t0 = Instant::now();
+        for i in 0..5000 {
+            t.track(&i.to_string(), job(t0));
+            t.complete(&i.to_string(), JobResult::Success, t0);
+        }
+        t.expire(t0);
+        assert!(t.lock().order.len() <= 1024, "{}", t.lock().order.len());
+    }
+}

@@ -1,0 +1,256 @@
+//! Body wrappers that let bytes stream through unchanged while keeping a bounded copy for
+//! inspection: [`RequestTap`] (and the `max_request_body` limit) on the way up, [`ResponseTap`]
+//! on the way down, which calls its [`Finish`] exactly once: at the end of the body, on an error,
+//! or when the client goes away first.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The request body was larger than `proxy.max_request_body`.
+#[derive(Debug)]
+pub struct TooLarge;
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body larger than proxy.max_request_body")
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
+/// What the request tap saw, shared with the handler.
+#[derive(Default)]
+pub struct RequestSeen {
+    /// The first bytes of the body (for `model_id` and `request_id`).
+    pub head: Mutex<Vec<u8>>,
+    pub too_large: AtomicBool,
+}
+
+impl RequestSeen {
+    pub fn head(&self) -> Vec<u8> {
+        self.head.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// Streams a request body, failing it past `max` bytes and copying its first `keep` bytes.
+pub struct RequestTap<B> {
+    inner: B,
+    seen: u64,
+    max: u64,
+    keep: usize,
+    shared: Arc<RequestSeen>,
+}
+
+impl<B> RequestTap<B> {
+    pub fn new(inner: B, max: u64, keep: usize, shared: Arc<RequestSeen>) -> Self {
+        RequestTap { inner, seen: 0, max, keep, shared }
+    }
+}
+
+impl<B> Body for RequestTap<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    if this.seen > this.max {
+                        this.shared.too_large.store(true, Ordering::Release);
+                        return Poll::Ready(Some(Err(Box::new(TooLarge))));
+                    }
+                    let mut head = this.shared.head.lock().unwrap_or_else(PoisonError::into_inner);
+                    if head.len() < this.keep {
+                        let take = (this.keep - head.len()).min(data.len());
+                        head.extend_from_slice(&data[..take]);
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// How a response body ended.
+pub enum End {
+    /// The whole body went through; `body` is its copy unless it was larger than the limit.
+    Complete { body: Option<Vec<u8>> },
+    /// The upstream failed mid-body (reset, truncated).
+    UpstreamError,
+    /// The client stopped reading before the end.
+    ClientGone,
+}
+
+/// Called once when a response body ends.
+pub trait Finish: Send + Sync + 'static {
+    fn finish(self: Box<Self>, end: End);
+}
+
+/// Streams a response body to the client, keeping a copy of up to `keep` bytes.
+pub struct ResponseTap<B> {
+    inner: B,
+    copy: Vec<u8>,
+    keep: usize,
+    overflow: bool,
+    finish: Option<Box<dyn Finish>>,
+}
+
+impl<B> ResponseTap<B> {
+    /// `keep = 0` keeps nothing (the body is not to be inspected).
+    pub fn new(inner: B, keep: usize, finish: Box<dyn Finish>) -> Self {
+        ResponseTap { inner, copy: Vec::new(), keep, overflow: keep == 0, finish: Some(finish) }
+    }
+
+    fn end(&mut self, end: End) {
+        if let Some(f) = self.finish.take() {
+            f.finish(end);
+        }
+    }
+}
+
+impl<B> Drop for ResponseTap<B> {
+    fn drop(&mut self) {
+        self.end(End::ClientGone);
+    }
+}
+
+impl<B> Body for ResponseTap<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if !this.overflow {
+                        if this.copy.len() + data.len() <= this.keep {
+                            this.copy.extend_from_slice(data);
+                        } else {
+                            this.overflow = true;
+                            this.copy = Vec::new();
+                        }
+                    }
+                }
+                if this.inner.is_end_stream() {
+                    let body = (!this.overflow).then(|| std::mem::take(&mut this.copy));
+                    this.end(End::Complete { body });
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.end(End::UpstreamError);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                let body = (!this.overflow).then(|| std::mem::take(&mut this.copy));
+                this.end(End::Complete { body });
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, Full, StreamBody};
+
+    use super::*;
+
+    struct Record(Arc<Mutex<Vec<String>>>);
+
+    impl Finish for Record {
+        fn finish(self: Box<Self>, end: End) {
+            let what = match end {
+                End::Complete { body: Some(b) } => format!("complete {}", String::from_utf8_lossy(&b)),
+                End::Complete { body: None } => "complete uninspected".to_owned(),
+                End::UpstreamError => "upstream error".to_owned(),
+                End::ClientGone => "client gone".to_owned(),
+            };
+            self.0.lock().unwrap().push(what);
+        }
+    }
+
+    type Frames = StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, BoxError>>>>;
+
+    fn chunks(parts: Vec<Result<&'static str, &'static str>>) -> Frames {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = parts
+            .into_iter()
+            .map(|p| p.map(|s| Frame::data(Bytes::from_static(s.as_bytes()))).map_err(|e| e.into()))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn response_tap_passes_bytes_and_finishes_once() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let tap =
+            ResponseTap::new(chunks(vec![Ok("{\"status\":"), Ok("\"success\"}")]), 100, Box::new(Record(log.clone())));
+        let bytes = tap.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"{\"status\":\"success\"}");
+        assert_eq!(*log.lock().unwrap(), ["complete {\"status\":\"success\"}"]);
+
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let tap = ResponseTap::new(chunks(vec![Ok("0123456789"), Ok("0123456789")]), 15, Box::new(Record(log.clone())));
+        assert_eq!(tap.collect().await.unwrap().to_bytes().len(), 20, "all bytes pass, over the copy limit too");
+        assert_eq!(*log.lock().unwrap(), ["complete uninspected"]);
+
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let tap = ResponseTap::new(chunks(vec![Ok("part"), Err("reset")]), 100, Box::new(Record(log.clone())));
+        assert!(tap.collect().await.is_err());
+        assert_eq!(*log.lock().unwrap(), ["upstream error"]);
+
+        let log = Arc::new(Mutex::new(Vec::new()));
+        drop(ResponseTap::new(Full::new(Bytes::from_static(b"x")), 100, Box::new(Record(log.clone()))));
+        assert_eq!(*log.lock().unwrap(), ["client gone"]);
+    }
+
+    #[tokio::test]
+    async fn request_tap_keeps_a_head_and_enforces_the_limit() {
+        let seen = Arc::new(RequestSeen::default());
+        let tap = RequestTap::new(chunks(vec![Ok("{\"model_id\":"), Ok("\"flux\"}")]), 100, 12, seen.clone());
+        assert_eq!(tap.collect().await.unwrap().to_bytes().len(), 19);
+        assert_eq!(seen.head(), b"{\"model_id\":");
+        let seen = Arc::new(RequestSeen::default());
+        let tap = RequestTap::new(chunks(vec![Ok("0123456789"), Ok("0123456789")]), 15, 4, seen.clone());
+        assert!(tap.collect().await.is_err());
+        assert!(seen.too_large.load(Ordering::Acquire));
+    }
+}

@@ -1,0 +1,191 @@
+//! The proxy in the agent process: the official clients run through it unchanged, the key is
+//! kept out of everything wherever it travels, and SIGTERM drains in-flight requests.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use modelslab_sentinel::sim::{self, Scenario, Span};
+use serde_json::{Value, json};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+async fn emulator(scenario: Scenario) -> (String, DropGuard) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token = CancellationToken::new();
+    let handle = sim::spawn(listener, scenario, token.clone()).unwrap();
+    (format!("http://{}", handle.addr), token.drop_guard())
+}
+
+struct Running {
+    process: Process,
+    admin: String,
+    proxy: String,
+    _dir: tempfile::TempDir,
+}
+
+fn start_agent(base: &str, level: &str) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "upstream:\n  base_url: {base}\n  api_key: agent-own-key\nadmin:\n  listen: 127.0.0.1:0\nproxy:\n  enabled: true\n  listen: 127.0.0.1:0\nlabels:\n  models: [flux]\ntelemetry:\n  log_level: {level}\n"
+    );
+    let path = write(dir.path(), "sentinel.yaml", &cfg);
+    let process = Process::start(&["run", "--config", &path, "--grace-period", "10s"], &[]);
+    let admin = format!("http://{}", process.admin_addr());
+    let proxy = format!("http://{}", process.wait_for_log("proxy listening on http://", Duration::from_secs(10)));
+    Running { process, admin, proxy, _dir: dir }
+}
+
+fn jobs_succeeded(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("modelslab_jobs_total{") && l.contains("result=\"success\"") && l.contains("source=\"proxy\"")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn the_official_cli_and_python_sdk_run_a_generation_through_the_proxy() {
+    let (base, _sim) =
+        emulator(Scenario { job_duration: Span::fixed(Duration::from_millis(1500)), ..Scenario::default() }).await;
+    let agent = start_agent(&base, "info");
+
+    // modelslab-cli, pointed at the proxy as a user would point it at the API.
+    let home = tempfile::tempdir().unwrap();
+    let proxy = agent.proxy.clone();
+    let home_path = home.path().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("modelslab")
+            .args([
+                "--base-url",
+                &proxy,
+                "--api-key",
+                "cli-key",
+                "generate",
+                "image",
+                "--prompt",
+                "a lighthouse",
+                "--model",
+                "flux",
+                "--download=false",
+                "-o",
+                "json",
+            ])
+            .env("HOME", home_path)
+            .env("MODELSLAB_NO_UPDATE_CHECK", "1")
+            .output()
+            .expect("modelslab-cli is needed: pip install modelslab-cli (scripts/test does)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "modelslab-cli: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let result: Value = serde_json::from_str(&stdout[stdout.find('{').unwrap()..]).unwrap();
+    assert_eq!(result["status"], "success");
+    eventually(Duration::from_secs(5), "the CLI's job shows as finished", async || {
+        jobs_succeeded(&get(&format!("{}/metrics", agent.admin)).await.1) >= 1.0
+    })
+    .await;
+
+    // modelslab-py: base_url set before building the API object, as its docs say.
+    let script = r#"
+import json, sys
+from modelslab_py.core.client import Client
+from modelslab_py.core.apis.community import Community
+from modelslab_py.schemas.community import Text2Image
+client = Client(api_key="py-key", fetch_retry=20, fetch_timeout=1)
+client.base_url = sys.argv[1] + "/api/"
+api = Community(client=client)
+r = api.text_to_image(Text2Image(prompt="a red fox", model_id="flux", width=512, height=512, samples=1))
+if r["status"] == "processing":
+    r = api.fetch(str(r["id"]))
+print(json.dumps(r))
+"#;
+    let proxy = agent.proxy.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3").args(["-c", script, &proxy]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "modelslab-py: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let result: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(result["status"], "success", "{stdout}");
+    let metrics = get(&format!("{}/metrics", agent.admin)).await.1;
+    assert_eq!(jobs_succeeded(&metrics), 2.0, "{metrics}");
+    assert!(
+        metrics.contains("modelslab_jobs_total{endpoint=\"/api/v6/images/text2img\",model=\"flux\",result=\"success\",source=\"proxy\"}"),
+        "the SDK's job, labelled with its model"
+    );
+}
+
+#[tokio::test]
+async fn the_key_is_kept_out_wherever_it_travels() {
+    let key = "sk-canary-proxy-91c2e7";
+    let prompt = "a canary prompt nobody may record";
+    let (base, _sim) = emulator(Scenario::default()).await;
+    let agent = start_agent(&base, "trace");
+    let c = http();
+    // Body `key`.
+    c.post(format!("{}/api/v6/images/text2img", agent.proxy))
+        .json(&json!({"key": key, "prompt": prompt}))
+        .send()
+        .await
+        .unwrap();
+    // Header `key` (the CLI).
+    c.post(format!("{}/api/v6/images/text2img", agent.proxy))
+        .header("key", key)
+        .json(&json!({"prompt": prompt}))
+        .send()
+        .await
+        .unwrap();
+    // Authorization: Bearer (the JS SDK, the LLM API).
+    c.post(format!("{}/api/v6/images/text2img", agent.proxy))
+        .bearer_auth(key)
+        .json(&json!({"prompt": prompt}))
+        .send()
+        .await
+        .unwrap();
+    // Query `key` (GET /api/v7/models?key=…).
+    c.get(format!("{}/api/v7/models?key={key}", agent.proxy)).send().await.unwrap();
+    let mut seen = String::new();
+    for p in ["/metrics", "/api/v1/status", "/"] {
+        seen.push_str(&get(&format!("{}{p}", agent.admin)).await.1);
+    }
+    let m = get(&format!("{}/metrics", agent.admin)).await.1;
+    assert!(m.contains("endpoint=\"/api/v7/models\""), "the query is not part of the endpoint label");
+    agent.process.signal("TERM");
+    let mut process = agent.process;
+    process.wait_exit(Duration::from_secs(15));
+    let log = process.log();
+    assert!(log.contains("TRACE") || log.contains("DEBUG"), "trace logging was on:\n{log}");
+    for (what, text) in [("served", &seen), ("logged", &log)] {
+        assert!(!text.contains(key), "the key was {what}");
+        assert!(!text.contains(prompt), "the prompt was {what}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits_0() {
+    let (base, _sim) =
+        emulator(Scenario { latency: Span::fixed(Duration::from_millis(1500)), ..Scenario::default() }).await;
+    let agent = start_agent(&base, "info");
+    let url = format!("{}/api/v6/images/text2img", agent.proxy);
+    let in_flight = tokio::spawn(async move {
+        http().post(url).json(&json!({"key": "k", "prompt": "p"})).send().await.map(|r| r.status().as_u16())
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stopped_at = Instant::now();
+    agent.process.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = http().post(format!("{}/api/v6/images/text2img", agent.proxy)).json(&json!({})).send().await;
+    assert!(refused.is_err(), "no new requests are accepted while draining");
+    assert_eq!(in_flight.await.unwrap().unwrap(), 200, "the in-flight request finished");
+    let mut process = agent.process;
+    let status = process.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "{}", process.log());
+    assert!(stopped_at.elapsed() < Duration::from_secs(8), "exited once drained, not at the end of the grace period");
+}
