@@ -440,6 +440,9 @@ static MODEL_ID: LazyLock<regex::Regex> = LazyLock::new(|| {
 
 /// `model_id` (and `request_id`) of a request body head, even a truncated one.
 fn request_fields(head: &[u8]) -> (Option<String>, Option<String>) {
+    if head.is_empty() {
+        return (None, None);
+    }
     if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(head) {
         let model = m.get("model_id").and_then(Value::as_str).map(str::to_owned);
         let request_id = match m.get("request_id") {
