@@ -23,6 +23,7 @@ use crate::jobs::JobTracker;
 use crate::metrics::Metrics;
 use crate::probe::{HttpRunner, Probes};
 use crate::proxy::Proxy;
+use crate::statuspage::StatusPage;
 
 /// What the running agent needs from its caller: a loaded config and where it came from.
 pub struct Options {
@@ -113,12 +114,16 @@ pub fn start(
         tracker.spawn(proxy.serve(listener, shutdown.child_token(), tracker.clone()));
     }
 
+    let status_page =
+        StatusPage::new(config_rx.clone(), metrics.clone()).context("cannot build the status page's HTTP client")?;
+    tracker.spawn(status_page.clone().run(shutdown.child_token()));
+
     let admin_state = AdminState {
         metrics: metrics.clone(),
         ready: ready.clone(),
         reload: reload_tx.clone(),
         status: status.clone(),
-        components: Arc::new(AgentComponents { probes, proxy_jobs }),
+        components: Arc::new(AgentComponents { probes, proxy_jobs, status_page }),
     };
     let admin_token = shutdown.child_token();
     tracker.spawn(async move {
@@ -150,12 +155,16 @@ pub fn start(
 struct AgentComponents {
     probes: Probes,
     proxy_jobs: Option<Arc<JobTracker>>,
+    status_page: StatusPage,
 }
 
 impl Components for AgentComponents {
     fn status(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut out = serde_json::Map::new();
         out.insert("probes".into(), serde_json::to_value(self.probes.status()).unwrap_or_default());
+        if let Some(sp) = self.status_page.status() {
+            out.insert("status_page".into(), serde_json::to_value(sp).unwrap_or_default());
+        }
         if let Some(jobs) = &self.proxy_jobs {
             out.insert("proxy".into(), serde_json::json!({ "jobs_tracked": jobs.len() }));
         }

@@ -26,4 +26,5 @@ pub mod metrics;
 pub mod probe;
 pub mod proxy;
 pub mod sim;
+pub mod statuspage;
 pub mod telemetry;

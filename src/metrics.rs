@@ -14,7 +14,7 @@ use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::classify::{Classification, ErrorClass, Outcome, label_enum};
+use crate::classify::{Classification, ErrorClass, Outcome, PageStatus, label_enum};
 use crate::config::Labels;
 
 /// Bucket boundaries, in the unit of each family, chosen for the quantity they measure.
@@ -133,9 +133,6 @@ struct LabelPolicy {
 }
 
 /// The agent's metrics. Create one per agent; it owns its registry.
-// The probe, proxy and status-page families are declared here with the rest (one place for the
-// whole schema) and written by those components as they land.
-#[allow(dead_code)]
 pub struct Metrics {
     registry: Registry,
     policy: RwLock<LabelPolicy>,
@@ -154,18 +151,18 @@ pub struct Metrics {
     job_eta_ratio: HistogramVec,
     jobs_in_flight: IntGaugeVec,
 
-    pub(crate) probe_success: GaugeVec,
-    pub(crate) probe_duration: GaugeVec,
-    pub(crate) probe_runs: IntCounterVec,
-    pub(crate) probe_failures: IntCounterVec,
-    pub(crate) probe_skipped: IntCounterVec,
-    pub(crate) probe_last_run: GaugeVec,
+    probe_success: GaugeVec,
+    probe_duration: GaugeVec,
+    probe_runs: IntCounterVec,
+    probe_failures: IntCounterVec,
+    probe_skipped: IntCounterVec,
+    probe_last_run: GaugeVec,
 
-    pub(crate) status_page_up: GaugeVec,
-    pub(crate) status_page_status: GaugeVec,
-    pub(crate) status_page_component_status: GaugeVec,
-    pub(crate) status_page_incidents_open: GaugeVec,
-    pub(crate) status_page_last_success: GaugeVec,
+    status_page_up: GaugeVec,
+    status_page_status: GaugeVec,
+    status_page_component_status: GaugeVec,
+    status_page_incidents_open: GaugeVec,
+    status_page_last_success: GaugeVec,
 
     proxy_synthetic: IntCounterVec,
     proxy_uninspected: IntCounterVec,
@@ -515,6 +512,42 @@ impl Metrics {
         self.proxy_retries.with_label_values(NO_LABELS).inc();
     }
 
+    /// A status-page poll fetched and parsed: publish its state. Components not listed any more
+    /// lose their series.
+    pub fn status_page_state(
+        &self,
+        status: PageStatus,
+        components: &[(String, PageStatus)],
+        gone: &[String],
+        incidents_open: u32,
+    ) {
+        self.status_page_up.with_label_values(NO_LABELS).set(1.0);
+        self.status_page_status.with_label_values(NO_LABELS).set(f64::from(status.level()));
+        self.status_page_incidents_open.with_label_values(NO_LABELS).set(f64::from(incidents_open));
+        self.status_page_last_success.with_label_values(NO_LABELS).set(unix_now());
+        for (name, current) in components {
+            for s in PageStatus::ALL {
+                let v = if s == current { 1.0 } else { 0.0 };
+                self.status_page_component_status.with_label_values(&[name.as_str(), s.as_str()]).set(v);
+            }
+        }
+        for name in gone {
+            for s in PageStatus::ALL {
+                let _ = self.status_page_component_status.remove_label_values(&[name.as_str(), s.as_str()]);
+            }
+        }
+    }
+
+    /// A status-page poll failed: `up` goes to 0, the last known state stays.
+    pub fn status_page_down(&self) {
+        self.status_page_up.with_label_values(NO_LABELS).set(0.0);
+    }
+
+    /// A status-page component was dropped because `status_page.max_components` was reached.
+    pub fn component_overflow(&self) {
+        self.label_overflow.with_label_values(&["component"]).inc();
+    }
+
     /// A probe was (re)scheduled: its counters exist at 0, so rules see a series from the start.
     pub fn probe_registered(&self, probe: &str) {
         for result in ["success", "failure"] {
@@ -736,6 +769,22 @@ mod tests {
         assert_eq!(m.jobs.with_label_values(&["probe", "/api/v6/images/text2img", "flux", "success"]).get(), 1);
         let ratio = m.job_eta_ratio.with_label_values(&["probe", "/api/v6/images/text2img"]);
         assert_eq!((ratio.get_sample_count(), ratio.get_sample_sum()), (1, 3.0), "expired jobs have no ratio");
+    }
+
+    #[test]
+    fn status_page_components_that_vanish_lose_their_series() {
+        let m = metrics(8);
+        let comps = vec![("API".to_owned(), PageStatus::Degraded), ("Video".to_owned(), PageStatus::Operational)];
+        m.status_page_state(PageStatus::Degraded, &comps, &[], 2);
+        let text = m.render().unwrap();
+        assert!(text.contains("modelslab_status_page_component_status{component=\"API\",status=\"degraded\"} 1"));
+        assert!(text.contains("modelslab_status_page_component_status{component=\"API\",status=\"operational\"} 0"));
+        m.status_page_state(PageStatus::Operational, &comps[..1], &["Video".to_owned()], 0);
+        let text = m.render().unwrap();
+        assert!(!text.contains("component=\"Video\""));
+        assert!(text.contains("modelslab_status_page_status 0"));
+        m.status_page_down();
+        assert!(m.render().unwrap().contains("modelslab_status_page_up 0"));
     }
 
     #[test]

@@ -160,6 +160,30 @@ label_enum! {
     }
 }
 
+label_enum! {
+    /// A vendor status page's state, worst last (`status` label of the component stateset).
+    pub enum PageStatus {
+        Operational => "operational",
+        Maintenance => "maintenance",
+        Degraded => "degraded",
+        PartialOutage => "partial_outage",
+        MajorOutage => "major_outage",
+    }
+}
+
+impl PageStatus {
+    /// The value of `modelslab_status_page_status`: 0 operational … 4 major outage.
+    pub fn level(self) -> u8 {
+        match self {
+            PageStatus::Operational => 0,
+            PageStatus::Maintenance => 1,
+            PageStatus::Degraded => 2,
+            PageStatus::PartialOutage => 3,
+            PageStatus::MajorOutage => 4,
+        }
+    }
+}
+
 impl ErrorClass {
     /// The class an HTTP status implies when the status is not 2xx.
     pub fn from_http_status(status: u16) -> ErrorClass {

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 pub use body::{DecodeError, decode};
 pub(crate) use labels::label_enum;
-pub use labels::{ApiStatus, ErrorClass, Field, Outcome, Reason, UnknownName};
+pub use labels::{ApiStatus, ErrorClass, Field, Outcome, PageStatus, Reason, UnknownName};
 pub use message::{Recognised, recognise};
 
 /// Longest message kept from an answer (traces cut it further to 256 characters).

@@ -459,6 +459,19 @@ pub struct StatusPage {
     pub timeout: Duration,
     /// Distinct component label values; beyond it components are dropped and counted.
     pub max_components: usize,
+    /// For `html` pages: phrases and the state they mean (the worst phrase found wins). Empty:
+    /// the built-in rules ("All Systems Operational", "Degraded", "Partial Outage", …).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub html_rules: Vec<HtmlRule>,
+}
+
+/// A phrase of an HTML status page and the state it means.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HtmlRule {
+    /// Matched case-insensitively against the page's text.
+    pub contains: String,
+    pub status: crate::classify::PageStatus,
 }
 
 impl Default for StatusPage {
@@ -471,6 +484,7 @@ impl Default for StatusPage {
             interval: secs(60),
             timeout: secs(10),
             max_components: 50,
+            html_rules: Vec::new(),
         }
     }
 }

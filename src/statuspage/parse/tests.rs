@@ -1,0 +1,108 @@
+use super::*;
+use PageStatus as S;
+
+macro_rules! fixture {
+    ($name:literal) => {
+        include_bytes!(concat!("../../../tests/fixtures/statuspage/", $name)).as_slice()
+    };
+}
+
+fn names(s: &Snapshot) -> Vec<(&str, &str)> {
+    s.components.iter().map(|(n, st)| (n.as_str(), st.as_str())).collect()
+}
+
+#[test]
+fn atlassian_statuspage() {
+    let ok = parse(Format::Statuspage, fixture!("statuspage-operational.json"), &[]).unwrap();
+    assert_eq!((ok.status, ok.incidents_open), (S::Operational, 0));
+    assert_eq!(
+        names(&ok),
+        [("API", "operational"), ("Image Generation", "operational"), ("Website", "operational")],
+        "groups are not components"
+    );
+
+    let partial = parse(Format::Statuspage, fixture!("statuspage-partial-outage.json"), &[]).unwrap();
+    assert_eq!(partial.status, S::PartialOutage, "the worst component beats the `minor` indicator");
+    assert_eq!(partial.incidents_open, 1, "resolved incidents are not open");
+    assert_eq!(names(&partial)[1], ("Image Generation", "partial_outage"));
+
+    let maint = parse(Format::Statuspage, fixture!("statuspage-maintenance.json"), &[]).unwrap();
+    assert_eq!((maint.status, names(&maint)), (S::Maintenance, vec![("API", "maintenance")]));
+
+    let critical = parse(Format::Statuspage, fixture!("statuspage-status-critical.json"), &[]).unwrap();
+    assert_eq!((critical.status, critical.components.len()), (S::MajorOutage, 0));
+    assert_eq!(detect(fixture!("statuspage-status-critical.json")), Some(Format::Statuspage));
+}
+
+#[test]
+fn instatus() {
+    let up = parse(Format::Instatus, fixture!("instatus-summary-up.json"), &[]).unwrap();
+    assert_eq!((up.status, up.incidents_open), (S::Operational, 0));
+    let summary: Value = serde_json::from_slice(fixture!("instatus-summary-hasissues.json")).unwrap();
+    let components: Value = serde_json::from_slice(fixture!("instatus-components.json")).unwrap();
+    let s = super::instatus(&summary, Some(&components)).unwrap();
+    assert_eq!((s.status, s.incidents_open), (S::MajorOutage, 1));
+    assert_eq!(names(&s), [("API", "operational"), ("Image Generation", "major_outage"), ("Video", "degraded")]);
+    assert_eq!(super::instatus(&summary, None).unwrap().status, S::Degraded);
+    assert_eq!(detect(fixture!("instatus-summary-up.json")), Some(Format::Instatus));
+}
+
+#[test]
+fn better_stack() {
+    let s = parse(Format::BetterStack, fixture!("betterstack-degraded.json"), &[]).unwrap();
+    assert_eq!((s.status, s.incidents_open), (S::MajorOutage, 1));
+    assert_eq!(names(&s), [("API", "operational"), ("Image Generation", "degraded"), ("Video", "major_outage")]);
+    assert_eq!(detect(fixture!("betterstack-degraded.json")), Some(Format::BetterStack));
+}
+
+#[test]
+fn html_keywords_default_and_configured() {
+    assert_eq!(parse(Format::Html, fixture!("html-operational.html"), &[]).unwrap().status, S::Operational);
+    assert_eq!(
+        parse(Format::Html, fixture!("html-major.html"), &[]).unwrap().status,
+        S::MajorOutage,
+        "the worst phrase wins"
+    );
+    let rules = vec![
+        HtmlRule { contains: "everything is fine".into(), status: S::Operational },
+        HtmlRule { contains: "on fire".into(), status: S::MajorOutage },
+    ];
+    assert_eq!(parse(Format::Html, b"<p>Everything is FINE</p>", &rules).unwrap().status, S::Operational);
+    assert_eq!(
+        parse(Format::Html, b"<p>Everything is fine. The kitchen is on fire.</p>", &rules).unwrap().status,
+        S::MajorOutage
+    );
+    assert_eq!(parse(Format::Html, b"<p>hello</p>", &[]), Err(ParseError::NoPhrase));
+    assert_eq!(detect(fixture!("html-operational.html")), None);
+}
+
+#[test]
+fn malformed_and_truncated_documents_are_errors_not_panics() {
+    let full = fixture!("statuspage-partial-outage.json").trim_ascii_end();
+    for cut in [0, 1, 10, full.len() / 2, full.len() - 1] {
+        assert!(parse(Format::Statuspage, &full[..cut], &[]).is_err(), "cut at {cut}");
+    }
+    for (format, body) in [
+        (Format::Statuspage, &br#"{"status":{"indicator":"purple"}}"#[..]),
+        (Format::Statuspage, br#"[]"#),
+        (Format::Instatus, br#"{"page":{"status":42}}"#),
+        (Format::BetterStack, br#"{"data":{"attributes":{}}}"#),
+        (Format::BetterStack, b"\xff\xfe\x00garbage"),
+        (Format::Html, b""),
+    ] {
+        assert!(parse(format, body, &[]).is_err(), "{format:?} {body:?}");
+    }
+    // Odd but valid: components with missing names or unknown states are skipped or operational.
+    let odd = br#"{"status":{"indicator":"none"},"components":[{"status":"operational"},{"name":"  ","status":"x"},{"name":"API","status":"weird"}]}"#;
+    assert_eq!(names(&parse(Format::Statuspage, odd, &[]).unwrap()), [("API", "operational")]);
+}
+
+proptest::proptest! {
+    #[test]
+    fn never_panics(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+        for f in [Format::Statuspage, Format::Instatus, Format::BetterStack, Format::Html] {
+            let _ = parse(f, &body, &[]);
+        }
+        let _ = detect(&body);
+    }
+}
