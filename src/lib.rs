@@ -21,6 +21,7 @@ pub mod app;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod jobs;
 pub mod metrics;
 pub mod probe;

@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use modelslab_sentinel::cli::{Cli, Command, ConfigArgs, RunArgs, SimArgs};
-use modelslab_sentinel::{app, config, sim, telemetry};
+use modelslab_sentinel::cli::{Cli, Command, ConfigArgs, DemoArgs, RunArgs, SimArgs};
+use modelslab_sentinel::{app, config, demo, sim, telemetry};
 use tokio_util::sync::CancellationToken;
 
 const EXIT_USAGE: u8 = 64;
@@ -22,10 +22,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::CheckConfig(args) => check_config(&args),
         Command::Sim(args) => sim(&args),
-        Command::Demo(_) => {
-            eprintln!("error: this build has no demo yet");
-            ExitCode::FAILURE
-        }
+        Command::Demo(args) => demo(&args),
     }
 }
 
@@ -88,6 +85,21 @@ fn sim(args: &SimArgs) -> ExitCode {
         Ok(())
     });
     match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo(args: &DemoArgs) -> ExitCode {
+    let _telemetry = telemetry::init(&config::Telemetry { log_level: config::LogLevel::Warn, ..Default::default() });
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(demo::run(args.duration)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -1,0 +1,194 @@
+//! `demo`: the emulator in a lively scenario, the agent on an embedded config (probes, proxy and
+//! status page all pointed at the emulator), and a small client that sends realistic traffic
+//! through the proxy. Like `app`, a wiring layer: it may use every module.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{self, Listeners, Options};
+use crate::config::{self, Environment};
+use crate::sim::{self, Scenario};
+
+/// The emulator's behaviour in the demo: mostly healthy, with every kind of trouble now and then.
+const SCENARIO: &str = "\
+seed: 7
+latency: { min: 20ms, max: 150ms }
+sync_ratio: 0.1
+job_duration: { min: 2s, max: 8s }
+eta_bias: 0.7
+failure_ratio: 0.1
+faults: { server_error: 0.03, unavailable: 0.02, gateway_html: 0.01, soft_error: 0.03, timeout: 0.005, reset: 0.005 }
+status_page: degraded_performance
+account: standard
+";
+
+/// The agent's config in the demo; `${SIM}` is the emulator's address.
+const CONFIG: &str = "\
+upstream:
+  base_url: http://${SIM}
+  api_key: demo-probe-key
+  timeout: 5s
+admin:
+  listen: 127.0.0.1:${ADMIN_PORT:-0}
+proxy:
+  enabled: true
+  listen: 127.0.0.1:${PROXY_PORT:-0}
+  upstream_timeout: 10s
+jobs:
+  ttl: 2m
+labels:
+  models: [flux, sdxl]
+probes:
+  - name: text2img-validation
+    interval: 5s
+    timeout: 4s
+    request: { path: /api/v6/images/text2img, body: { model_id: flux } }
+    expect: { http_status: [400], status: error, reason: missing_parameter }
+  - name: auth-rejects-bad-key
+    interval: 10s
+    timeout: 5s
+    request: { path: /api/v6/images/text2img, body: { key: sim-invalid-demo, prompt: auth probe } }
+    expect: { http_status: [401], error_class: unauthorized }
+  - name: text2img-generate
+    interval: 15s
+    timeout: 14s
+    request: { path: /api/v6/images/text2img, body: { model_id: flux, prompt: a lighthouse at dawn, width: 512, height: 512 } }
+    follow: { fetch_path: \"/api/v6/images/fetch/{id}\", poll_interval: 1s, max_wait: 12s }
+    expect: { status: success, json: [ { pointer: /output/0, exists: true } ] }
+status_page:
+  url: http://${SIM}/status
+  interval: 5s
+  timeout: 2s
+telemetry:
+  log_level: warn
+";
+
+/// Runs the demo until Ctrl-C, SIGTERM or `duration`.
+pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    app::cancel_on_shutdown_signals(shutdown.clone());
+    if let Some(d) = duration {
+        let t = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            t.cancel();
+        });
+    }
+
+    let scenario = Scenario::parse(SCENARIO).map_err(|e| anyhow::anyhow!("embedded scenario: {e}"))?;
+    let sim_listener = TcpListener::bind("127.0.0.1:0").await.context("cannot bind the emulator")?;
+    let sim = sim::spawn(sim_listener, scenario, shutdown.child_token())?;
+
+    let sim_addr = sim.addr.to_string();
+    let var = move |name: &str| match name {
+        "SIM" => Some(sim_addr.clone()),
+        other => std::env::var(format!("DEMO_{other}")).ok(),
+    };
+    let config =
+        config::from_yaml(CONFIG, "the demo's embedded config", &Environment { var: &var, base_dir: ".".into() })?;
+    let listeners = Listeners::bind(&config).await?;
+    let opts =
+        Options { config, config_path: PathBuf::from("(embedded demo config)"), grace_period: Duration::from_secs(5) };
+    let (handle, done) = app::start(opts, listeners, shutdown.clone())?;
+    let proxy = handle.proxy_addr.context("the demo config enables the proxy")?;
+
+    println!("modelslab-sentinel demo: the agent is watching an emulated ModelsLab API.");
+    println!("  metrics:   http://{}/metrics", handle.admin_addr);
+    println!("  status:    http://{}/api/v1/status", handle.admin_addr);
+    println!("  proxy:     http://{proxy}   (point a ModelsLab client's base URL here)");
+    println!("  emulator:  http://{}   (scenario: http://{}/_sim/scenario)", sim.addr, sim.addr);
+    println!("Probes run every few seconds; a small client sends traffic through the proxy.");
+    println!(
+        "{}",
+        if duration.is_some() { "Stops by itself (--duration), or with Ctrl-C." } else { "Stop with Ctrl-C." }
+    );
+
+    let sent = Arc::new(AtomicU64::new(0));
+    for worker in 0..3 {
+        tokio::spawn(client(worker, proxy, sim.addr, sent.clone(), shutdown.child_token()));
+    }
+    done.await?;
+    println!("demo stopped after {} client requests through the proxy.", sent.load(Ordering::Relaxed));
+    Ok(())
+}
+
+/// One client worker: generations (polled to the end), broken parameters, a broke key, a revoked
+/// key, a plan without realtime; and now and then the status page changes.
+async fn client(worker: u64, proxy: SocketAddr, sim: SocketAddr, sent: Arc<AtomicU64>, stop: CancellationToken) {
+    let Ok(http) = reqwest::Client::builder().timeout(Duration::from_secs(15)).build() else { return };
+    let base = format!("http://{proxy}");
+    let mut n = worker;
+    while !stop.is_cancelled() {
+        n += 3;
+        let key = format!("demo-user-{}", n % 4);
+        let (path, body) = match n % 12 {
+            0..=5 => (
+                "/api/v6/images/text2img",
+                json!({"key": key, "model_id": if n % 2 == 0 { "flux" } else { "sdxl" }, "prompt": "a fox in the snow", "width": 512, "height": 512}),
+            ),
+            6 => ("/api/v6/images/text2img", json!({"key": key, "model_id": "flux"})),
+            7 => ("/api/v6/images/text2img", json!({"key": key, "prompt": "p", "width": 2000})),
+            8 => ("/api/v7/images/text-to-image", json!({"key": "sim-broke-demo", "prompt": "p"})),
+            9 => ("/api/v6/images/text2img", json!({"key": "sim-invalid-demo", "prompt": "p"})),
+            10 => ("/api/v6/realtime/text2img", json!({"key": "sim-basic-demo", "prompt": "p"})),
+            _ => ("/api/v6/images/text2img", json!({"key": key, "prompt": "p", "model_id": "unknown-model"})),
+        };
+        sent.fetch_add(1, Ordering::Relaxed);
+        let answer = http.post(format!("{base}{path}")).json(&body).send().await;
+        if let Ok(r) = answer {
+            if let Ok(v) = r.json::<Value>().await {
+                if v["status"] == "processing" {
+                    follow(&http, &base, &key, &v, &sent, &stop).await;
+                }
+            }
+        }
+        if worker == 0 && n % 60 == 0 {
+            let state = if (n / 60) % 2 == 0 { "operational" } else { "degraded_performance" };
+            let _ = http
+                .put(format!("http://{sim}/_sim/scenario"))
+                .body(SCENARIO.replace("degraded_performance", state))
+                .send()
+                .await;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+        }
+    }
+}
+
+/// Polls a job's fetch endpoint through the proxy, as SDKs do, until it ends (at most 20 polls).
+async fn follow(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    submitted: &Value,
+    sent: &AtomicU64,
+    stop: &CancellationToken,
+) {
+    let Some(id) = submitted["id"].as_u64() else { return };
+    for _ in 0..20 {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        sent.fetch_add(1, Ordering::Relaxed);
+        let Ok(r) = http.post(format!("{base}/api/v6/images/fetch/{id}")).json(&json!({"key": key})).send().await
+        else {
+            continue;
+        };
+        match r.json::<Value>().await {
+            Ok(v) if v["status"] == "processing" => continue,
+            Ok(_) => return,
+            Err(_) => continue,
+        }
+    }
+}
