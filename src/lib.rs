@@ -29,3 +29,4 @@ pub mod proxy;
 pub mod sim;
 pub mod statuspage;
 pub mod telemetry;
+pub mod trace;

@@ -68,9 +68,12 @@ fn sim(args: &SimArgs) -> ExitCode {
             },
         },
     };
-    let _telemetry = telemetry::init(&config::Telemetry::default());
     let runtime = match runtime() {
         Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let _telemetry = match init_telemetry(&runtime, &config::Telemetry::default()) {
+        Ok(t) => t,
         Err(code) => return code,
     };
     let result: anyhow::Result<()> = runtime.block_on(async {
@@ -94,9 +97,13 @@ fn sim(args: &SimArgs) -> ExitCode {
 }
 
 fn demo(args: &DemoArgs) -> ExitCode {
-    let _telemetry = telemetry::init(&config::Telemetry { log_level: config::LogLevel::Warn, ..Default::default() });
     let runtime = match runtime() {
         Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let quiet = config::Telemetry { log_level: config::LogLevel::Warn, ..Default::default() };
+    let _telemetry = match init_telemetry(&runtime, &quiet) {
+        Ok(t) => t,
         Err(code) => return code,
     };
     match runtime.block_on(demo::run(args.duration)) {
@@ -113,9 +120,12 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let _telemetry = telemetry::init(&config.telemetry);
     let runtime = match runtime() {
         Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let mut telemetry = match init_telemetry(&runtime, &config.telemetry) {
+        Ok(t) => t,
         Err(code) => return code,
     };
     let opts = app::Options { config, config_path: args.config.config.clone(), grace_period: args.grace_period };
@@ -124,6 +134,8 @@ fn run(args: RunArgs) -> ExitCode {
         app::cancel_on_shutdown_signals(shutdown.clone());
         app::run(opts, shutdown).await
     });
+    // Flush pending spans while the runtime (which the gRPC exporter needs) still runs.
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -132,4 +144,16 @@ fn run(args: RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Starts logging and trace export inside the runtime (the gRPC exporter needs one).
+fn init_telemetry(
+    runtime: &tokio::runtime::Runtime,
+    t: &config::Telemetry,
+) -> Result<telemetry::TelemetryGuard, ExitCode> {
+    let _inside = runtime.enter();
+    telemetry::init(t).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })
 }

@@ -170,6 +170,7 @@ pub struct Metrics {
 
     config_reload_success: GaugeVec,
     config_reload_timestamp: GaugeVec,
+    spans_dropped: IntCounterVec,
     label_overflow: IntCounterVec,
 }
 
@@ -380,6 +381,12 @@ impl Metrics {
                 &r,
                 "modelslab_sentinel_config_last_reload_success_timestamp_seconds",
                 "Unix time of the last successful configuration (re)load.",
+                &[],
+            )?,
+            spans_dropped: counter(
+                &r,
+                "modelslab_sentinel_trace_spans_dropped_total",
+                "Spans lost because the OTLP collector did not take them.",
                 &[],
             )?,
             label_overflow: counter(
@@ -599,6 +606,15 @@ impl Metrics {
         }
         for reason in SkipReason::ALL {
             let _ = self.probe_skipped.remove_label_values(&[probe, reason.as_str()]);
+        }
+    }
+
+    /// Raises the dropped-spans counter to `total` (the exporter counts; this publishes).
+    pub fn spans_dropped_total(&self, total: u64) {
+        let c = self.spans_dropped.with_label_values(NO_LABELS);
+        let now = c.get();
+        if total > now {
+            c.inc_by(total - now);
         }
     }
 

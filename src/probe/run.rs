@@ -9,6 +9,10 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
+use opentelemetry::trace::SpanContext;
+use tracing::Instrument;
+use tracing::field::Empty;
+
 use crate::classify::{self, ApiStatus, Classification, Context, Failure, Outcome, RequestKind};
 use crate::config::{Expect, ExpectStatus, Probe, Upstream};
 use crate::metrics::{Exchange, JobEnd, JobResult, Metrics, ProbeFailure, Source};
@@ -93,9 +97,21 @@ struct Answer {
     classification: Classification,
     body: Option<Bytes>,
     content_encoding: Option<String>,
+    /// The exchange's span, for the job's later polls to link to.
+    span: Option<SpanContext>,
 }
 
 impl Answer {
+    fn clone_answer(&self) -> Answer {
+        Answer {
+            http_status: self.http_status,
+            classification: self.classification.clone(),
+            body: self.body.clone(),
+            content_encoding: self.content_encoding.clone(),
+            span: self.span.clone(),
+        }
+    }
+
     fn json(&self) -> Option<Value> {
         let body = self.body.as_ref()?;
         let decoded = classify::decode(self.content_encoding.as_deref(), body, MAX_BODY).ok()?;
@@ -103,8 +119,24 @@ impl Answer {
     }
 }
 
-/// Runs `probe` once against `upstream`.
+/// Runs `probe` once against `upstream`: one trace, rooted at a `probe <name>` span.
 pub async fn run(probe: &Probe, upstream: &Upstream, ctx: &RunContext) -> RunReport {
+    let root = tracing::info_span!(
+        parent: None,
+        "probe",
+        otel.name = %format!("probe {}", probe.name),
+        otel.status_code = Empty,
+        "modelslab.probe.name" = %probe.name,
+        "modelslab.source" = "probe",
+    );
+    let report = run_traced(probe, upstream, ctx).instrument(root.clone()).await;
+    if !report.success {
+        root.record("otel.status_code", "error");
+    }
+    report
+}
+
+async fn run_traced(probe: &Probe, upstream: &Upstream, ctx: &RunContext) -> RunReport {
     let started = Instant::now();
     let started_at_unix = crate::metrics::unix_now();
     let mut exchanges = Vec::new();
@@ -114,23 +146,22 @@ pub async fn run(probe: &Probe, upstream: &Upstream, ctx: &RunContext) -> RunRep
     let model_label = ctx.metrics.model_label(model);
     let submit_endpoint = ctx.metrics.endpoint_label(&probe.request.path);
 
-    let submit = exchange(
-        ctx,
-        upstream,
-        probe,
-        &probe.request.method,
-        &probe.request.path,
-        body.as_ref(),
-        RequestKind::Submit,
-        &submit_endpoint,
-        &model_label,
-        &mut exchanges,
-    )
-    .await;
+    let call = Call { ctx, upstream, probe, key: key.as_deref(), model, model_label: &model_label };
+    let submit = call
+        .exchange(
+            &probe.request.method,
+            &probe.request.path,
+            body.as_ref(),
+            RequestKind::Submit,
+            &submit_endpoint,
+            None,
+            &mut exchanges,
+        )
+        .await;
 
     let mut job_failure: Option<ProbeFailure> = None;
     let mut job_id = submit.classification.id.clone();
-    let mut last = submit;
+    let mut last = submit.clone_answer();
     if let (Some(follow), Outcome::Processing, Some(id)) =
         (&probe.follow, last.classification.outcome(), job_id.clone())
     {
@@ -148,19 +179,17 @@ pub async fn run(probe: &Probe, upstream: &Upstream, ctx: &RunContext) -> RunRep
                 break JobResult::Expired;
             }
             tokio::time::sleep(wait).await;
-            let answer = exchange(
-                ctx,
-                upstream,
-                probe,
-                "POST",
-                &fetch_path,
-                fetch_body.as_ref(),
-                RequestKind::Fetch,
-                &fetch_endpoint,
-                &model_label,
-                &mut exchanges,
-            )
-            .await;
+            let answer = call
+                .exchange(
+                    "POST",
+                    &fetch_path,
+                    fetch_body.as_ref(),
+                    RequestKind::Fetch,
+                    &fetch_endpoint,
+                    submit.span.as_ref(),
+                    &mut exchanges,
+                )
+                .await;
             let outcome = answer.classification.outcome();
             last = answer;
             match outcome {
@@ -252,64 +281,85 @@ fn request_body(probe: &Probe, key: Option<&str>) -> Option<Value> {
     body
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn exchange(
-    ctx: &RunContext,
-    upstream: &Upstream,
-    probe: &Probe,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-    kind: RequestKind,
-    endpoint: &str,
-    model: &str,
-    reports: &mut Vec<ExchangeReport>,
-) -> Answer {
-    let started = Instant::now();
-    let url = format!("{}{}", upstream.base_url.as_str().trim_end_matches('/'), path);
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::POST);
-    let mut req = ctx.client.request(method.clone(), &url).timeout(upstream.timeout);
-    for (name, value) in &probe.request.headers.0 {
-        req = req.header(name, value);
-    }
-    if let Some(body) = body {
-        req = req.json(body);
-    }
-    let answer = match send(req).await {
-        Ok((status, headers, bytes)) => {
-            let classification = classify::classify(status, &headers, &bytes, &Context::new(kind));
-            let content_encoding =
-                headers.get(http::header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            Answer { http_status: Some(status), classification, body: Some(bytes), content_encoding }
+/// What every exchange of one run shares.
+struct Call<'a> {
+    ctx: &'a RunContext,
+    upstream: &'a Upstream,
+    probe: &'a Probe,
+    key: Option<&'a str>,
+    model: Option<&'a str>,
+    model_label: &'a str,
+}
+
+impl Call<'_> {
+    /// One HTTP exchange under its own client span (a fetch's span links to the submission's).
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        kind: RequestKind,
+        endpoint: &str,
+        link_to: Option<&SpanContext>,
+        reports: &mut Vec<ExchangeReport>,
+    ) -> Answer {
+        let started = Instant::now();
+        let base = self.upstream.base_url.as_str().trim_end_matches('/');
+        let url = format!("{base}{path}");
+        let server = self.upstream.base_url.host_str().unwrap_or("");
+        let span = crate::trace::exchange_span(method, path, server, "probe", self.model);
+        if let Some(to) = link_to {
+            crate::trace::link(&span, to);
         }
-        Err(failure) => Answer {
-            http_status: None,
-            classification: classify::classify_failure(failure),
-            body: None,
-            content_encoding: None,
-        },
-    };
-    let duration = started.elapsed();
-    ctx.metrics.record_exchange(&Exchange {
-        source: Source::Probe,
-        endpoint,
-        model,
-        http_status: answer.http_status,
-        classification: &answer.classification,
-        duration,
-    });
-    let c = &answer.classification;
-    reports.push(ExchangeReport {
-        kind: if kind == RequestKind::Fetch { "fetch" } else { "submit" },
-        method: method.to_string(),
-        endpoint: endpoint.to_owned(),
-        http_status: answer.http_status,
-        outcome: c.outcome().as_str(),
-        error_class: c.error.as_ref().map(|e| e.class.as_str()),
-        reason: c.error.as_ref().map(|e| e.reason.as_str()),
-        duration_seconds: duration.as_secs_f64(),
-    });
-    answer
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::POST);
+        let mut req = self.ctx.client.request(method.clone(), &url).timeout(self.upstream.timeout);
+        for (name, value) in &self.probe.request.headers.0 {
+            req = req.header(name, value);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let mut answer = match send(req).instrument(span.clone()).await {
+            Ok((status, headers, bytes)) => {
+                let classification = classify::classify(status, &headers, &bytes, &Context::new(kind));
+                let content_encoding =
+                    headers.get(http::header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                Answer { http_status: Some(status), classification, body: Some(bytes), content_encoding, span: None }
+            }
+            Err(failure) => Answer {
+                http_status: None,
+                classification: classify::classify_failure(failure),
+                body: None,
+                content_encoding: None,
+                span: None,
+            },
+        };
+        let secrets: Vec<&str> = self.key.into_iter().collect();
+        crate::trace::record(&span, answer.http_status, &answer.classification, &secrets);
+        answer.span = Some(crate::trace::span_context(&span));
+        let duration = started.elapsed();
+        self.ctx.metrics.record_exchange(&Exchange {
+            source: Source::Probe,
+            endpoint,
+            model: self.model_label,
+            http_status: answer.http_status,
+            classification: &answer.classification,
+            duration,
+        });
+        let c = &answer.classification;
+        reports.push(ExchangeReport {
+            kind: if kind == RequestKind::Fetch { "fetch" } else { "submit" },
+            method: method.to_string(),
+            endpoint: endpoint.to_owned(),
+            http_status: answer.http_status,
+            outcome: c.outcome().as_str(),
+            error_class: c.error.as_ref().map(|e| e.class.as_str()),
+            reason: c.error.as_ref().map(|e| e.reason.as_str()),
+            duration_seconds: duration.as_secs_f64(),
+        });
+        answer
+    }
 }
 
 /// Sends and reads the whole answer (up to [`MAX_BODY`]).

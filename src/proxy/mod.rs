@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use body::{BoxError, End, Finish, RequestSeen, RequestTap, ResponseTap};
 
@@ -189,13 +190,17 @@ impl Proxy {
     /// Handles one request; never fails (failures become synthetic answers).
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let config = self.inner.config.borrow().clone();
+        let endpoint = self.inner.metrics.endpoint_label(req.uri().path());
+        let server = crate::trace::server_span(req.method().as_str(), req.uri().path(), &endpoint, req.headers());
         if let Some(why) = self.refusal(&req, &config) {
+            crate::trace::record_server(&server, 400, Some("rejected"));
             return self.synthetic(StatusCode::BAD_REQUEST, SyntheticReason::Rejected, why);
         }
         let max_body = config.proxy.max_request_body.as_u64();
         let declared =
             req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > max_body) {
+            crate::trace::record_server(&server, 413, Some("body_too_large"));
             return self.synthetic(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 SyntheticReason::BodyTooLarge,
@@ -208,14 +213,7 @@ impl Proxy {
         let kind = if is_fetch_path(&path) { RequestKind::Fetch } else { RequestKind::Submit };
         let seen = Arc::new(RequestSeen::default());
         let tap = RequestTap::new(incoming, max_body, REQUEST_HEAD, seen.clone());
-        let exchange = Pending {
-            proxy: self.clone(),
-            path,
-            kind,
-            seen: seen.clone(),
-            started: Instant::now(),
-            config: config.clone(),
-        };
+        let exchange = Pending::new(self.clone(), &parts, path, endpoint, kind, seen.clone(), config.clone(), server);
 
         let retry = &config.proxy.retry_rate_limited;
         if retry.enabled {
@@ -293,21 +291,24 @@ impl Proxy {
     /// Sends one request upstream and streams the answer back, classifying it as it ends.
     async fn forward(&self, req: Request<ProxyBody>, exchange: Pending) -> Response<ProxyBody> {
         let timeout = exchange.config.proxy.upstream_timeout;
-        let response = match tokio::time::timeout(timeout, self.inner.client.request(req)).await {
-            Err(_) => return exchange.failed(Failure::Timeout),
-            Ok(Err(_)) if exchange.seen.too_large.load(Ordering::Acquire) => {
-                return self.synthetic(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    SyntheticReason::BodyTooLarge,
-                    "Request body too large for the proxy (proxy.max_request_body)",
-                );
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, endpoint = %exchange.endpoint(), "upstream unreachable");
-                return exchange.failed(Failure::Transport);
-            }
-            Ok(Ok(r)) => r,
-        };
+        let response =
+            match tokio::time::timeout(timeout, self.inner.client.request(req).instrument(exchange.client.clone()))
+                .await
+            {
+                Err(_) => return exchange.failed(Failure::Timeout),
+                Ok(Err(_)) if exchange.seen.too_large.load(Ordering::Acquire) => {
+                    return self.synthetic(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        SyntheticReason::BodyTooLarge,
+                        "Request body too large for the proxy (proxy.max_request_body)",
+                    );
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, endpoint = %exchange.endpoint(), "upstream unreachable");
+                    return exchange.failed(Failure::Transport);
+                }
+                Ok(Ok(r)) => r,
+            };
         let (mut parts, incoming) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let inspect = exchange.config.proxy.inspect_limit.as_u64() as usize;
@@ -438,49 +439,107 @@ static MODEL_ID: LazyLock<regex::Regex> = LazyLock::new(|| {
     regex::Regex::new(r#""model_id"\s*:\s*"([^"\\]{1,128})""#).expect("model_id pattern is valid")
 });
 
-/// `model_id` (and `request_id`) of a request body head, even a truncated one.
-fn request_fields(head: &[u8]) -> (Option<String>, Option<String>) {
+/// What the proxy reads from a request body head (even a truncated one).
+#[derive(Debug, Default, PartialEq)]
+struct RequestFields {
+    model_id: Option<String>,
+    request_id: Option<String>,
+    /// Only to scrub it from what is recorded.
+    key: Option<String>,
+}
+
+fn request_fields(head: &[u8]) -> RequestFields {
     if head.is_empty() {
-        return (None, None);
+        return RequestFields::default();
     }
     if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(head) {
-        let model = m.get("model_id").and_then(Value::as_str).map(str::to_owned);
+        let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
         let request_id = match m.get("request_id") {
             Some(Value::String(s)) => Some(s.clone()),
             Some(Value::Number(n)) => Some(n.to_string()),
             _ => None,
         };
-        return (model, request_id);
+        return RequestFields { model_id: text("model_id"), request_id, key: text("key") };
     }
     let text = String::from_utf8_lossy(head);
-    (MODEL_ID.captures(&text).map(|c| c[1].to_owned()), None)
+    RequestFields { model_id: MODEL_ID.captures(&text).map(|c| c[1].to_owned()), ..Default::default() }
+}
+
+/// The key as it travels outside the body (header `key`, `Authorization`, query `key`), only to
+/// scrub it from what is recorded.
+fn request_secrets(parts: &http::request::Parts) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(k) = parts.headers.get("key").and_then(|v| v.to_str().ok()) {
+        out.push(k.to_owned());
+    }
+    if let Some(a) = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        out.push(a.split_whitespace().last().unwrap_or(a).to_owned());
+    }
+    if let Some(q) = parts.uri.query() {
+        out.extend(url::form_urlencoded::parse(q.as_bytes()).filter(|(k, _)| k == "key").map(|(_, v)| v.into_owned()));
+    }
+    out
 }
 
 /// An exchange on its way: what is known before the answer.
 struct Pending {
     proxy: Proxy,
+    method: String,
     path: String,
+    endpoint: String,
     kind: RequestKind,
     seen: Arc<RequestSeen>,
+    secrets: Vec<String>,
     started: Instant,
     config: Arc<Config>,
+    /// The proxied request's span; ends when the answer's body has gone through.
+    server: tracing::Span,
+    /// The upstream exchange's span, a child of `server`.
+    client: tracing::Span,
 }
 
 impl Pending {
-    /// The same request, sent again (its own timing).
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        proxy: Proxy,
+        parts: &http::request::Parts,
+        path: String,
+        endpoint: String,
+        kind: RequestKind,
+        seen: Arc<RequestSeen>,
+        config: Arc<Config>,
+        server: tracing::Span,
+    ) -> Pending {
+        let method = parts.method.as_str().to_owned();
+        let client = Self::client_span(&server, &method, &path, &config);
+        let secrets = request_secrets(parts);
+        Pending { proxy, method, path, endpoint, kind, seen, secrets, started: Instant::now(), config, server, client }
+    }
+
+    fn client_span(server: &tracing::Span, method: &str, path: &str, config: &Config) -> tracing::Span {
+        let host = config.upstream.base_url.host_str().unwrap_or("");
+        server.in_scope(|| crate::trace::exchange_span(method, path, host, "proxy", None))
+    }
+
+    /// The same request, sent again (its own timing and client span).
     fn again(&self) -> Pending {
         Pending {
             proxy: self.proxy.clone(),
+            method: self.method.clone(),
             path: self.path.clone(),
+            endpoint: self.endpoint.clone(),
             kind: self.kind,
             seen: self.seen.clone(),
+            secrets: self.secrets.clone(),
             started: Instant::now(),
             config: self.config.clone(),
+            server: self.server.clone(),
+            client: Self::client_span(&self.server, &self.method, &self.path, &self.config),
         }
     }
 
     fn endpoint(&self) -> String {
-        self.proxy.inner.metrics.endpoint_label(&self.path)
+        self.endpoint.clone()
     }
 
     /// No answer came: a synthetic 504/502, and the failure recorded as an upstream observation.
@@ -498,6 +557,7 @@ impl Pending {
             ),
         };
         self.record(None, &classify::classify_failure(failure));
+        crate::trace::record_server(&self.server, status.as_u16(), Some(reason.as_str()));
         self.proxy.synthetic(status, reason, message)
     }
 
@@ -533,10 +593,19 @@ impl Pending {
         }
     }
 
-    /// Records the classified exchange and follows its job.
+    /// Records the classified exchange (metrics and spans) and follows its job.
     fn record(&self, http_status: Option<u16>, c: &Classification) {
         let inner = &self.proxy.inner;
-        let (model_id, request_id) = request_fields(&self.seen.head());
+        let RequestFields { model_id, request_id, key } = request_fields(&self.seen.head());
+        let mut secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        secrets.extend(key.as_deref());
+        crate::trace::record(&self.client, http_status, c, &secrets);
+        if let Some(m) = &model_id {
+            self.client.record("gen_ai.request.model", classify::truncate(m, 64).as_str());
+        }
+        if let Some(status) = http_status {
+            crate::trace::record_server(&self.server, status, c.error.as_ref().map(|e| e.class.as_str()));
+        }
         let endpoint = self.endpoint();
         let job_id = match self.kind {
             RequestKind::Fetch => fetch_path_id(&self.path).map(str::to_owned).or(request_id).or_else(|| c.id.clone()),
@@ -653,15 +722,14 @@ mod tests {
 
     #[test]
     fn request_fields_even_from_a_truncated_head() {
+        let full = request_fields(br#"{"key":"k","model_id":"flux","request_id":7}"#);
         assert_eq!(
-            request_fields(br#"{"key":"k","model_id":"flux","request_id":7}"#),
-            (Some("flux".into()), Some("7".into()))
+            (full.model_id.as_deref(), full.request_id.as_deref(), full.key.as_deref()),
+            (Some("flux"), Some("7"), Some("k"))
         );
-        assert_eq!(
-            request_fields(br#"{"key":"k","model_id":"sdxl","init_image":"data:image/png;base64,AAAA"#),
-            (Some("sdxl".into()), None)
-        );
-        assert_eq!(request_fields(b"not json"), (None, None));
+        let cut = request_fields(br#"{"key":"k","model_id":"sdxl","init_image":"data:image/png;base64,AAAA"#);
+        assert_eq!((cut.model_id.as_deref(), cut.request_id), (Some("sdxl"), None));
+        assert_eq!(request_fields(b"not json"), RequestFields::default());
     }
 
     #[test]

@@ -1,0 +1,154 @@
+//! The span shapes of SPEC §5, shared by probes and the proxy so that both trace alike: a client
+//! span per HTTP exchange with OTel HTTP and GenAI attributes plus `modelslab.*`, recorded from a
+//! [`Classification`]. Spans are `tracing` spans; `telemetry` exports them when OTLP is on.
+//!
+//! Nothing secret goes in: paths without their query string, the API's message cut to 256
+//! characters and scrubbed of the request's key, never a body or a prompt.
+
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, TraceContextExt};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing::Span;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::classify::{self, Classification, Outcome};
+
+/// Longest `modelslab.error.message` recorded.
+pub const MAX_MESSAGE: usize = 256;
+
+/// The client span of one HTTP exchange with the API (a child of the current span).
+pub fn exchange_span(method: &str, path: &str, server: &str, source: &'static str, model: Option<&str>) -> Span {
+    let path = path.split('?').next().unwrap_or("");
+    tracing::info_span!(
+        "http.client",
+        otel.name = %method,
+        otel.kind = "client",
+        otel.status_code = Empty,
+        "http.request.method" = %method,
+        "url.path" = %path,
+        "server.address" = %server,
+        "http.response.status_code" = Empty,
+        "error.type" = Empty,
+        "gen_ai.operation.name" = "generate_content",
+        "gen_ai.provider.name" = "modelslab",
+        "gen_ai.request.model" = model.map(|m| classify::truncate(m, 64)),
+        "gen_ai.output.type" = "image",
+        "gen_ai.response.id" = Empty,
+        "modelslab.source" = source,
+        "modelslab.api.status" = Empty,
+        "modelslab.error.reason" = Empty,
+        "modelslab.error.message" = Empty,
+        "modelslab.retry_after_s" = Empty,
+        "modelslab.eta_s" = Empty,
+        "modelslab.job.id" = Empty,
+    )
+}
+
+/// The server span of one proxied request, continuing the caller's `traceparent`.
+pub fn server_span(method: &str, path: &str, endpoint: &str, headers: &http::HeaderMap) -> Span {
+    let path = path.split('?').next().unwrap_or("");
+    let span = tracing::info_span!(
+        "http.server",
+        otel.name = %format!("{method} {endpoint}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        "http.request.method" = %method,
+        "url.path" = %path,
+        "http.route" = %endpoint,
+        "http.response.status_code" = Empty,
+        "error.type" = Empty,
+        "modelslab.source" = "proxy",
+        "modelslab.job.id" = Empty,
+    );
+    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+/// Records what an exchange's answer (or failure) was on its span; `secrets` are scrubbed from
+/// the message.
+pub fn record(span: &Span, http_status: Option<u16>, c: &Classification, secrets: &[&str]) {
+    if let Some(s) = http_status {
+        span.record("http.response.status_code", s);
+    }
+    if let Some(api) = c.api_status {
+        span.record("modelslab.api.status", api.as_str());
+    }
+    if let Some(id) = &c.id {
+        span.record("gen_ai.response.id", id.as_str());
+        span.record("modelslab.job.id", id.as_str());
+    }
+    if let Some(eta) = c.eta {
+        span.record("modelslab.eta_s", eta);
+    }
+    if let Some(r) = c.retry_after {
+        span.record("modelslab.retry_after_s", r);
+    }
+    if c.outcome() == Outcome::Error {
+        span.record("otel.status_code", "error");
+        if let Some(e) = &c.error {
+            span.record("error.type", e.class.as_str());
+            span.record("modelslab.error.reason", e.reason.as_str());
+        }
+        if let Some(m) = &c.message {
+            span.record("modelslab.error.message", scrub(m, secrets).as_str());
+        }
+    }
+}
+
+/// Records the outcome of a whole proxied request on its server span.
+pub fn record_server(span: &Span, http_status: u16, error_class: Option<&str>) {
+    span.record("http.response.status_code", http_status);
+    if let Some(class) = error_class {
+        span.record("otel.status_code", "error");
+        span.record("error.type", class);
+    }
+}
+
+/// The span's OpenTelemetry context, to link a job's completion to its submission.
+pub fn span_context(span: &Span) -> SpanContext {
+    span.context().span().span_context().clone()
+}
+
+/// Links `span` to an earlier span (a job's submission).
+pub fn link(span: &Span, to: &SpanContext) {
+    if to.is_valid() {
+        span.add_link(to.clone());
+    }
+}
+
+/// The message cut to [`MAX_MESSAGE`] characters, with any secret replaced.
+pub fn scrub(message: &str, secrets: &[&str]) -> String {
+    let mut m = message.to_owned();
+    for s in secrets.iter().filter(|s| s.len() >= 4) {
+        m = m.replace(*s, "<redacted>");
+    }
+    classify::truncate(&m, MAX_MESSAGE)
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_cut_and_scrubbed() {
+        assert_eq!(scrub("Invalid API key sk-123456", &["sk-123456"]), "Invalid API key <redacted>");
+        assert_eq!(scrub(&"x".repeat(1000), &[]).len(), MAX_MESSAGE);
+        assert_eq!(scrub("short key abc", &["abc"]), "short key abc", "too short to be a key");
+    }
+}
