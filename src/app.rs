@@ -114,6 +114,19 @@ pub fn start(
         tracker.spawn(proxy.serve(listener, shutdown.child_token(), tracker.clone()));
     }
 
+    // The exporter counts spans it could not deliver; publish the count with the metrics.
+    let spans = metrics.clone();
+    let span_token = shutdown.child_token();
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                _ = span_token.cancelled() => return,
+                _ = tick.tick() => spans.spans_dropped_total(crate::telemetry::spans_dropped()),
+            }
+        }
+    });
+
     let status_page =
         StatusPage::new(config_rx.clone(), metrics.clone()).context("cannot build the status page's HTTP client")?;
     tracker.spawn(status_page.clone().run(shutdown.child_token()));

@@ -627,19 +627,27 @@ impl Pending {
             duration: self.started.elapsed(),
         });
         let Some(id) = job_id else { return };
+        self.server.record("modelslab.job.id", id.as_str());
         let now = Instant::now();
-        match (self.kind, c.outcome()) {
-            (RequestKind::Submit, Outcome::Processing) => inner
-                .jobs
-                .track(&id, Tracked { submitted: self.started, endpoint, model, first_eta: c.eta, context: None }),
-            (RequestKind::Fetch, Outcome::Success) => {
-                inner.jobs.complete(&id, JobResult::Success, now);
+        let ended = match (self.kind, c.outcome()) {
+            (RequestKind::Submit, Outcome::Processing) => {
+                let context: Arc<dyn std::any::Any + Send + Sync> = Arc::new(crate::trace::span_context(&self.server));
+                let job =
+                    Tracked { submitted: self.started, endpoint, model, first_eta: c.eta, context: Some(context) };
+                inner.jobs.track(&id, job);
+                None
             }
+            (RequestKind::Fetch, Outcome::Success) => inner.jobs.complete(&id, JobResult::Success, now),
             (RequestKind::Fetch, Outcome::Error) if http_status.is_some_and(|s| (200..300).contains(&s)) => {
                 let result = if c.api_status == Some(ApiStatus::Failed) { JobResult::Failed } else { JobResult::Error };
-                inner.jobs.complete(&id, result, now);
+                inner.jobs.complete(&id, result, now)
             }
-            _ => {}
+            _ => None,
+        };
+        // The fetch that completes a job links to the job's submission.
+        let submitted = ended.and_then(|job| job.context);
+        if let Some(cx) = submitted.as_deref().and_then(|c| c.downcast_ref::<opentelemetry::trace::SpanContext>()) {
+            crate::trace::link(&self.server, cx);
         }
     }
 }
