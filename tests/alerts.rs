@@ -1,0 +1,101 @@
+//! The alert rules: `promtool check rules` clean, `promtool test rules` passing, and every alert
+//! complete (for, severity, summary, description, runbook_url pointing at a runbook section).
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::process::Command;
+
+const RULES: &str = "alerts/modelslab-sentinel.rules.yml";
+
+fn promtool(args: &[&str]) -> (bool, String) {
+    let out = Command::new("promtool")
+        .args(args)
+        .output()
+        .expect("promtool is needed: apt-get install prometheus (scripts/test does)");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn rules_are_valid_and_their_unit_tests_pass() {
+    let (ok, out) = promtool(&["check", "rules", RULES]);
+    assert!(ok, "{out}");
+    let (ok, out) = promtool(&["test", "rules", "tests/alerts/modelslab-sentinel.test.yml"]);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn every_alert_is_complete_tested_and_has_a_runbook_section() {
+    let rules: serde_json::Value = serde_json::to_value(read_yaml(RULES)).unwrap();
+    let runbook = std::fs::read_to_string("docs/runbook.md").unwrap();
+    let anchors: Vec<String> =
+        runbook.lines().filter_map(|l| l.strip_prefix("## ")).map(|h| h.trim().to_lowercase()).collect();
+    let tests = std::fs::read_to_string("tests/alerts/modelslab-sentinel.test.yml").unwrap();
+    let mut n = 0;
+    for group in rules["groups"].as_array().unwrap() {
+        for rule in group["rules"].as_array().unwrap() {
+            let name = rule["alert"].as_str().unwrap();
+            n += 1;
+            assert!(rule["for"].is_string(), "{name}: no `for`");
+            assert!(
+                ["warning", "critical"].contains(&rule["labels"]["severity"].as_str().unwrap_or("")),
+                "{name}: severity"
+            );
+            for key in ["summary", "description", "runbook_url"] {
+                assert!(rule["annotations"][key].as_str().is_some_and(|s| s.len() > 10), "{name}: {key}");
+            }
+            let url = rule["annotations"]["runbook_url"].as_str().unwrap();
+            let anchor = url.rsplit('#').next().unwrap();
+            assert!(
+                url.contains("docs/runbook.md#") && anchors.iter().any(|a| a == anchor),
+                "{name}: no runbook section #{anchor}"
+            );
+            assert!(
+                !rule["expr"].as_str().unwrap().contains("http_status=~\"5"),
+                "{name}: select errors by error_class"
+            );
+            assert!(tests.contains(&format!("alertname: {name}\n")), "{name}: no firing unit test");
+        }
+    }
+    assert!(n >= 12, "{n} alerts");
+}
+
+fn read_yaml(path: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap();
+    modelslab_sentinel::config::parse_document::<serde_json::Value>(&text).unwrap()
+}
+
+#[test]
+fn dashboards_use_a_datasource_variable_units_and_descriptions() {
+    for file in ["dashboards/overview.json", "dashboards/jobs.json"] {
+        let d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        let vars: Vec<&str> =
+            d["templating"]["list"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+        for v in ["datasource", "job", "instance", "source", "endpoint", "model"] {
+            assert!(vars.contains(&v), "{file}: no ${v} variable");
+        }
+        assert!(
+            d["annotations"]["list"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["expr"].as_str().is_some_and(|e| e.contains("modelslab_status_page_status")))
+        );
+        for p in d["panels"].as_array().unwrap() {
+            let title = p["title"].as_str().unwrap();
+            assert_eq!(p["datasource"]["uid"], "${datasource}", "{file} / {title}: hard-coded datasource");
+            assert!(p["description"].as_str().is_some_and(|s| s.len() > 20), "{file} / {title}: description");
+            assert!(p["fieldConfig"]["defaults"]["unit"].is_string(), "{file} / {title}: unit");
+            for t in p["targets"].as_array().unwrap() {
+                let expr = t["expr"].as_str().unwrap();
+                assert!(expr.contains("$job") || expr.contains("job=~"), "{file} / {title}: not filtered by $job");
+                assert_eq!(t["datasource"]["uid"], "${datasource}");
+            }
+        }
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(
+            !text.contains("\"uid\": \"P") && !text.contains("grafanacloud"),
+            "{file}: a hard-coded datasource uid"
+        );
+    }
+    let overview = std::fs::read_to_string("dashboards/overview.json").unwrap();
+    assert!(overview.contains("\"state-timeline\""), "status page as a state timeline");
+}

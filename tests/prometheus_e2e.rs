@@ -1,0 +1,228 @@
+//! End to end: the emulator in a faulty scenario, the agent with probes, proxy traffic and the
+//! status page, and a real Prometheus scraping it with the alert rules loaded. After a warm-up,
+//! every panel query of every dashboard (template variables and `$__rate_interval` substituted),
+//! every template variable and every annotation query must be valid PromQL that returns data.
+//! The report (each panel, its query, data or not) is written to target/dashboard-report.md.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use modelslab_sentinel::sim::{self, Faults, PageState, Scenario, Span};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Replaces Grafana's template variables with "everything".
+fn substitute(expr: &str) -> String {
+    let mut e = expr.replace("$__rate_interval", "1m");
+    for v in ["$job", "$instance", "$source", "$endpoint", "$model"] {
+        e = e.replace(v, ".*");
+    }
+    e
+}
+
+/// `label_values(metric{…}, label)` as a query that returns the label's values.
+fn label_values_query(q: &str) -> String {
+    let inner = q.trim().strip_prefix("label_values(").and_then(|s| s.strip_suffix(')')).unwrap();
+    let (metric, label) = inner.rsplit_once(',').unwrap();
+    format!("count by ({}) ({})", label.trim(), metric.trim())
+}
+
+async fn query(prom: &str, q: &str) -> Result<usize, String> {
+    let url =
+        url::Url::parse_with_params(&format!("{prom}/api/v1/query"), &[("query", q)]).map_err(|e| e.to_string())?;
+    let r = http().get(url).send().await.map_err(|e| e.to_string())?;
+    let v: Value = r.json().await.map_err(|e| e.to_string())?;
+    if v["status"] != "success" {
+        return Err(format!("{}: {}", v["errorType"], v["error"]));
+    }
+    Ok(v["data"]["result"].as_array().map_or(0, Vec::len))
+}
+
+/// Realistic and faulty client traffic through the proxy until `until`.
+async fn traffic(proxy: String, sim_base: String, until: Instant) {
+    let c = http();
+    let mut n = 0u32;
+    let mut flipped = false;
+    while Instant::now() < until {
+        n += 1;
+        let post = |path: &str, body: Value| c.post(format!("{proxy}{path}")).json(&body).send();
+        let model = if n % 2 == 0 { "flux" } else { "sdxl" };
+        // A generation polled to its end.
+        if let Ok(r) = post("/api/v6/images/text2img", json!({"key": "user", "model_id": model, "prompt": "p"})).await {
+            if let Ok(v) = r.json::<Value>().await {
+                if let Some(id) = v["id"].as_u64() {
+                    for _ in 0..20 {
+                        tokio::time::sleep(Duration::from_millis(150)).await;
+                        let Ok(f) = post(&format!("/api/v6/images/fetch/{id}"), json!({"key": "user"})).await else {
+                            continue;
+                        };
+                        match f.json::<Value>().await {
+                            Ok(f) if f["status"] == "processing" => continue,
+                            _ => break,
+                        }
+                    }
+                }
+            }
+        }
+        // One never polled (it expires), broken parameters, bad keys, a plan without realtime.
+        let _ = post("/api/v6/images/text2img", json!({"key": "forgetful", "model_id": "flux", "prompt": "p"})).await;
+        let _ = post("/api/v6/images/text2img", json!({"key": "user", "model_id": "flux"})).await;
+        let _ = post("/api/v6/images/text2img", json!({"key": "user", "prompt": "p", "width": 2000})).await;
+        let _ = post("/api/v6/images/text2img", json!({"key": "sim-broke-1", "prompt": "p"})).await;
+        let _ = post("/api/v6/images/text2img", json!({"key": "sim-invalid-1", "prompt": "p"})).await;
+        let _ = post("/api/v6/realtime/text2img", json!({"key": "sim-basic-1", "prompt": "p"})).await;
+        // A burst on one key fills its queue: 429s with retry_after.
+        for _ in 0..7 {
+            let _ = post("/api/v6/images/text2img", json!({"key": format!("burst-{n}"), "prompt": "p"})).await;
+        }
+        // Halfway, once Prometheus has scraped the first state, the status page changes.
+        if !flipped && Instant::now() + Duration::from_secs(10) > until {
+            flipped = true;
+            let _ = c.put(format!("{sim_base}/_sim/scenario")).body(scenario_yaml("partial_outage")).send().await;
+        }
+    }
+}
+
+fn scenario() -> Scenario {
+    Scenario {
+        seed: 11,
+        latency: Span { min: Duration::from_millis(5), max: Duration::from_millis(30) },
+        sync_ratio: 0.1,
+        job_duration: Span { min: Duration::from_millis(300), max: Duration::from_millis(1500) },
+        eta_bias: 0.5,
+        failure_ratio: 0.3,
+        faults: Faults {
+            server_error: 0.05,
+            soft_error: 0.05,
+            unavailable: 0.03,
+            reset: 0.05,
+            gateway_html: 0.02,
+            timeout: 0.0,
+        },
+        status_page: PageState::DegradedPerformance,
+        ..Scenario::default()
+    }
+}
+
+fn scenario_yaml(page: &str) -> String {
+    let s = scenario();
+    let mut v = serde_json::to_value(&s).unwrap();
+    v["status_page"] = json!(page);
+    v.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token = CancellationToken::new();
+    let sim = sim::spawn(listener, scenario(), token.clone()).unwrap();
+    let _sim_guard = token.drop_guard();
+    let sim_base = format!("http://{}", sim.addr);
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "upstream:\n  base_url: {sim_base}\n  api_key: e2e-key\n  timeout: 3s\nadmin:\n  listen: 127.0.0.1:0\n\
+         proxy:\n  enabled: true\n  listen: 127.0.0.1:0\n  upstream_timeout: 3s\njobs:\n  ttl: 3s\nlabels:\n  models: [flux, sdxl]\n\
+         probes:\n\
+         \x20 - {{ name: validation, interval: 2s, timeout: 1s, request: {{ path: /api/v6/images/text2img, body: {{ model_id: flux }} }}, expect: {{ reason: missing_parameter }} }}\n\
+         \x20 - name: generate\n    interval: 4s\n    timeout: 3500ms\n    request: {{ path: /api/v6/images/text2img, body: {{ model_id: flux, prompt: p }} }}\n\
+         \x20   follow: {{ fetch_path: \"/api/v6/images/fetch/{{id}}\", poll_interval: 200ms, max_wait: 3s }}\n\
+         status_page:\n  url: {sim_base}/status\n  interval: 2s\n  timeout: 1s\n"
+    );
+    let path = write(dir.path(), "sentinel.yaml", &cfg);
+    let agent = Process::start(&["run", "--config", &path], &[]);
+    let admin = agent.admin_addr();
+    let proxy = format!("http://{}", agent.wait_for_log("proxy listening on http://", Duration::from_secs(10)));
+
+    let rules = std::fs::canonicalize("alerts/modelslab-sentinel.rules.yml").unwrap();
+    let prom_port = free_port();
+    let prom_cfg = write(
+        dir.path(),
+        "prometheus.yml",
+        &format!(
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nrule_files: [\"{}\"]\n\
+             scrape_configs:\n  - job_name: modelslab-sentinel\n    static_configs: [ {{ targets: [\"{admin}\"] }} ]\n",
+            rules.display()
+        ),
+    );
+    let tsdb = dir.path().join("tsdb");
+    let mut prometheus = std::process::Command::new("prometheus")
+        .args([
+            &format!("--config.file={prom_cfg}"),
+            &format!("--storage.tsdb.path={}", tsdb.display()),
+            &format!("--web.listen-address=127.0.0.1:{prom_port}"),
+            "--log.level=warn",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus is needed: apt-get install prometheus (scripts/test does)");
+    let prom = format!("http://127.0.0.1:{prom_port}");
+    eventually(Duration::from_secs(30), "prometheus ready", async || {
+        http().get(format!("{prom}/-/ready")).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+
+    traffic(proxy, sim_base, Instant::now() + Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The rules are loaded.
+    let rules: Value = http().get(format!("{prom}/api/v1/rules")).send().await.unwrap().json().await.unwrap();
+    let groups: Vec<&str> =
+        rules["data"]["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+    for g in [
+        "modelslab-sentinel.api",
+        "modelslab-sentinel.probes",
+        "modelslab-sentinel.jobs",
+        "modelslab-sentinel.status-page",
+        "modelslab-sentinel.agent",
+    ] {
+        assert!(groups.contains(&g), "rule group {g} not loaded: {groups:?}");
+    }
+
+    let mut report = String::from("| dashboard | panel | query | result |\n|---|---|---|---|\n");
+    let mut missing = Vec::new();
+    for file in ["dashboards/overview.json", "dashboards/jobs.json"] {
+        let d: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        let mut checks: Vec<(String, String)> = Vec::new();
+        for p in d["panels"].as_array().unwrap() {
+            for t in p["targets"].as_array().unwrap() {
+                checks.push((p["title"].as_str().unwrap().to_owned(), substitute(t["expr"].as_str().unwrap())));
+            }
+        }
+        for v in d["templating"]["list"].as_array().unwrap().iter().filter(|v| v["type"] == "query") {
+            checks.push((
+                format!("variable ${}", v["name"].as_str().unwrap()),
+                substitute(&label_values_query(v["definition"].as_str().unwrap())),
+            ));
+        }
+        for a in d["annotations"]["list"].as_array().unwrap().iter().filter(|a| a["expr"].is_string()) {
+            checks
+                .push((format!("annotation {}", a["name"].as_str().unwrap()), substitute(a["expr"].as_str().unwrap())));
+        }
+        for (panel, q) in checks {
+            let result = match query(&prom, &q).await {
+                Ok(0) => "no data".to_owned(),
+                Ok(n) => format!("{n} series"),
+                Err(e) => format!("error: {e}"),
+            };
+            if !result.ends_with("series") {
+                missing.push(format!("{file} / {panel}: {result}\n    {q}"));
+            }
+            report.push_str(&format!("| {file} | {panel} | `{}` | {result} |\n", q.replace('|', "\\|")));
+        }
+    }
+    let _ = std::fs::create_dir_all("target");
+    std::fs::write("target/dashboard-report.md", &report).unwrap();
+    println!("{report}");
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    assert!(missing.is_empty(), "queries without data:\n{}\n\nreport:\n{report}", missing.join("\n"));
+}
