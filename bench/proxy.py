@@ -11,33 +11,14 @@ Needs: target/release/modelslab-sentinel, nginx, wrk (Debian packages nginx-ligh
 """
 import argparse, os, re, socket, subprocess, sys, tempfile, time, urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import cpu_seconds, free_port, rss_mib, wait_http  # noqa: E402
+
 BIN = "target/release/modelslab-sentinel"
 BODY = '{"status":"success","id":91753437,"generationTime":1.06,"output":["https://pub-3626123a908346a7a8be8d9295f44e26.r2.dev/generations/0-1.png"]}'
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-def wait_http(url, deadline=20):
-    end = time.time() + deadline
-    while time.time() < end:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"{url} never answered")
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def to_ms(value, unit):

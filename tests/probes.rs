@@ -12,16 +12,9 @@ use common::*;
 use modelslab_sentinel::config::{self, Config, Environment};
 use modelslab_sentinel::metrics::Metrics;
 use modelslab_sentinel::probe::{HttpRunner, Probes, RunReport};
-use modelslab_sentinel::sim::{self, Faults, Scenario, Span};
+use modelslab_sentinel::sim::{Faults, Scenario, Span};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-
-async fn emulator(scenario: Scenario) -> (String, tokio_util::sync::DropGuard) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let token = CancellationToken::new();
-    let handle = sim::spawn(listener, scenario, token.clone()).unwrap();
-    (format!("http://{}", handle.addr), token.drop_guard())
-}
 
 fn load(text: &str) -> Config {
     let var = |_: &str| None;

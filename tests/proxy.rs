@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use common::{http, sample};
+use common::{emulator, http, sample};
 use modelslab_sentinel::app::{self, Handle, Listeners, Options};
 use modelslab_sentinel::config;
-use modelslab_sentinel::sim::{self, Faults, Scenario, Span};
+use modelslab_sentinel::sim::{Faults, Scenario, Span};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,13 +25,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 // ---------------------------------------------------------------- upstreams
-
-async fn emulator(scenario: Scenario) -> (String, DropGuard) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let token = CancellationToken::new();
-    let handle = sim::spawn(listener, scenario, token.clone()).unwrap();
-    (format!("http://{}", handle.addr), token.drop_guard())
-}
 
 const CREDITS: &str = r#"{"status":"error","message":"Insufficient credits. Please add more credits to continue."}"#;
 
@@ -504,12 +497,20 @@ async fn unfinished_jobs_expire_and_the_oldest_are_evicted() {
     a.stop().await;
 }
 
-fn assert_synthetic(status: u16, headers: &reqwest::header::HeaderMap, body: &str, want: u16) {
+/// Asserts the answer is the proxy's own, in the API's shape, with status `want`.
+async fn assert_synthetic(r: reqwest::Response, want: u16) {
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    let body = r.text().await.unwrap();
     assert_eq!(status, want, "{body}");
     assert_eq!(headers["x-modelslab-sentinel"], "synthetic");
-    let j: Value = serde_json::from_str(body).unwrap();
+    let j: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(j["status"], "error");
     assert!(j["message"].as_str().unwrap().len() > 10);
+}
+
+/// Submits a generation through the proxy.
+async fn generate(proxy: &str, body: Value) -> reqwest::Response {
+    http().post(format!("{proxy}/api/v6/images/text2img")).json(&body).send().await.unwrap()
 }
 
 #[tokio::test]
@@ -518,14 +519,7 @@ async fn synthetic_answers_for_timeouts_unreachable_resets_and_large_bodies() {
     let (base, _sim) =
         emulator(Scenario { faults: Faults { timeout: 1.0, ..Faults::default() }, ..Scenario::default() }).await;
     let a = agent(&base, "  upstream_timeout: 300ms\n", "").await;
-    let r = http()
-        .post(format!("{}/api/v6/images/text2img", a.proxy))
-        .json(&json!({"key": "k", "prompt": "p"}))
-        .send()
-        .await
-        .unwrap();
-    let (s, h) = (r.status().as_u16(), r.headers().clone());
-    assert_synthetic(s, &h, &r.text().await.unwrap(), 504);
+    assert_synthetic(generate(&a.proxy, json!({"key": "k", "prompt": "p"})).await, 504).await;
     let m = a.metrics().await;
     assert_eq!(sample(&m, "modelslab_proxy_synthetic_responses_total{reason=\"upstream_timeout\"}"), Some(1.0));
     assert!(m.contains("error_class=\"timeout\",http_status=\"none\""), "{m}");
@@ -536,14 +530,7 @@ async fn synthetic_answers_for_timeouts_unreachable_resets_and_large_bodies() {
     let (base, _sim) =
         emulator(Scenario { faults: Faults { reset: 1.0, ..Faults::default() }, ..Scenario::default() }).await;
     let a = agent(&base, "", "").await;
-    let r = http()
-        .post(format!("{}/api/v6/images/text2img", a.proxy))
-        .json(&json!({"key": "k", "prompt": "p"}))
-        .send()
-        .await
-        .unwrap();
-    let (s, h) = (r.status().as_u16(), r.headers().clone());
-    assert_synthetic(s, &h, &r.text().await.unwrap(), 502);
+    assert_synthetic(generate(&a.proxy, json!({"key": "k", "prompt": "p"})).await, 502).await;
     let m = a.metrics().await;
     assert_eq!(sample(&m, "modelslab_proxy_synthetic_responses_total{reason=\"upstream_unreachable\"}"), Some(1.0));
     assert!(m.contains("error_class=\"transport\",http_status=\"none\""));
@@ -555,15 +542,12 @@ async fn synthetic_answers_for_timeouts_unreachable_resets_and_large_bodies() {
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     let a = agent(&format!("http://127.0.0.1:{port}"), "  max_request_body: 1KiB\n", "").await;
-    let r = http().post(format!("{}/api/v6/images/text2img", a.proxy)).json(&json!({"key": "k"})).send().await.unwrap();
-    let (s, h) = (r.status().as_u16(), r.headers().clone());
-    assert_synthetic(s, &h, &r.text().await.unwrap(), 502);
+    assert_synthetic(generate(&a.proxy, json!({"key": "k"})).await, 502).await;
 
     // Bodies over max_request_body → 413, declared or chunked.
     let big = "x".repeat(2048);
     let r = http().post(format!("{}/api/v6/images/text2img", a.proxy)).body(big.clone()).send().await.unwrap();
-    let (s, h) = (r.status().as_u16(), r.headers().clone());
-    assert_synthetic(s, &h, &r.text().await.unwrap(), 413);
+    assert_synthetic(r, 413).await;
     let up = canned().await;
     let b = agent(&format!("http://{}", up.addr), "  max_request_body: 1KiB\n", "").await;
     let chunks: Vec<Result<String, std::io::Error>> = vec![Ok(big[..1000].to_owned()), Ok(big[1000..].to_owned())];
@@ -574,8 +558,7 @@ async fn synthetic_answers_for_timeouts_unreachable_resets_and_large_bodies() {
         .send()
         .await
         .unwrap();
-    let (s, h) = (r.status().as_u16(), r.headers().clone());
-    assert_synthetic(s, &h, &r.text().await.unwrap(), 413);
+    assert_synthetic(r, 413).await;
     assert_eq!(
         sample(&b.metrics().await, "modelslab_proxy_synthetic_responses_total{reason=\"body_too_large\"}"),
         Some(1.0)

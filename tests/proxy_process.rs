@@ -7,16 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use modelslab_sentinel::sim::{self, Scenario, Span};
+use modelslab_sentinel::sim::{Scenario, Span};
 use serde_json::{Value, json};
-use tokio_util::sync::{CancellationToken, DropGuard};
-
-async fn emulator(scenario: Scenario) -> (String, DropGuard) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let token = CancellationToken::new();
-    let handle = sim::spawn(listener, scenario, token.clone()).unwrap();
-    (format!("http://{}", handle.addr), token.drop_guard())
-}
 
 struct Running {
     process: Process,

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use modelslab_sentinel::sim::{self, Scenario, Span as SimSpan};
+use modelslab_sentinel::sim::{Scenario, Span as SimSpan};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
@@ -106,18 +106,6 @@ async fn http_receiver() -> (String, Received, DropGuard) {
     (format!("http://{addr}"), received, token.drop_guard())
 }
 
-async fn emulator() -> (String, DropGuard) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let token = CancellationToken::new();
-    let handle = sim::spawn(
-        listener,
-        Scenario { job_duration: SimSpan::fixed(Duration::from_millis(300)), ..Scenario::default() },
-        token.clone(),
-    )
-    .unwrap();
-    (format!("http://{}", handle.addr), token.drop_guard())
-}
-
 fn agent(base: &str, otlp: &str, protocol: &str) -> (Process, String, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
@@ -149,7 +137,8 @@ fn hex(b: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_and_proxy_spans_over_grpc() {
-    let (base, _sim) = emulator().await;
+    let (base, _sim) =
+        emulator(Scenario { job_duration: SimSpan::fixed(Duration::from_millis(300)), ..Scenario::default() }).await;
     let (otlp, received, _rx) = grpc_receiver().await;
     let (mut agent, admin, proxy, _dir) = agent(&base, &otlp, "grpc");
 
@@ -279,7 +268,8 @@ async fn probe_and_proxy_spans_over_grpc() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_over_http_protobuf() {
-    let (base, _sim) = emulator().await;
+    let (base, _sim) =
+        emulator(Scenario { job_duration: SimSpan::fixed(Duration::from_millis(300)), ..Scenario::default() }).await;
     let (otlp, received, _rx) = http_receiver().await;
     let (mut agent, admin, _proxy, _dir) = agent(&base, &otlp, "http/protobuf");
     assert_eq!(post(&format!("{admin}/api/v1/probes/gen/run"), "").await.0, 200);
@@ -311,7 +301,8 @@ async fn proxy_latencies(proxy: &str, n: usize) -> Vec<Duration> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_is_down_slows_nothing() {
-    let (base, _sim) = emulator().await;
+    let (base, _sim) =
+        emulator(Scenario { job_duration: SimSpan::fixed(Duration::from_millis(300)), ..Scenario::default() }).await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);

@@ -11,6 +11,14 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_modelslab-sentinel");
 
+/// Starts the emulator in-process on 127.0.0.1:0; it stops when the guard is dropped.
+pub async fn emulator(scenario: modelslab_sentinel::sim::Scenario) -> (String, tokio_util::sync::DropGuard) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token = tokio_util::sync::CancellationToken::new();
+    let handle = modelslab_sentinel::sim::spawn(listener, scenario, token.clone()).unwrap();
+    (format!("http://{}", handle.addr), token.drop_guard())
+}
+
 /// A running `modelslab-sentinel` process, killed on drop.
 pub struct Process {
     child: Child,
