@@ -233,3 +233,67 @@ fn duplicate_probe_names() {
     let text = "upstream:\n  base_url: https://x.test\n  api_key: k\nprobes:\n  - name: a\n    request: { path: /a }\n  - name: a\n    request: { path: /b }\n";
     assert_eq!(problems(text), ["7: probes[1].name: duplicate probe name `a` (also probes[0]): names must be unique"]);
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// YAML-ish text built from the schema's own keys, indentation, dashes and odd scalars.
+    fn yamlish() -> impl Strategy<Value = String> {
+        let token = prop::sample::select(vec![
+            "upstream:",
+            "base_url: http://x",
+            "probes:",
+            "- name: a",
+            "  request:",
+            "    path: /x",
+            "expect:",
+            "status: ok",
+            "  ",
+            "- ",
+            "{",
+            "}",
+            "[",
+            "]",
+            ": ",
+            "${",
+            "${A:-",
+            "$${",
+            "#",
+            "\t",
+            "\"",
+            "'",
+            "*a",
+            "&a",
+            "!!binary",
+            "? ",
+            "|",
+            ">",
+            "\u{feff}",
+            "timeout: 5",
+            "interval: -1s",
+            "json: [ { pointer: / } ]",
+        ]);
+        prop::collection::vec((token, prop::bool::ANY), 0..40).prop_map(|parts| {
+            parts.into_iter().map(|(t, nl)| if nl { format!("{t}\n") } else { t.to_owned() }).collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+
+        #[test]
+        fn on_any_text(text in ".{0,400}") {
+            let _ = load_with(&text, &[]);
+        }
+
+        #[test]
+        fn on_yaml_shaped_text(text in yamlish()) {
+            if let Err(e) = load_with(&text, &[("A", "1")]) {
+                prop_assert!(!e.to_string().is_empty());
+            }
+            let _ = line_of(&text, &[Seg::Key("probes".into()), Seg::Index(3), Seg::Key("expect".into())]);
+        }
+    }
+}
