@@ -21,8 +21,9 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
 };
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::format::FmtSpan;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{LogFormat, OtlpProtocol, Telemetry};
@@ -112,6 +113,9 @@ pub fn init(t: &Telemetry) -> Result<TelemetryGuard, TelemetryError> {
     let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("modelslab-sentinel")));
     let ansi = std::io::stderr().is_terminal();
     let registry = tracing_subscriber::registry().with(filter).with(otel);
+    // Logs are events only: spans exist for trace export, and with it off they cost nothing
+    // (no layer wants them, so they are never built, and their fields never formatted).
+    let events_only = filter_fn(|meta| meta.is_event());
     let _ = match t.log_format {
         LogFormat::Text => registry
             .with(
@@ -119,7 +123,8 @@ pub fn init(t: &Telemetry) -> Result<TelemetryGuard, TelemetryError> {
                     .with_writer(std::io::stderr)
                     .with_target(false)
                     .with_ansi(ansi)
-                    .with_span_events(FmtSpan::NONE),
+                    .with_span_events(FmtSpan::NONE)
+                    .with_filter(events_only),
             )
             .try_init(),
         LogFormat::Json => registry
@@ -129,7 +134,8 @@ pub fn init(t: &Telemetry) -> Result<TelemetryGuard, TelemetryError> {
                     .flatten_event(true)
                     .with_current_span(false)
                     .with_span_list(false)
-                    .with_writer(std::io::stderr),
+                    .with_writer(std::io::stderr)
+                    .with_filter(events_only),
             )
             .try_init(),
     };
