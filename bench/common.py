@@ -1,6 +1,7 @@
 """Helpers shared by the bench scripts: free ports, waiting for HTTP, reading /proc."""
 import os
 import socket
+import subprocess
 import sys
 import time
 import urllib.request
@@ -37,3 +38,14 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def stop(procs):
+    """Terminates the processes a bench started, killing any that do not exit within 10 s."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()

@@ -12,7 +12,7 @@ Needs: target/release/modelslab-sentinel, prometheus, prometheus-blackbox-export
 import argparse, json, os, re, socket, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import cpu_seconds, free_port, rss_mib, wait_http  # noqa: E402
+from common import cpu_seconds, free_port, rss_mib, stop, wait_http  # noqa: E402
 
 BIN = "target/release/modelslab-sentinel"
 
@@ -106,18 +106,14 @@ def main():
         wait_http(f"http://127.0.0.1:{prom_port}/-/ready")
         theirs = measure("blackbox_exporter", bb.pid, sim, a.warmup, a.seconds)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
 
     print(f"{a.probes} probes at 1 s, {a.seconds:.0f} s window, same emulator:")
     print(f"{'':22} {'probes/s':>9} {'CPU %':>7} {'CPU µs/probe':>13} {'RSS MiB':>8}")
     for r in (ours, theirs):
         print(f"{r['name']:22} {r['probes_per_s']:9.0f} {r['cpu_percent']:7.1f} {r['cpu_us_per_probe']:13.0f} {r['rss_mib']:8.1f}")
+    if theirs["probes_per_s"] == 0 or theirs["cpu_us_per_probe"] == 0:
+        sys.exit("blackbox_exporter ran no probes in the window: Prometheus was still starting (raise --warmup)")
     print(f"CPU per probe, agent / blackbox_exporter: {ours['cpu_us_per_probe'] / theirs['cpu_us_per_probe']:.2f}")
 
 

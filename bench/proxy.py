@@ -12,7 +12,7 @@ Needs: target/release/modelslab-sentinel, nginx, wrk (Debian packages nginx-ligh
 import argparse, os, re, socket, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import cpu_seconds, free_port, rss_mib, wait_http  # noqa: E402
+from common import cpu_seconds, free_port, rss_mib, stop, wait_http  # noqa: E402
 
 BIN = "target/release/modelslab-sentinel"
 BODY = '{"status":"success","id":91753437,"generationTime":1.06,"output":["https://pub-3626123a908346a7a8be8d9295f44e26.r2.dev/generations/0-1.png"]}'
@@ -92,13 +92,7 @@ def main():
         counted = sum(float(l.rsplit(" ", 1)[1]) for l in metrics.splitlines()
                       if l.startswith("modelslab_requests_total{") and 'source="proxy"' in l)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
 
     print(f"wrk -t2 -c{a.connections} -d{a.seconds}s, keep-alive, {len(BODY)}-byte JSON answers:")
     print(f"{'':10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")

@@ -46,36 +46,7 @@ async fn the_official_cli_and_python_sdk_run_a_generation_through_the_proxy() {
     let agent = start_agent(&base, "info");
 
     // modelslab-cli, pointed at the proxy as a user would point it at the API.
-    let home = tempfile::tempdir().unwrap();
-    let proxy = agent.proxy.clone();
-    let home_path = home.path().to_owned();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("modelslab")
-            .args([
-                "--base-url",
-                &proxy,
-                "--api-key",
-                "cli-key",
-                "generate",
-                "image",
-                "--prompt",
-                "a lighthouse",
-                "--model",
-                "flux",
-                "--download=false",
-                "-o",
-                "json",
-            ])
-            .env("HOME", home_path)
-            .env("MODELSLAB_NO_UPDATE_CHECK", "1")
-            .output()
-            .expect("modelslab-cli is needed: pip install modelslab-cli (scripts/test does)")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "modelslab-cli: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let result: Value = serde_json::from_str(&stdout[stdout.find('{').unwrap()..]).unwrap();
+    let result = modelslab_cli_generate(&agent.proxy, &["--model", "flux"]).await;
     assert_eq!(result["status"], "success");
     eventually(Duration::from_secs(5), "the CLI's job shows as finished", async || {
         jobs_succeeded(&get(&format!("{}/metrics", agent.admin)).await.1) >= 1.0

@@ -450,34 +450,7 @@ async fn sim_command_serves_a_scenario_file_and_refuses_a_bad_one() {
 #[tokio::test]
 async fn official_cli_completes_a_generation() {
     let sim = start(Scenario { job_duration: Span::fixed(Duration::from_millis(1500)), ..Scenario::default() }).await;
-    let home = tempfile::tempdir().unwrap();
-    let base = sim.base.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("modelslab")
-            .args([
-                "--base-url",
-                &base,
-                "--api-key",
-                "cli-key",
-                "generate",
-                "image",
-                "--prompt",
-                "a lighthouse",
-                "--download=false",
-                "-o",
-                "json",
-            ])
-            .env("HOME", home.path())
-            .env("MODELSLAB_NO_UPDATE_CHECK", "1")
-            .output()
-            .expect("modelslab-cli is needed: pip install modelslab-cli (scripts/test does)")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "modelslab failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let json_start = stdout.find('{').expect("JSON on stdout");
-    let result: Value = serde_json::from_str(&stdout[json_start..]).unwrap();
-    assert_eq!(result["status"], "success", "{stdout}");
+    let result = common::modelslab_cli_generate(&sim.base, &[]).await;
+    assert_eq!(result["status"], "success", "{result}");
     assert!(result["output"][0].as_str().unwrap().starts_with(&sim.base));
 }

@@ -105,11 +105,6 @@ impl Classification {
             ..Default::default()
         }
     }
-
-    /// Whether an outcome ends an async job (anything but `processing`).
-    pub fn is_terminal(&self) -> bool {
-        self.outcome() != Outcome::Processing
-    }
 }
 
 /// Classifies a failure that left no answer.

@@ -187,3 +187,30 @@ pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
         Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
     }
 }
+
+/// Runs the official `modelslab` CLI (PyPI `modelslab-cli`) to generate an image against
+/// `base_url`, in a throw-away HOME; returns the JSON it printed.
+pub async fn modelslab_cli_generate(base_url: &str, extra: &[&str]) -> serde_json::Value {
+    let home = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> =
+        ["--base-url", base_url, "--api-key", "cli-key", "generate", "image", "--prompt", "a lighthouse"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args.extend(["--download=false", "-o", "json"].map(String::from));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("modelslab")
+            .args(&args)
+            .env("HOME", home.path())
+            .env("MODELSLAB_NO_UPDATE_CHECK", "1")
+            .output()
+            .expect("modelslab-cli is needed: pip install modelslab-cli (scripts/test does)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "modelslab-cli failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let start = stdout.find('{').unwrap_or_else(|| panic!("no JSON from modelslab-cli: {stdout}"));
+    serde_json::from_str(&stdout[start..]).unwrap()
+}
