@@ -19,10 +19,10 @@ use std::pin::Pin;
 
 use crate::admin::{self, AdminState, AgentStatus, Components, ReloadResult};
 use crate::config::{self, Config};
-use crate::jobs::JobTracker;
 use crate::metrics::Metrics;
+use crate::observe::{self, Observer};
 use crate::probe::{HttpRunner, Probes};
-use crate::proxy::Proxy;
+use crate::proxy::{JobTracker, Proxy};
 use crate::statuspage::StatusPage;
 
 /// What the running agent needs from its caller: a loaded config and where it came from.
@@ -91,6 +91,7 @@ pub fn start(
     let Options { config, config_path, grace_period } = opts;
     let metrics = Arc::new(Metrics::new(&config.labels).context("cannot build the metric registry")?);
     metrics.config_loaded(true);
+    let observer = Observer::new(metrics.clone());
     let Listeners { admin: admin_listener, proxy: proxy_listener } = listeners;
     let admin_addr = admin_listener.local_addr().context("admin listener has no local address")?;
 
@@ -101,15 +102,15 @@ pub fn start(
     let ready = Arc::new(AtomicBool::new(false));
     let tracker = TaskTracker::new();
 
-    let runner = HttpRunner::new(metrics.clone()).context("cannot build the probes' HTTP client")?;
-    let probes = Probes::new(config_rx.clone(), metrics.clone(), Arc::new(runner));
+    let runner = HttpRunner::new(observer.clone()).context("cannot build the probes' HTTP client")?;
+    let probes = Probes::new(config_rx.clone(), observer.clone(), Arc::new(runner));
     tracker.spawn(probes.clone().run(shutdown.child_token()));
 
     let mut proxy_addr = None;
     let mut proxy_jobs = None;
     if let Some(listener) = proxy_listener {
         proxy_addr = Some(listener.local_addr().context("proxy listener has no local address")?);
-        let proxy = Proxy::new(&listener, config_rx.clone(), metrics.clone())?;
+        let proxy = Proxy::new(&listener, config_rx.clone(), observer.clone())?;
         proxy_jobs = Some(proxy.jobs().clone());
         tracker.spawn(proxy.serve(listener, shutdown.child_token(), tracker.clone()));
     }
@@ -128,7 +129,7 @@ pub fn start(
     });
 
     let status_page =
-        StatusPage::new(config_rx.clone(), metrics.clone()).context("cannot build the status page's HTTP client")?;
+        StatusPage::new(config_rx.clone(), observer.clone()).context("cannot build the status page's HTTP client")?;
     tracker.spawn(status_page.clone().run(shutdown.child_token()));
 
     let admin_state = AdminState {
@@ -145,7 +146,7 @@ pub fn start(
         }
     });
 
-    let reloader = Reloader { path: config_path, config: config_tx, metrics: metrics.clone(), status };
+    let reloader = Reloader { path: config_path, config: config_tx, observer: observer.clone(), status };
     tracker.spawn(reloader.run(reload_rx, shutdown.child_token()));
 
     ready.store(true, Ordering::Release);
@@ -193,7 +194,7 @@ impl Components for AgentComponents {
 struct Reloader {
     path: PathBuf,
     config: watch::Sender<Arc<Config>>,
-    metrics: Arc<Metrics>,
+    observer: Observer,
     status: Arc<RwLock<AgentStatus>>,
 }
 
@@ -217,26 +218,22 @@ impl Reloader {
         match config::load(&self.path) {
             Ok(new) => {
                 let restart = self.config.borrow().restart_required_changes(&new);
-                if !restart.is_empty() {
-                    tracing::warn!(settings = %restart.join(", "), "reloaded settings that only take effect after a restart");
-                }
-                self.metrics.set_label_policy(&new.labels);
+                self.observer.metrics().set_label_policy(&new.labels);
                 self.config.send_replace(Arc::new(new));
-                self.metrics.config_loaded(true);
                 if let Ok(mut s) = self.status.write() {
                     s.last_reload_error = None;
                     s.restart_required_for = restart.iter().map(|s| (*s).to_owned()).collect();
                 }
-                tracing::info!(file = %self.path.display(), "configuration reloaded");
+                let file = self.path.display().to_string();
+                self.observer.emit(observe::ConfigReloaded { file: &file, restart_required: &restart });
                 Ok(())
             }
             Err(e) => {
                 let problems = e.to_string();
-                self.metrics.config_loaded(false);
                 if let Ok(mut s) = self.status.write() {
                     s.last_reload_error = Some(problems.clone());
                 }
-                tracing::error!("configuration reload failed, keeping the running configuration: {problems}");
+                self.observer.emit(observe::ConfigReloadFailed { problems: &problems });
                 Err(problems)
             }
         }

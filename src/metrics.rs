@@ -4,7 +4,8 @@
 //! Label values come only from config names and closed enums (`as_str()`), or from the two
 //! bounded helpers here ([`Metrics::endpoint_label`], [`Metrics::model_label`]): never a message,
 //! a URL, a key or a body. Probes and the proxy record exchanges through the one function
-//! [`Metrics::record_exchange`], so they can never count differently.
+//! [`Metrics::record_exchange`], so they can never count differently. Components do not call
+//! this module: they emit `observe` events, whose `emit` counts here.
 
 use std::collections::HashSet;
 use std::sync::RwLock;
@@ -14,7 +15,7 @@ use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::classify::{Classification, ErrorClass, Outcome, PageStatus, label_enum};
+use crate::classify::{Classification, ErrorClass, PageStatus, label_enum};
 use crate::config::Labels;
 
 /// Bucket boundaries, in the unit of each family, chosen for the quantity they measure.
@@ -59,6 +60,16 @@ label_enum! {
         Transport => "transport",
         JobFailed => "job_failed",
         JobTimeout => "job_timeout",
+    }
+}
+
+label_enum! {
+    /// Why a probe waits before it runs again.
+    pub enum BackoffReason {
+        /// A 429: it waits the answer's `retry_after`.
+        RateLimited => "rate_limited",
+        /// A 402 on a credit-spending probe: it pauses.
+        PaymentRequired => "payment_required",
     }
 }
 
@@ -458,28 +469,23 @@ impl Metrics {
         let status = status_label(ex.http_status);
         self.requests.with_label_values(&[source, ex.endpoint, ex.model, &status, outcome]).inc();
         self.request_duration.with_label_values(&[source, ex.endpoint, outcome]).observe(ex.duration.as_secs_f64());
-        if let Some(e) = &c.error {
+        let details = c.details();
+        if let Some(e) = c.error() {
             self.errors.with_label_values(&[source, ex.endpoint, &status, e.class.as_str(), e.reason.as_str()]).inc();
             for field in &e.fields {
                 self.validation_errors.with_label_values(&[source, ex.endpoint, field.as_str()]).inc();
             }
             if e.class == ErrorClass::RateLimited {
-                if let Some(secs) = c.retry_after {
+                if let Some(secs) = details.retry_after {
                     self.retry_after.with_label_values(&[source, ex.endpoint]).observe(secs);
                 }
             }
-            tracing::debug!(
-                source, endpoint = ex.endpoint, http_status = %status, error_class = e.class.as_str(),
-                reason = e.reason.as_str(), "api error"
-            );
         }
-        if let Some(n) = c.queue_limit {
+        if let Some(n) = details.queue_limit {
             self.queue_limit.with_label_values(NO_LABELS).set(f64::from(n));
         }
-        if c.outcome() == Outcome::Processing {
-            if let Some(eta) = c.eta {
-                self.processing_eta.with_label_values(&[source, ex.endpoint]).observe(eta);
-            }
+        if let Some(eta) = c.eta() {
+            self.processing_eta.with_label_values(&[source, ex.endpoint]).observe(eta);
         }
     }
 
@@ -506,7 +512,6 @@ impl Metrics {
     /// The proxy answered a request itself.
     pub fn proxy_synthetic(&self, reason: SyntheticReason) {
         self.proxy_synthetic.with_label_values(&[reason.as_str()]).inc();
-        tracing::debug!(reason = reason.as_str(), "proxy answered itself");
     }
 
     /// The proxy passed an answer through without classifying it.
@@ -573,7 +578,7 @@ impl Metrics {
         &self,
         probe: &str,
         success: bool,
-        failure: Option<&str>,
+        failure: Option<ProbeFailure>,
         duration_seconds: f64,
         started_at_unix: f64,
     ) {
@@ -582,15 +587,13 @@ impl Metrics {
         self.probe_last_run.with_label_values(&[probe]).set(started_at_unix);
         self.probe_runs.with_label_values(&[probe, if success { "success" } else { "failure" }]).inc();
         if let Some(reason) = failure {
-            self.probe_failures.with_label_values(&[probe, reason]).inc();
+            self.probe_failures.with_label_values(&[probe, reason.as_str()]).inc();
         }
-        tracing::debug!(probe, success, reason = failure.unwrap_or("-"), duration_seconds, "probe run finished");
     }
 
     /// A probe tick did not run.
     pub fn probe_skipped(&self, probe: &str, reason: SkipReason) {
         self.probe_skipped.with_label_values(&[probe, reason.as_str()]).inc();
-        tracing::debug!(probe, reason = reason.as_str(), "probe tick skipped");
     }
 
     /// A probe was removed from the config: its series go too.

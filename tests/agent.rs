@@ -18,10 +18,8 @@ fn config(models: &str, level: &str) -> String {
 
 #[tokio::test]
 async fn run_serves_metrics_health_and_status_on_port_0() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "sentinel.yaml", &config("flux", "info"));
-    let agent = Process::start(&["run", "--config", &path], &[]);
-    let base = format!("http://{}", agent.admin_addr());
+    let agent = Process::agent(&config("flux", "info"), &[], &[]);
+    let (base, path) = (agent.admin.clone(), agent.config_path.clone());
 
     assert_eq!(get(&format!("{base}/healthz")).await, (200, "ok\n".into()));
     assert_eq!(get(&format!("{base}/readyz")).await, (200, "ready\n".into()));
@@ -30,16 +28,17 @@ async fn run_serves_metrics_health_and_status_on_port_0() {
     assert!(index.contains("/metrics") && index.contains("/-/reload"));
     assert_eq!(get(&format!("{base}/nope")).await.0, 404);
 
-    let (code, metrics) = get(&format!("{base}/metrics")).await;
+    let (code, text) = get(&format!("{base}/metrics")).await;
     assert_eq!(code, 200);
+    let metrics = Scrape::parse(&text);
     assert_eq!(
-        sample(&metrics, &format!("modelslab_sentinel_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))),
+        metrics.metric("modelslab_sentinel_build_info").label("version", env!("CARGO_PKG_VERSION")).value(),
         Some(1.0)
     );
-    assert_eq!(sample(&metrics, "modelslab_sentinel_config_last_reload_success"), Some(1.0));
-    assert!(sample(&metrics, "modelslab_sentinel_config_last_reload_success_timestamp_seconds").unwrap() > 1.7e9);
-    assert!(sample(&metrics, "process_resident_memory_bytes").unwrap() > 0.0);
-    promtool_check_metrics(&metrics).unwrap_or_else(|e| panic!("promtool check metrics:\n{e}\n{metrics}"));
+    assert_eq!(metrics.metric("modelslab_sentinel_config_last_reload_success").value(), Some(1.0));
+    assert!(metrics.metric("modelslab_sentinel_config_last_reload_success_timestamp_seconds").value().unwrap() > 1.7e9);
+    assert!(metrics.metric("process_resident_memory_bytes").value().unwrap() > 0.0);
+    promtool_check_metrics(&text).unwrap_or_else(|e| panic!("promtool check metrics:\n{e}\n{text}"));
 
     let (code, status) = get(&format!("{base}/api/v1/status")).await;
     assert_eq!(code, 200);
@@ -51,16 +50,14 @@ async fn run_serves_metrics_health_and_status_on_port_0() {
 
 #[tokio::test]
 async fn a_bad_reload_keeps_the_running_config_and_a_good_one_applies() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "sentinel.yaml", &config("flux", "info"));
-    let agent = Process::start(&["--config", &path], &[]);
-    let base = format!("http://{}", agent.admin_addr());
+    let running = Process::agent(&config("flux", "info"), &[], &[]);
+    let (agent, base, dir) = (&running.process, running.admin.clone(), running.dir.path());
 
     // SIGHUP with a broken file: reported, old config kept, still serving.
-    write(dir.path(), "sentinel.yaml", "upstream:\n  base_url: http://127.0.0.1:9\n  timeout: forever\n");
+    write(dir, "sentinel.yaml", "upstream:\n  base_url: http://127.0.0.1:9\n  timeout: forever\n");
     agent.signal("HUP");
     eventually(Duration::from_secs(10), "reload failure shows in metrics", async || {
-        sample(&get(&format!("{base}/metrics")).await.1, "modelslab_sentinel_config_last_reload_success") == Some(0.0)
+        scrape(&base).await.metric("modelslab_sentinel_config_last_reload_success").value() == Some(0.0)
     })
     .await;
     let status: serde_json::Value = serde_json::from_str(&get(&format!("{base}/api/v1/status")).await.1).unwrap();
@@ -76,10 +73,10 @@ async fn a_bad_reload_keeps_the_running_config_and_a_good_one_applies() {
 
     // A good file: applied, and the change that needs a restart is named.
     let good = config("flux, sdxl", "info").replace("127.0.0.1:0", "127.0.0.1:1");
-    write(dir.path(), "sentinel.yaml", &good);
+    write(dir, "sentinel.yaml", &good);
     assert_eq!(post(&format!("{base}/-/reload"), "").await, (200, "configuration reloaded\n".into()));
-    let metrics = get(&format!("{base}/metrics")).await.1;
-    assert_eq!(sample(&metrics, "modelslab_sentinel_config_last_reload_success"), Some(1.0));
+    let metrics = scrape(&base).await;
+    assert_eq!(metrics.metric("modelslab_sentinel_config_last_reload_success").value(), Some(1.0));
     let status: serde_json::Value = serde_json::from_str(&get(&format!("{base}/api/v1/status")).await.1).unwrap();
     assert_eq!(status["config"]["last_reload_error"], serde_json::Value::Null);
     assert_eq!(status["config"]["restart_required_for"], serde_json::json!(["admin.listen"]));
@@ -91,11 +88,9 @@ async fn a_bad_reload_keeps_the_running_config_and_a_good_one_applies() {
 #[tokio::test]
 async fn sigterm_and_sigint_stop_gracefully_with_exit_0() {
     for sig in ["TERM", "INT"] {
-        let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "sentinel.yaml", &config("flux", "info"));
-        let mut agent = Process::start(&["run", "--config", &path, "--grace-period", "5s"], &[]);
-        let base = format!("http://{}", agent.admin_addr());
-        assert_eq!(get(&format!("{base}/readyz")).await.0, 200);
+        let running = Process::agent(&config("flux", "info"), &["--grace-period", "5s"], &[]);
+        assert_eq!(get(&format!("{}/readyz", running.admin)).await.0, 200);
+        let mut agent = running.process;
         agent.signal(sig);
         let status = agent.wait_exit(Duration::from_secs(10));
         assert_eq!(status.code(), Some(0), "SIG{sig}; log:\n{}", agent.log());
@@ -120,12 +115,9 @@ async fn runtime_failures_exit_1_with_a_clear_message() {
 
 #[tokio::test]
 async fn the_key_never_appears_in_logs_metrics_or_admin_endpoints() {
-    let dir = tempfile::tempdir().unwrap();
     let text = config("flux", "trace") + "  log_format: json\n";
-    let path = write(dir.path(), "sentinel.yaml", &text);
-    let mut agent = Process::start(&["run", "--config", &path], &[]);
-    let addr = agent.wait_for_log("admin server listening on http://", Duration::from_secs(20));
-    let base = format!("http://{addr}");
+    let running = Process::agent(&text, &[], &[]);
+    let (mut agent, base, dir) = (running.process, running.admin, running.dir);
     let mut seen = String::new();
     for p in ["/metrics", "/api/v1/status", "/", "/healthz", "/readyz"] {
         seen.push_str(&get(&format!("{base}{p}")).await.1);

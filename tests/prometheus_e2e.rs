@@ -10,13 +10,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use modelslab_sentinel::sim::{self, Faults, PageState, Scenario, Span};
+use modelslab_sentinel::sim::{Faults, PageState, Scenario, Span};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// Replaces Grafana's template variables with "everything".
 fn substitute(expr: &str) -> String {
@@ -58,16 +53,8 @@ async fn traffic(proxy: String, sim_base: String, until: Instant) {
         if let Ok(r) = post("/api/v6/images/text2img", json!({"key": "user", "model_id": model, "prompt": "p"})).await {
             if let Ok(v) = r.json::<Value>().await {
                 if let Some(id) = v["id"].as_u64() {
-                    for _ in 0..20 {
-                        tokio::time::sleep(Duration::from_millis(150)).await;
-                        let Ok(f) = post(&format!("/api/v6/images/fetch/{id}"), json!({"key": "user"})).await else {
-                            continue;
-                        };
-                        match f.json::<Value>().await {
-                            Ok(f) if f["status"] == "processing" => continue,
-                            _ => break,
-                        }
-                    }
+                    let fetch = format!("{proxy}/api/v6/images/fetch/{id}");
+                    poll_job(&fetch, &json!({"key": "user"}), Duration::from_millis(150), 20).await;
                 }
             }
         }
@@ -120,31 +107,26 @@ fn scenario_yaml(page: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let token = CancellationToken::new();
-    let sim = sim::spawn(listener, scenario(), token.clone()).unwrap();
-    let _sim_guard = token.drop_guard();
-    let sim_base = format!("http://{}", sim.addr);
+    let sim = emulator(scenario()).await;
+    let sim_base = sim.url.clone();
 
-    let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
-        "upstream:\n  base_url: {sim_base}\n  api_key: e2e-key\n  timeout: 3s\nadmin:\n  listen: 127.0.0.1:0\n\
-         proxy:\n  enabled: true\n  listen: 127.0.0.1:0\n  upstream_timeout: 3s\njobs:\n  ttl: 3s\nlabels:\n  models: [flux, sdxl]\n\
+        "upstream:\n  base_url: {sim_base}\n  api_key: e2e-key\n  timeout: 3s\n\
+         proxy:\n  enabled: true\n  upstream_timeout: 3s\njobs:\n  ttl: 3s\nlabels:\n  models: [flux, sdxl]\n\
          probes:\n\
          \x20 - {{ name: validation, interval: 2s, timeout: 1s, request: {{ path: /api/v6/images/text2img, body: {{ model_id: flux }} }}, expect: {{ reason: missing_parameter }} }}\n\
          \x20 - name: generate\n    interval: 4s\n    timeout: 3500ms\n    request: {{ path: /api/v6/images/text2img, body: {{ model_id: flux, prompt: p }} }}\n\
          \x20   follow: {{ fetch_path: \"/api/v6/images/fetch/{{id}}\", poll_interval: 200ms, max_wait: 3s }}\n\
          status_page:\n  url: {sim_base}/status\n  interval: 2s\n  timeout: 1s\n"
     );
-    let path = write(dir.path(), "sentinel.yaml", &cfg);
-    let agent = Process::start(&["run", "--config", &path], &[]);
-    let admin = agent.admin_addr();
-    let proxy = format!("http://{}", agent.wait_for_log("proxy listening on http://", Duration::from_secs(10)));
+    let agent = Process::agent(&cfg, &[], &[]);
+    let (admin, proxy, dir) =
+        (agent.admin.trim_start_matches("http://").to_owned(), agent.proxy.clone(), agent.dir.path());
 
     let rules = std::fs::canonicalize("alerts/modelslab-sentinel.rules.yml").unwrap();
     let prom_port = free_port();
     let prom_cfg = write(
-        dir.path(),
+        dir,
         "prometheus.yml",
         &format!(
             "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nrule_files: [\"{}\"]\n\
@@ -152,7 +134,7 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             rules.display()
         ),
     );
-    let tsdb = dir.path().join("tsdb");
+    let tsdb = dir.join("tsdb");
     let mut prometheus = std::process::Command::new("prometheus")
         .args([
             &format!("--config.file={prom_cfg}"),

@@ -6,7 +6,6 @@ mod common;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -14,15 +13,12 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use common::{emulator, http, sample};
-use modelslab_sentinel::app::{self, Handle, Listeners, Options};
-use modelslab_sentinel::config;
+use common::{Agent, Scrape, Served, emulator, http, poll_job, raw_http, serve};
 use modelslab_sentinel::sim::{Faults, Scenario, Span};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_util::sync::{CancellationToken, DropGuard};
 
 // ---------------------------------------------------------------- upstreams
 
@@ -46,7 +42,7 @@ struct Canned {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
     cancelled: tokio::sync::Mutex<mpsc::UnboundedReceiver<()>>,
-    _guard: DropGuard,
+    _server: Served,
 }
 
 struct NotifyOnDrop(mpsc::UnboundedSender<()>);
@@ -58,8 +54,6 @@ impl Drop for NotifyOnDrop {
 }
 
 async fn canned() -> Canned {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let requests = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::unbounded_channel();
     let count = requests.clone();
@@ -72,10 +66,8 @@ async fn canned() -> Canned {
             canned_answer(&which, method, uri, headers, body, tx).await
         }
     });
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(t.cancelled_owned()).await.unwrap() });
-    Canned { addr, requests, cancelled: tokio::sync::Mutex::new(rx), _guard: token.drop_guard() }
+    let server = serve(app).await;
+    Canned { addr: server.addr, requests, cancelled: tokio::sync::Mutex::new(rx), _server: server }
 }
 
 async fn canned_answer(
@@ -141,65 +133,27 @@ async fn canned_answer(
 
 // ---------------------------------------------------------------- the agent
 
-struct Agent {
-    handle: Handle,
-    text: String,
-    config_path: PathBuf,
-    _dir: tempfile::TempDir,
-    proxy: String,
-    shutdown: CancellationToken,
-    done: tokio::task::JoinHandle<()>,
-}
-
-impl Agent {
-    async fn metrics(&self) -> String {
-        self.handle.metrics.render().unwrap()
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.done).await.unwrap().unwrap();
-    }
-}
-
+/// The agent with its proxy on, in front of `base`.
 async fn agent(base: &str, proxy_extra: &str, extra: &str) -> Agent {
-    let text = format!(
-        "upstream:\n  base_url: {base}\n  api_key: agent-key\nadmin:\n  listen: 127.0.0.1:0\nproxy:\n  enabled: true\n  listen: 127.0.0.1:0\n{proxy_extra}{extra}"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = PathBuf::from(common::write(dir.path(), "sentinel.yaml", &text));
-    let config = config::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
-    let listeners = Listeners::bind(&config).await.unwrap();
-    let shutdown = CancellationToken::new();
-    let opts = Options { config, config_path: config_path.clone(), grace_period: Duration::from_secs(5) };
-    let (handle, done) = app::start(opts, listeners, shutdown.clone()).unwrap();
-    let done = tokio::spawn(async move { done.await.unwrap() });
-    let proxy = format!("http://{}", handle.proxy_addr.unwrap());
-    Agent { handle, text, config_path, _dir: dir, proxy, shutdown, done }
+    Agent::start(&format!(
+        "upstream:\n  base_url: {base}\n  api_key: agent-key\nproxy:\n  enabled: true\n{proxy_extra}{extra}"
+    ))
+    .await
 }
 
 async fn send(url: &str, canned: &str, body: Value) -> reqwest::Response {
     http().post(url).header("x-canned", canned).json(&body).send().await.unwrap()
 }
 
-fn proxy_requests(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("modelslab_requests_total{") && l.contains("source=\"proxy\""))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum()
+fn proxy_requests(m: &Scrape) -> f64 {
+    m.metric("modelslab_requests_total").label("source", "proxy").sum()
 }
 
-fn error_count(metrics: &str, class: &str, reason: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("modelslab_errors_total{")
-                && l.contains("source=\"proxy\"")
-                && l.contains(&format!("error_class=\"{class}\""))
-                && l.contains(&format!("reason=\"{reason}\""))
-        })
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+fn error_count(m: &Scrape, class: &str, reason: &str) -> f64 {
+    m.metric("modelslab_errors_total")
+        .label("source", "proxy")
+        .label("error_class", class)
+        .label("reason", reason)
         .sum()
 }
 
@@ -207,8 +161,8 @@ fn error_count(metrics: &str, class: &str, reason: &str) -> f64 {
 
 #[tokio::test]
 async fn every_class_and_reason_through_the_proxy() {
-    let (base, _sim) =
-        emulator(Scenario { job_duration: Span::fixed(Duration::from_secs(60)), ..Scenario::default() }).await;
+    let sim = emulator(Scenario { job_duration: Span::fixed(Duration::from_secs(60)), ..Scenario::default() }).await;
+    let base = sim.url.clone();
     let a = agent(&base, "", "").await;
     let gen_url = format!("{}/api/v6/images/text2img", a.proxy);
     let cases: Vec<(&str, Value)> = vec![
@@ -229,7 +183,7 @@ async fn every_class_and_reason_through_the_proxy() {
     for _ in 0..6 {
         http().post(&gen_url).json(&json!({"key": "q", "prompt": "p"})).send().await.unwrap();
     }
-    let m = a.metrics().await;
+    let m = a.metrics();
     for (class, reason) in [
         ("bad_request", "missing_parameter"),
         ("bad_request", "invalid_type"),
@@ -245,25 +199,31 @@ async fn every_class_and_reason_through_the_proxy() {
     ] {
         assert_eq!(error_count(&m, class, reason), 1.0, "{class}/{reason}\n{m}");
     }
-    assert_eq!(sample(&m, "modelslab_rate_limit_queue_limit"), Some(5.0));
-    assert!(
-        sample(
-            &m,
-            "modelslab_rate_limit_retry_after_seconds_count{endpoint=\"/api/v6/images/text2img\",source=\"proxy\"}"
-        ) == Some(1.0)
-    );
+    let generation = "/api/v6/images/text2img";
+    assert_eq!(m.metric("modelslab_rate_limit_queue_limit").value(), Some(5.0));
     assert_eq!(
-        sample(
-            &m,
-            "modelslab_validation_errors_total{endpoint=\"/api/v6/images/text2img\",field=\"width\",source=\"proxy\"}"
-        ),
+        m.metric("modelslab_rate_limit_retry_after_seconds_count")
+            .label("endpoint", generation)
+            .label("source", "proxy")
+            .value(),
         Some(1.0)
     );
     assert_eq!(
-        sample(
-            &m,
-            "modelslab_requests_total{endpoint=\"/api/v6/images/text2img\",http_status=\"200\",model=\"none\",outcome=\"processing\",source=\"proxy\"}"
-        ),
+        m.metric("modelslab_validation_errors_total")
+            .label("endpoint", generation)
+            .label("field", "width")
+            .label("source", "proxy")
+            .value(),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.metric("modelslab_requests_total")
+            .label("endpoint", generation)
+            .label("http_status", "200")
+            .label("model", "none")
+            .label("outcome", "processing")
+            .label("source", "proxy")
+            .value(),
         Some(5.0)
     );
     a.stop().await;
@@ -275,7 +235,8 @@ async fn every_class_and_reason_through_the_proxy() {
         (Faults { unavailable: 1.0, ..Faults::default() }, "unavailable", "temporarily_unavailable"),
         (Faults { gateway_html: 1.0, ..Faults::default() }, "server_error", "non_json_body"),
     ] {
-        let (base, _sim) = emulator(Scenario { faults, ..Scenario::default() }).await;
+        let sim = emulator(Scenario { faults, ..Scenario::default() }).await;
+        let base = sim.url.clone();
         let a = agent(&base, "", "").await;
         http()
             .post(format!("{}/api/v6/images/text2img", a.proxy))
@@ -283,7 +244,7 @@ async fn every_class_and_reason_through_the_proxy() {
             .send()
             .await
             .unwrap();
-        assert_eq!(error_count(&a.metrics().await, class, reason), 1.0, "{faults:?}");
+        assert_eq!(error_count(&a.metrics(), class, reason), 1.0, "{faults:?}");
         a.stop().await;
     }
 
@@ -294,7 +255,7 @@ async fn every_class_and_reason_through_the_proxy() {
     for which in ["html-200", "no-status", "not-found", "teapot", "gzip-402"] {
         send(&url, which, json!({})).await.bytes().await.unwrap();
     }
-    let m = a.metrics().await;
+    let m = a.metrics();
     assert_eq!(error_count(&m, "invalid_response", "non_json_body"), 1.0);
     assert_eq!(error_count(&m, "invalid_response", "other"), 1.0);
     assert_eq!(error_count(&m, "not_found", "other"), 1.0);
@@ -357,12 +318,15 @@ async fn requests_and_answers_pass_byte_for_byte() {
     assert!(started.elapsed() < Duration::from_millis(1200), "first chunk after {:?}", started.elapsed());
     while r.chunk().await.unwrap().is_some() {}
 
-    let m = a.metrics().await;
+    let m = a.metrics();
     assert_eq!(
-        sample(
-            &m,
-            "modelslab_requests_total{endpoint=\"/api/v6/images/fetch/{id}\",http_status=\"200\",model=\"none\",outcome=\"success\",source=\"proxy\"}"
-        ),
+        m.metric("modelslab_requests_total")
+            .label("endpoint", "/api/v6/images/fetch/{id}")
+            .label("http_status", "200")
+            .label("model", "none")
+            .label("outcome", "success")
+            .label("source", "proxy")
+            .value(),
         Some(1.0)
     );
     a.stop().await;
@@ -376,10 +340,10 @@ async fn larger_and_non_json_answers_pass_uninspected_and_are_counted() {
     assert_eq!(send(&url, "big", json!({})).await.bytes().await.unwrap().len(), big_body().len());
     assert_eq!(&send(&url, "png", json!({})).await.bytes().await.unwrap()[..4], b"\x89PNG");
     send(&url, "sse", json!({})).await.bytes().await.unwrap();
-    let m = a.metrics().await;
+    let m = a.metrics();
     for reason in ["too_large", "not_json", "stream"] {
         assert_eq!(
-            sample(&m, &format!("modelslab_proxy_uninspected_responses_total{{reason=\"{reason}\"}}")),
+            m.metric("modelslab_proxy_uninspected_responses_total").label("reason", reason).value(),
             Some(1.0),
             "{reason}"
         );
@@ -390,12 +354,13 @@ async fn larger_and_non_json_answers_pass_uninspected_and_are_counted() {
 
 #[tokio::test]
 async fn jobs_are_followed_across_the_clients_fetch_polls() {
-    let (base, _sim) = emulator(Scenario {
+    let sim = emulator(Scenario {
         job_duration: Span::fixed(Duration::from_millis(600)),
         eta_bias: 0.5,
         ..Scenario::default()
     })
     .await;
+    let base = sim.url.clone();
     let a = agent(&base, "", "labels:\n  models: [flux]\n").await;
     // Path form.
     let submit: Value = http()
@@ -418,60 +383,49 @@ async fn jobs_are_followed_across_the_clients_fetch_polls() {
         .json()
         .await
         .unwrap();
-    let m = a.metrics().await;
-    assert_eq!(sample(&m, "modelslab_jobs_in_flight{source=\"proxy\"}"), Some(2.0));
-    for _ in 0..50 {
-        let f: Value = http()
-            .post(format!("{}/api/v6/images/fetch/{id}", a.proxy))
-            .json(&json!({"key": "k"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if f["status"] == "success" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    for _ in 0..50 {
-        let f: Value = http()
-            .post(format!("{}/api/v6/images/fetch", a.proxy))
-            .json(&json!({"key": "k", "request_id": second["id"]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if f["status"] == "success" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let m = a.metrics().await;
+    let m = a.metrics();
+    assert_eq!(m.metric("modelslab_jobs_in_flight").label("source", "proxy").value(), Some(2.0));
+    let every = Duration::from_millis(100);
+    let f = poll_job(&format!("{}/api/v6/images/fetch/{id}", a.proxy), &json!({"key": "k"}), every, 50).await;
+    assert_eq!(f["status"], "success");
+    let by_body = json!({"key": "k", "request_id": second["id"]});
+    assert_eq!(poll_job(&format!("{}/api/v6/images/fetch", a.proxy), &by_body, every, 50).await["status"], "success");
+    let m = a.metrics();
     assert_eq!(
-        sample(
-            &m,
-            "modelslab_jobs_total{endpoint=\"/api/v6/images/text2img\",model=\"flux\",result=\"success\",source=\"proxy\"}"
-        ),
+        m.metric("modelslab_jobs_total")
+            .label("endpoint", "/api/v6/images/text2img")
+            .label("model", "flux")
+            .label("result", "success")
+            .label("source", "proxy")
+            .value(),
         Some(2.0),
         "{m}"
     );
-    assert_eq!(sample(&m, "modelslab_jobs_in_flight{source=\"proxy\"}"), Some(0.0));
-    let ratio_sum =
-        sample(&m, "modelslab_job_eta_ratio_sum{endpoint=\"/api/v6/images/text2img\",source=\"proxy\"}").unwrap();
+    assert_eq!(m.metric("modelslab_jobs_in_flight").label("source", "proxy").value(), Some(0.0));
+    let ratio_sum = m
+        .metric("modelslab_job_eta_ratio_sum")
+        .label("endpoint", "/api/v6/images/text2img")
+        .label("source", "proxy")
+        .value()
+        .unwrap();
     assert!(ratio_sum > 3.0, "eta_bias 0.5 makes jobs take about twice their eta: sum {ratio_sum}");
     // Fetches are labelled with their job's model.
-    assert!(m.contains("modelslab_requests_total{endpoint=\"/api/v6/images/fetch/{id}\",http_status=\"200\",model=\"flux\",outcome=\"processing\",source=\"proxy\"}"), "{m}");
+    assert!(
+        m.metric("modelslab_requests_total")
+            .label("endpoint", "/api/v6/images/fetch/{id}")
+            .label("model", "flux")
+            .label("outcome", "processing")
+            .sum()
+            > 0.0,
+        "{m}"
+    );
     a.stop().await;
 }
 
 #[tokio::test]
 async fn unfinished_jobs_expire_and_the_oldest_are_evicted() {
-    let (base, _sim) =
-        emulator(Scenario { job_duration: Span::fixed(Duration::from_secs(60)), ..Scenario::default() }).await;
+    let sim = emulator(Scenario { job_duration: Span::fixed(Duration::from_secs(60)), ..Scenario::default() }).await;
+    let base = sim.url.clone();
     let a = agent(&base, "", "jobs:\n  ttl: 1s\n  max_tracked: 2\n").await;
     for _ in 0..3 {
         http()
@@ -481,19 +435,28 @@ async fn unfinished_jobs_expire_and_the_oldest_are_evicted() {
             .await
             .unwrap();
     }
-    let m = a.metrics().await;
+    let m = a.metrics();
     assert_eq!(
-        sample(
-            &m,
-            "modelslab_jobs_total{endpoint=\"/api/v6/images/text2img\",model=\"none\",result=\"evicted\",source=\"proxy\"}"
-        ),
+        m.metric("modelslab_jobs_total")
+            .label("endpoint", "/api/v6/images/text2img")
+            .label("model", "none")
+            .label("result", "evicted")
+            .label("source", "proxy")
+            .value(),
         Some(1.0)
     );
     common::eventually(Duration::from_secs(5), "the other two expire", async || {
-        sample(&a.metrics().await, "modelslab_jobs_total{endpoint=\"/api/v6/images/text2img\",model=\"none\",result=\"expired\",source=\"proxy\"}") == Some(2.0)
+        a.metrics()
+            .metric("modelslab_jobs_total")
+            .label("endpoint", "/api/v6/images/text2img")
+            .label("model", "none")
+            .label("result", "expired")
+            .label("source", "proxy")
+            .value()
+            == Some(2.0)
     })
     .await;
-    assert_eq!(sample(&a.metrics().await, "modelslab_jobs_in_flight{source=\"proxy\"}"), Some(0.0));
+    assert_eq!(a.metrics().metric("modelslab_jobs_in_flight").label("source", "proxy").value(), Some(0.0));
     a.stop().await;
 }
 
@@ -516,31 +479,42 @@ async fn generate(proxy: &str, body: Value) -> reqwest::Response {
 #[tokio::test]
 async fn synthetic_answers_for_timeouts_unreachable_resets_and_large_bodies() {
     // Upstream timeout → 504, recorded as a timeout with no upstream status.
-    let (base, _sim) =
-        emulator(Scenario { faults: Faults { timeout: 1.0, ..Faults::default() }, ..Scenario::default() }).await;
+    let sim = emulator(Scenario { faults: Faults { timeout: 1.0, ..Faults::default() }, ..Scenario::default() }).await;
+    let base = sim.url.clone();
     let a = agent(&base, "  upstream_timeout: 300ms\n", "").await;
     assert_synthetic(generate(&a.proxy, json!({"key": "k", "prompt": "p"})).await, 504).await;
-    let m = a.metrics().await;
-    assert_eq!(sample(&m, "modelslab_proxy_synthetic_responses_total{reason=\"upstream_timeout\"}"), Some(1.0));
-    assert!(m.contains("error_class=\"timeout\",http_status=\"none\""), "{m}");
-    assert!(!m.contains("http_status=\"504\""), "never an upstream 504");
+    let m = a.metrics();
+    assert_eq!(
+        m.metric("modelslab_proxy_synthetic_responses_total").label("reason", "upstream_timeout").value(),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.metric("modelslab_errors_total").label("error_class", "timeout").label("http_status", "none").sum(),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(m.metric("modelslab_requests_total").label("http_status", "504").count(), 0, "never an upstream 504");
     a.stop().await;
 
     // Reset before any answer → 502, transport.
-    let (base, _sim) =
-        emulator(Scenario { faults: Faults { reset: 1.0, ..Faults::default() }, ..Scenario::default() }).await;
+    let sim = emulator(Scenario { faults: Faults { reset: 1.0, ..Faults::default() }, ..Scenario::default() }).await;
+    let base = sim.url.clone();
     let a = agent(&base, "", "").await;
     assert_synthetic(generate(&a.proxy, json!({"key": "k", "prompt": "p"})).await, 502).await;
-    let m = a.metrics().await;
-    assert_eq!(sample(&m, "modelslab_proxy_synthetic_responses_total{reason=\"upstream_unreachable\"}"), Some(1.0));
-    assert!(m.contains("error_class=\"transport\",http_status=\"none\""));
-    assert!(!m.contains("http_status=\"502\""));
+    let m = a.metrics();
+    assert_eq!(
+        m.metric("modelslab_proxy_synthetic_responses_total").label("reason", "upstream_unreachable").value(),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.metric("modelslab_errors_total").label("error_class", "transport").label("http_status", "none").sum(),
+        1.0
+    );
+    assert_eq!(m.metric("modelslab_requests_total").label("http_status", "502").count(), 0, "never an upstream 502");
     a.stop().await;
 
     // Unreachable upstream → 502.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let port = common::free_port(); // nothing listens there
     let a = agent(&format!("http://127.0.0.1:{port}"), "  max_request_body: 1KiB\n", "").await;
     assert_synthetic(generate(&a.proxy, json!({"key": "k"})).await, 502).await;
 
@@ -560,19 +534,11 @@ async fn synthetic_answers_for_timeouts_unreachable_resets_and_large_bodies() {
         .unwrap();
     assert_synthetic(r, 413).await;
     assert_eq!(
-        sample(&b.metrics().await, "modelslab_proxy_synthetic_responses_total{reason=\"body_too_large\"}"),
+        b.metrics().metric("modelslab_proxy_synthetic_responses_total").label("reason", "body_too_large").value(),
         Some(1.0)
     );
     a.stop().await;
     b.stop().await;
-}
-
-async fn raw_request(addr: &str, request: &str) -> String {
-    let mut s = TcpStream::connect(addr.trim_start_matches("http://")).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test]
@@ -590,17 +556,21 @@ async fn it_is_not_an_open_proxy() {
     let a = agent(&format!("http://{}", up.addr), "", "").await;
 
     let connect =
-        raw_request(&a.proxy, &format!("CONNECT {elsewhere_addr} HTTP/1.1\r\nHost: {elsewhere_addr}\r\n\r\n")).await;
+        raw_http(&a.proxy, format!("CONNECT {elsewhere_addr} HTTP/1.1\r\nHost: {elsewhere_addr}\r\n\r\n").as_bytes())
+            .await;
     assert!(connect.starts_with("HTTP/1.1 400") && connect.contains("x-modelslab-sentinel: synthetic"), "{connect}");
-    let absolute = raw_request(&a.proxy, &format!("GET http://{elsewhere_addr}/api/v6/images/text2img HTTP/1.1\r\nHost: {elsewhere_addr}\r\nConnection: close\r\n\r\n")).await;
+    let absolute = raw_http(&a.proxy, format!("GET http://{elsewhere_addr}/api/v6/images/text2img HTTP/1.1\r\nHost: {elsewhere_addr}\r\nConnection: close\r\n\r\n").as_bytes()).await;
     assert!(absolute.starts_with("HTTP/1.1 400"), "{absolute}");
     // A Host header naming another host is forwarded to the configured upstream only.
-    let tricked = raw_request(&a.proxy, &format!("GET /api/v6/images/text2img HTTP/1.1\r\nHost: {elsewhere_addr}\r\nx-canned: echo\r\nConnection: close\r\n\r\n")).await;
+    let tricked = raw_http(&a.proxy, format!("GET /api/v6/images/text2img HTTP/1.1\r\nHost: {elsewhere_addr}\r\nx-canned: echo\r\nConnection: close\r\n\r\n").as_bytes()).await;
     assert!(tricked.starts_with("HTTP/1.1 200") && tricked.contains(&format!("\"host\":\"{}\"", up.addr)), "{tricked}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(contacted.load(Ordering::SeqCst), 0, "the other host was never contacted");
     assert_eq!(up.requests.load(Ordering::SeqCst), 1);
-    assert_eq!(sample(&a.metrics().await, "modelslab_proxy_synthetic_responses_total{reason=\"rejected\"}"), Some(2.0));
+    assert_eq!(
+        a.metrics().metric("modelslab_proxy_synthetic_responses_total").label("reason", "rejected").value(),
+        Some(2.0)
+    );
     a.stop().await;
 }
 
@@ -624,12 +594,13 @@ async fn a_client_that_goes_away_cancels_the_upstream_call() {
 
 #[tokio::test]
 async fn two_thousand_concurrent_mixed_requests_are_all_counted() {
-    let (base, _sim) = emulator(Scenario {
+    let sim = emulator(Scenario {
         job_duration: Span::fixed(Duration::from_millis(200)),
         faults: Faults { server_error: 0.05, soft_error: 0.05, reset: 0.02, gateway_html: 0.03, ..Faults::default() },
         ..Scenario::default()
     })
     .await;
+    let base = sim.url.clone();
     let a = agent(&base, "", "").await;
     let client =
         reqwest::Client::builder().pool_max_idle_per_host(2000).timeout(Duration::from_secs(30)).build().unwrap();
@@ -655,7 +626,7 @@ async fn two_thousand_concurrent_mixed_requests_are_all_counted() {
     }
     assert_eq!(answered, 2000, "every request got an answer");
     common::eventually(Duration::from_secs(5), "all 2000 requests counted", async || {
-        proxy_requests(&a.metrics().await) == 2000.0
+        proxy_requests(&a.metrics()) == 2000.0
     })
     .await;
     a.stop().await;
@@ -663,8 +634,9 @@ async fn two_thousand_concurrent_mixed_requests_are_all_counted() {
 
 #[tokio::test]
 async fn opt_ins_rewrite_fetch_result_and_retry_rate_limited() {
-    let (base, _sim) =
+    let sim =
         emulator(Scenario { job_duration: Span::fixed(Duration::from_millis(1200)), ..Scenario::default() }).await;
+    let base = sim.url.clone();
     let a =
         agent(&base, "  rewrite_fetch_result: true\n  retry_rate_limited: { enabled: true, max_wait: 5s }\n", "").await;
     let url = format!("{}/api/v6/images/text2img", a.proxy);
@@ -683,11 +655,11 @@ async fn opt_ins_rewrite_fetch_result_and_retry_rate_limited() {
     let r = http().post(&url).json(&json!({"key": "rl", "prompt": "p"})).send().await.unwrap();
     assert_eq!(r.status(), 200, "held and retried instead of a 429");
     assert!(started.elapsed() >= Duration::from_millis(500));
-    let m = a.metrics().await;
-    assert!(sample(&m, "modelslab_proxy_rate_limit_retries_total").unwrap() >= 1.0);
+    let m = a.metrics();
+    assert!(m.metric("modelslab_proxy_rate_limit_retries_total").value().unwrap() >= 1.0);
     assert_eq!(
         error_count(&m, "rate_limited", "queue_full"),
-        sample(&m, "modelslab_proxy_rate_limit_retries_total").unwrap(),
+        m.metric("modelslab_proxy_rate_limit_retries_total").value().unwrap(),
         "each 429 seen is still counted"
     );
     a.stop().await;
@@ -695,16 +667,13 @@ async fn opt_ins_rewrite_fetch_result_and_retry_rate_limited() {
 
 #[tokio::test]
 async fn reloaded_settings_apply_to_new_requests() {
-    let (base, _sim) =
-        emulator(Scenario { latency: Span::fixed(Duration::from_millis(400)), ..Scenario::default() }).await;
+    let sim = emulator(Scenario { latency: Span::fixed(Duration::from_millis(400)), ..Scenario::default() }).await;
+    let base = sim.url.clone();
     let a = agent(&base, "  upstream_timeout: 5s\n", "").await;
     let before =
         http().post(format!("{}/api/v6/images/text2img", a.proxy)).json(&json!({"key": "k"})).send().await.unwrap();
     assert_eq!(before.status(), 400, "answered within the 5 s timeout");
-    std::fs::write(&a.config_path, a.text.replace("upstream_timeout: 5s", "upstream_timeout: 100ms")).unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    a.handle.reload.send(tx).await.unwrap();
-    assert_eq!(rx.await.unwrap(), Ok(()));
+    assert_eq!(a.reload(&a.text.replace("upstream_timeout: 5s", "upstream_timeout: 100ms")).await, Ok(()));
     let after =
         http().post(format!("{}/api/v6/images/text2img", a.proxy)).json(&json!({"key": "k"})).send().await.unwrap();
     assert_eq!(after.status(), 504, "the reloaded 100 ms timeout applies to the next request");

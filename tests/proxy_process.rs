@@ -10,46 +10,29 @@ use common::*;
 use modelslab_sentinel::sim::{Scenario, Span};
 use serde_json::{Value, json};
 
-struct Running {
-    process: Process,
-    admin: String,
-    proxy: String,
-    _dir: tempfile::TempDir,
-}
-
-fn start_agent(base: &str, level: &str) -> Running {
-    let dir = tempfile::tempdir().unwrap();
+fn start_agent(base: &str, level: &str) -> AgentProcess {
     let cfg = format!(
-        "upstream:\n  base_url: {base}\n  api_key: agent-own-key\nadmin:\n  listen: 127.0.0.1:0\nproxy:\n  enabled: true\n  listen: 127.0.0.1:0\nlabels:\n  models: [flux]\ntelemetry:\n  log_level: {level}\n"
+        "upstream:\n  base_url: {base}\n  api_key: agent-own-key\nproxy:\n  enabled: true\nlabels:\n  models: [flux]\ntelemetry:\n  log_level: {level}\n"
     );
-    let path = write(dir.path(), "sentinel.yaml", &cfg);
-    let process = Process::start(&["run", "--config", &path, "--grace-period", "10s"], &[]);
-    let admin = format!("http://{}", process.admin_addr());
-    let proxy = format!("http://{}", process.wait_for_log("proxy listening on http://", Duration::from_secs(10)));
-    Running { process, admin, proxy, _dir: dir }
+    Process::agent(&cfg, &["--grace-period", "10s"], &[])
 }
 
-fn jobs_succeeded(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("modelslab_jobs_total{") && l.contains("result=\"success\"") && l.contains("source=\"proxy\"")
-        })
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum()
+fn jobs_succeeded(metrics: &Scrape) -> f64 {
+    metrics.metric("modelslab_jobs_total").label("result", "success").label("source", "proxy").sum()
 }
 
 #[tokio::test]
 async fn the_official_cli_and_python_sdk_run_a_generation_through_the_proxy() {
-    let (base, _sim) =
+    let sim =
         emulator(Scenario { job_duration: Span::fixed(Duration::from_millis(1500)), ..Scenario::default() }).await;
+    let base = sim.url.clone();
     let agent = start_agent(&base, "info");
 
     // modelslab-cli, pointed at the proxy as a user would point it at the API.
     let result = modelslab_cli_generate(&agent.proxy, &["--model", "flux"]).await;
     assert_eq!(result["status"], "success");
     eventually(Duration::from_secs(5), "the CLI's job shows as finished", async || {
-        jobs_succeeded(&get(&format!("{}/metrics", agent.admin)).await.1) >= 1.0
+        jobs_succeeded(&agent.metrics().await) >= 1.0
     })
     .await;
 
@@ -77,11 +60,18 @@ print(json.dumps(r))
     assert!(out.status.success(), "modelslab-py: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let result: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(result["status"], "success", "{stdout}");
-    let metrics = get(&format!("{}/metrics", agent.admin)).await.1;
+    let metrics = agent.metrics().await;
     assert_eq!(jobs_succeeded(&metrics), 2.0, "{metrics}");
     assert!(
-        metrics.contains("modelslab_jobs_total{endpoint=\"/api/v6/images/text2img\",model=\"flux\",result=\"success\",source=\"proxy\"}"),
-        "the SDK's job, labelled with its model"
+        metrics
+            .metric("modelslab_jobs_total")
+            .label("endpoint", "/api/v6/images/text2img")
+            .label("model", "flux")
+            .label("result", "success")
+            .label("source", "proxy")
+            .sum()
+            >= 1.0,
+        "the SDK's job, labelled with its model: {metrics}"
     );
 }
 
@@ -89,7 +79,8 @@ print(json.dumps(r))
 async fn the_key_is_kept_out_wherever_it_travels() {
     let key = "sk-canary-proxy-91c2e7";
     let prompt = "a canary prompt nobody may record";
-    let (base, _sim) = emulator(Scenario::default()).await;
+    let sim = emulator(Scenario::default()).await;
+    let base = sim.url.clone();
     let agent = start_agent(&base, "trace");
     let c = http();
     // Body `key`.
@@ -118,8 +109,11 @@ async fn the_key_is_kept_out_wherever_it_travels() {
     for p in ["/metrics", "/api/v1/status", "/"] {
         seen.push_str(&get(&format!("{}{p}", agent.admin)).await.1);
     }
-    let m = get(&format!("{}/metrics", agent.admin)).await.1;
-    assert!(m.contains("endpoint=\"/api/v7/models\""), "the query is not part of the endpoint label");
+    let m = agent.metrics().await;
+    assert!(
+        m.metric("modelslab_requests_total").label("endpoint", "/api/v7/models").count() > 0,
+        "the query is not part of the endpoint label"
+    );
     agent.process.signal("TERM");
     let mut process = agent.process;
     process.wait_exit(Duration::from_secs(15));
@@ -133,8 +127,8 @@ async fn the_key_is_kept_out_wherever_it_travels() {
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_then_exits_0() {
-    let (base, _sim) =
-        emulator(Scenario { latency: Span::fixed(Duration::from_millis(1500)), ..Scenario::default() }).await;
+    let sim = emulator(Scenario { latency: Span::fixed(Duration::from_millis(1500)), ..Scenario::default() }).await;
+    let base = sim.url.clone();
     let agent = start_agent(&base, "info");
     let url = format!("{}/api/v6/images/text2img", agent.proxy);
     let in_flight = tokio::spawn(async move {

@@ -6,22 +6,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::{Emulator, emulator as start};
 use modelslab_sentinel::classify::{self, Context, RequestKind};
-use modelslab_sentinel::sim::{self, Faults, Scenario, Span};
+use modelslab_sentinel::sim::{Faults, Scenario, Span};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
-
-struct Emulator {
-    base: String,
-    _shutdown: tokio_util::sync::DropGuard,
-}
-
-async fn start(scenario: Scenario) -> Emulator {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let token = CancellationToken::new();
-    let handle = sim::spawn(listener, scenario, token.clone()).unwrap();
-    Emulator { base: format!("http://{}", handle.addr), _shutdown: token.drop_guard() }
-}
 
 fn fast() -> Scenario {
     Scenario { job_duration: Span::fixed(Duration::from_millis(300)), ..Scenario::default() }
@@ -45,7 +33,7 @@ impl Answer {
             headers.insert(k.clone(), v.clone());
         }
         let c = classify::classify(self.status, &headers, self.text.as_bytes(), &Context::new(kind));
-        let (class, reason) = c.error.as_ref().map(|e| (e.class.as_str(), e.reason.as_str())).unwrap_or(("-", "-"));
+        let (class, reason) = c.error().map(|e| (e.class.as_str(), e.reason.as_str())).unwrap_or(("-", "-"));
         (c.outcome().as_str().to_owned(), class.to_owned(), reason.to_owned())
     }
 }
@@ -67,7 +55,7 @@ fn labels(a: &(String, String, String)) -> (&str, &str, &str) {
 #[tokio::test]
 async fn every_seed_validation_example_with_its_code_and_text() {
     let sim = start(fast()).await;
-    let url = format!("{}/api/v6/images/text2img", sim.base);
+    let url = format!("{}/api/v6/images/text2img", sim.url);
     let cases: &[(Value, &str, &str, &str)] = &[
         (json!({"key": "k", "model_id": "flux"}), "prompt is required", "missing_parameter", "prompt"),
         (json!({"key": "k", "prompt": 42}), "prompt must be a string", "invalid_type", "prompt"),
@@ -103,10 +91,10 @@ async fn every_seed_validation_example_with_its_code_and_text() {
         assert_eq!(a.json(), json!({"status": "error", "message": message}), "{body}");
         assert_eq!(labels(&a.classified(RequestKind::Submit)), ("error", "bad_request", *reason), "{body}");
         let c = classify::classify(400, &http::HeaderMap::new(), a.text.as_bytes(), &Context::new(RequestKind::Submit));
-        assert_eq!(c.error.unwrap().fields.iter().map(|f| f.as_str()).collect::<Vec<_>>(), [*field]);
+        assert_eq!(c.error().unwrap().fields.iter().map(|f| f.as_str()).collect::<Vec<_>>(), [*field]);
     }
     let img = post(
-        &format!("{}/api/v6/images/img2img", sim.base),
+        &format!("{}/api/v6/images/img2img", sim.url),
         json!({"key": "k", "prompt": "p", "init_image": "https://example.invalid/image.jpg"}),
     )
     .await;
@@ -121,7 +109,7 @@ async fn every_seed_validation_example_with_its_code_and_text() {
     );
     assert_eq!(labels(&bad.classified(RequestKind::Submit)), ("error", "bad_request", "malformed_json"));
     // v7 answers a missing init_image in Laravel's shape.
-    let v7 = post(&format!("{}/api/v7/images/image-to-image", sim.base), json!({"key": "k", "prompt": "p"})).await;
+    let v7 = post(&format!("{}/api/v7/images/image-to-image", sim.url), json!({"key": "k", "prompt": "p"})).await;
     assert_eq!(v7.json(), json!({"status": "error", "message": {"init_image": ["The init image field is required."]}}));
     assert_eq!(labels(&v7.classified(RequestKind::Submit)), ("error", "bad_request", "missing_parameter"));
 }
@@ -129,7 +117,7 @@ async fn every_seed_validation_example_with_its_code_and_text() {
 #[tokio::test]
 async fn numbers_as_strings_and_chunked_bodies_are_accepted() {
     let sim = start(fast()).await;
-    let url = format!("{}/api/v6/images/text2img", sim.base);
+    let url = format!("{}/api/v6/images/text2img", sim.url);
     let a = post(
         &url,
         json!({"key": "k", "prompt": "p", "width": "512", "height": "768", "samples": "2", "guidance_scale": "7.5"}),
@@ -152,8 +140,8 @@ async fn numbers_as_strings_and_chunked_bodies_are_accepted() {
 #[tokio::test]
 async fn magic_keys() {
     let sim = start(fast()).await;
-    let gen_url = format!("{}/api/v6/images/text2img", sim.base);
-    let realtime = format!("{}/api/v6/realtime/text2img", sim.base);
+    let gen_url = format!("{}/api/v6/images/text2img", sim.url);
+    let realtime = format!("{}/api/v6/realtime/text2img", sim.url);
     let body = |key: &str| json!({"key": key, "prompt": "p"});
     let cases = [
         (gen_url.as_str(), "sim-invalid-1", 401, "Invalid API key", "unauthorized", "invalid_api_key"),
@@ -201,7 +189,7 @@ async fn magic_keys() {
 #[tokio::test]
 async fn queue_limits_per_plan() {
     let sim = start(Scenario { job_duration: Span::fixed(Duration::from_secs(30)), ..Scenario::default() }).await;
-    let url = format!("{}/api/v6/images/text2img", sim.base);
+    let url = format!("{}/api/v6/images/text2img", sim.url);
     for (key, limit) in [("plain-key", 5), ("sim-standard-1", 10), ("sim-premium-1", 15)] {
         for n in 1..=limit {
             let a = post(&url, json!({"key": key, "prompt": "p"})).await;
@@ -217,10 +205,11 @@ async fn queue_limits_per_plan() {
     }
 }
 
-#[tokio::test]
+/// On a paused clock: the emulator's jobs and queues run in virtual time, no real waiting.
+#[tokio::test(start_paused = true)]
 async fn queue_frees_as_jobs_finish_and_retry_after_says_when() {
     let sim = start(Scenario { job_duration: Span::fixed(Duration::from_millis(1500)), ..Scenario::default() }).await;
-    let url = format!("{}/api/v6/images/text2img", sim.base);
+    let url = format!("{}/api/v6/images/text2img", sim.url);
     for _ in 0..5 {
         assert_eq!(post(&url, json!({"key": "q", "prompt": "p"})).await.status, 200);
     }
@@ -230,7 +219,8 @@ async fn queue_frees_as_jobs_finish_and_retry_after_says_when() {
     assert_eq!(post(&url, json!({"key": "q", "prompt": "p"})).await.status, 200);
 }
 
-#[tokio::test]
+/// On a paused clock: the emulator's jobs and queues run in virtual time, no real waiting.
+#[tokio::test(start_paused = true)]
 async fn jobs_process_then_succeed_on_their_own_fetch_endpoint() {
     let sim = start(fast()).await;
     for (submit, fetch_prefix) in [
@@ -238,17 +228,17 @@ async fn jobs_process_then_succeed_on_their_own_fetch_endpoint() {
         ("/api/v6/realtime/text2img", "/api/v6/realtime/fetch"),
         ("/api/v7/images/text-to-image", "/api/v7/images/fetch"),
     ] {
-        let a = post(&format!("{}{submit}", sim.base), json!({"key": "k", "prompt": "p", "samples": 2})).await;
+        let a = post(&format!("{}{submit}", sim.url), json!({"key": "k", "prompt": "p", "samples": 2})).await;
         let j = a.json();
         assert_eq!((a.status, j["status"].clone()), (200, json!("processing")));
         let id = j["id"].as_u64().expect("integer id");
         assert!(j["eta"].as_f64().unwrap() > 0.0);
-        assert_eq!(j["fetch_result"], format!("{}{fetch_prefix}/{id}", sim.base));
+        assert_eq!(j["fetch_result"], format!("{}{fetch_prefix}/{id}", sim.url));
         assert_eq!(j["output"], json!([]));
         assert_eq!(j["future_links"].as_array().unwrap().len(), 2);
         assert_eq!(labels(&a.classified(RequestKind::Submit)), ("processing", "-", "-"));
 
-        let fetch = format!("{}{fetch_prefix}/{id}", sim.base);
+        let fetch = format!("{}{fetch_prefix}/{id}", sim.url);
         let early = post(&fetch, json!({"key": "k"})).await;
         assert_eq!(early.json()["status"], "processing");
         assert!(early.json()["eta"].as_f64().unwrap() > 0.0, "a fresh eta");
@@ -260,27 +250,28 @@ async fn jobs_process_then_succeed_on_their_own_fetch_endpoint() {
     }
     // Fetch by body `request_id`, and a job is not found on another family's fetch endpoint.
     let id =
-        post(&format!("{}/api/v6/images/text2img", sim.base), json!({"key": "k", "prompt": "p"})).await.json()["id"]
+        post(&format!("{}/api/v6/images/text2img", sim.url), json!({"key": "k", "prompt": "p"})).await.json()["id"]
             .clone();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let by_body = post(&format!("{}/api/v6/images/fetch", sim.base), json!({"key": "k", "request_id": id})).await;
+    let by_body = post(&format!("{}/api/v6/images/fetch", sim.url), json!({"key": "k", "request_id": id})).await;
     assert_eq!(by_body.json()["status"], "success");
-    let elsewhere = post(&format!("{}/api/v7/images/fetch/{id}", sim.base), json!({"key": "k"})).await;
+    let elsewhere = post(&format!("{}/api/v7/images/fetch/{id}", sim.url), json!({"key": "k"})).await;
     assert_eq!(elsewhere.json(), json!({"status": "error", "message": "Request not found"}));
     assert_eq!(labels(&elsewhere.classified(RequestKind::Fetch)), ("error", "job_failed", "other"));
 }
 
-#[tokio::test]
+/// On a paused clock: the emulator's jobs and queues run in virtual time, no real waiting.
+#[tokio::test(start_paused = true)]
 async fn failing_jobs_end_failed_or_error() {
     let sim = start(Scenario { failure_ratio: 1.0, ..fast() }).await;
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..12 {
-        let id = post(&format!("{}/api/v6/images/text2img", sim.base), json!({"key": "sim-premium", "prompt": "p"}))
+        let id = post(&format!("{}/api/v6/images/text2img", sim.url), json!({"key": "sim-premium", "prompt": "p"}))
             .await
             .json()["id"]
             .clone();
         tokio::time::sleep(Duration::from_millis(350)).await;
-        let done = post(&format!("{}/api/v6/images/fetch/{id}", sim.base), json!({"key": "sim-premium"})).await;
+        let done = post(&format!("{}/api/v6/images/fetch/{id}", sim.url), json!({"key": "sim-premium"})).await;
         assert_eq!(labels(&done.classified(RequestKind::Fetch)).1, "job_failed", "{}", done.text);
         seen.insert(done.json()["status"].as_str().unwrap().to_owned());
     }
@@ -290,14 +281,14 @@ async fn failing_jobs_end_failed_or_error() {
 #[tokio::test]
 async fn sync_ratio_answers_success_at_once_and_eta_bias_is_honoured() {
     let sim = start(Scenario { sync_ratio: 1.0, ..fast() }).await;
-    let a = post(&format!("{}/api/v6/images/text2img", sim.base), json!({"key": "k", "prompt": "p"})).await;
+    let a = post(&format!("{}/api/v6/images/text2img", sim.url), json!({"key": "k", "prompt": "p"})).await;
     assert_eq!(a.json()["status"], "success");
     assert!(a.json()["id"].is_u64());
 
     let biased =
         start(Scenario { eta_bias: 0.5, job_duration: Span::fixed(Duration::from_secs(10)), ..Scenario::default() })
             .await;
-    let a = post(&format!("{}/api/v6/images/text2img", biased.base), json!({"key": "k", "prompt": "p"})).await;
+    let a = post(&format!("{}/api/v6/images/text2img", biased.url), json!({"key": "k", "prompt": "p"})).await;
     assert_eq!(a.json()["eta"], json!(5.0));
 }
 
@@ -316,15 +307,15 @@ async fn each_fault() {
     ];
     for (faults, code, want) in cases {
         let sim = with_fault(faults).await;
-        let a = post(&format!("{}/api/v6/images/text2img", sim.base), body.clone()).await;
+        let a = post(&format!("{}/api/v6/images/text2img", sim.url), body.clone()).await;
         assert_eq!(a.status, code, "{faults:?}");
         assert_eq!(labels(&a.classified(RequestKind::Submit)), want, "{faults:?}: {}", a.text);
         // The status page is not an API endpoint: never faulted.
-        assert_eq!(common::get(&format!("{}/api/v2/summary.json", sim.base)).await.0, 200);
+        assert_eq!(common::get(&format!("{}/api/v2/summary.json", sim.url)).await.0, 200);
     }
     let gateway = with_fault(Faults { gateway_html: 1.0, ..Faults::default() }).await;
     assert!(
-        post(&format!("{}/api/v6/images/text2img", gateway.base), body.clone())
+        post(&format!("{}/api/v6/images/text2img", gateway.url), body.clone())
             .await
             .text
             .contains("<title>502 Bad Gateway</title>")
@@ -333,7 +324,7 @@ async fn each_fault() {
     // reset: the connection closes with no answer.
     let reset = with_fault(Faults { reset: 1.0, ..Faults::default() }).await;
     let err =
-        common::http().post(format!("{}/api/v6/images/text2img", reset.base)).json(&body).send().await.unwrap_err();
+        common::http().post(format!("{}/api/v6/images/text2img", reset.url)).json(&body).send().await.unwrap_err();
     assert!(
         !err.is_timeout() && (err.is_request() || err.is_connect() || err.to_string().contains("error")),
         "{err:?}"
@@ -343,11 +334,11 @@ async fn each_fault() {
     let hang = with_fault(Faults { timeout: 1.0, ..Faults::default() }).await;
     let started = Instant::now();
     let client = reqwest::Client::builder().timeout(Duration::from_millis(400)).build().unwrap();
-    let err = client.post(format!("{}/api/v6/images/text2img", hang.base)).json(&body).send().await.unwrap_err();
+    let err = client.post(format!("{}/api/v6/images/text2img", hang.url)).json(&body).send().await.unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
     assert!(started.elapsed() >= Duration::from_millis(390));
 
-    let (_, stats) = common::get(&format!("{}/_sim/stats", reset.base)).await;
+    let (_, stats) = common::get(&format!("{}/_sim/stats", reset.url)).await;
     let stats: Value = serde_json::from_str(&stats).unwrap();
     assert_eq!(stats["resets"], 1);
 }
@@ -355,20 +346,20 @@ async fn each_fault() {
 #[tokio::test]
 async fn legacy_messege_spelling() {
     let sim = start(Scenario { legacy_messege: true, ..fast() }).await;
-    let a = post(&format!("{}/api/v6/images/text2img", sim.base), json!({"key": "sim-broke", "prompt": "p"})).await;
+    let a = post(&format!("{}/api/v6/images/text2img", sim.url), json!({"key": "sim-broke", "prompt": "p"})).await;
     assert_eq!(
         a.json(),
         json!({"status": "error", "messege": "Insufficient credits. Please add more credits to continue."})
     );
     assert_eq!(labels(&a.classified(RequestKind::Submit)), ("error", "payment_required", "insufficient_credits"));
-    let p = post(&format!("{}/api/v6/images/text2img", sim.base), json!({"key": "k", "prompt": "p"})).await;
+    let p = post(&format!("{}/api/v6/images/text2img", sim.url), json!({"key": "k", "prompt": "p"})).await;
     assert!(p.json().get("messege").is_some() && p.json().get("message").is_none());
 }
 
 #[tokio::test]
 async fn scenario_replacement_and_refusal() {
     let sim = start(fast()).await;
-    let url = format!("{}/_sim/scenario", sim.base);
+    let url = format!("{}/_sim/scenario", sim.url);
     let (code, current) = common::get(&url).await;
     assert_eq!(code, 200);
     assert_eq!(serde_json::from_str::<Value>(&current).unwrap()["status_page"], "operational");
@@ -377,22 +368,21 @@ async fn scenario_replacement_and_refusal() {
     let r = common::http().put(&url).body("status_page: partial_outage\naccount: broke\n").send().await.unwrap();
     assert_eq!(r.status(), 200);
     let summary: Value =
-        serde_json::from_str(&common::get(&format!("{}/api/v2/summary.json", sim.base)).await.1).unwrap();
+        serde_json::from_str(&common::get(&format!("{}/api/v2/summary.json", sim.url)).await.1).unwrap();
     assert_eq!(summary["status"]["indicator"], "major");
     assert_eq!(summary["components"][0]["status"], "partial_outage");
     assert_eq!(summary["incidents"].as_array().unwrap().len(), 1);
     assert_eq!(
-        post(&format!("{}/api/v6/images/text2img", sim.base), json!({"key": "k", "prompt": "p"})).await.status,
+        post(&format!("{}/api/v6/images/text2img", sim.url), json!({"key": "k", "prompt": "p"})).await.status,
         402
     );
 
     // JSON body.
     let r = common::http().put(&url).body(r#"{"status_page":"major_outage"}"#).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let status: Value =
-        serde_json::from_str(&common::get(&format!("{}/api/v2/status.json", sim.base)).await.1).unwrap();
+    let status: Value = serde_json::from_str(&common::get(&format!("{}/api/v2/status.json", sim.url)).await.1).unwrap();
     assert_eq!(status["status"]["indicator"], "critical");
-    assert!(common::get(&format!("{}/status", sim.base)).await.1.contains("Major Service Outage"));
+    assert!(common::get(&format!("{}/status", sim.url)).await.1.contains("Major Service Outage"));
 
     // A bad one is refused and the old one kept.
     let r = common::http().put(&url).body("faults: {reset: 3}\n").send().await.unwrap();
@@ -413,14 +403,13 @@ async fn status_page_states_and_wallet() {
     ];
     for (state, indicator, component, incidents) in cases {
         let sim = start(Scenario::parse(&format!("status_page: {state}\n")).unwrap()).await;
-        let s: Value =
-            serde_json::from_str(&common::get(&format!("{}/api/v2/summary.json", sim.base)).await.1).unwrap();
+        let s: Value = serde_json::from_str(&common::get(&format!("{}/api/v2/summary.json", sim.url)).await.1).unwrap();
         assert_eq!(s["status"]["indicator"], indicator, "{state}");
         assert_eq!(s["components"][0]["status"], component);
         assert_eq!(s["incidents"].as_array().unwrap().len(), incidents);
     }
     let sim = start(fast()).await;
-    let w = post(&format!("{}/api/wallet_balance", sim.base), json!({"key": "k"})).await;
+    let w = post(&format!("{}/api/wallet_balance", sim.url), json!({"key": "k"})).await;
     assert_eq!(w.json()["data"]["balance"], 42.5);
 }
 
@@ -450,7 +439,7 @@ async fn sim_command_serves_a_scenario_file_and_refuses_a_bad_one() {
 #[tokio::test]
 async fn official_cli_completes_a_generation() {
     let sim = start(Scenario { job_duration: Span::fixed(Duration::from_millis(1500)), ..Scenario::default() }).await;
-    let result = common::modelslab_cli_generate(&sim.base, &[]).await;
+    let result = common::modelslab_cli_generate(&sim.url, &[]).await;
     assert_eq!(result["status"], "success", "{result}");
-    assert!(result["output"][0].as_str().unwrap().starts_with(&sim.base));
+    assert!(result["output"][0].as_str().unwrap().starts_with(&sim.url));
 }

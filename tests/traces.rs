@@ -82,9 +82,7 @@ async fn grpc_receiver() -> (String, Received, DropGuard) {
     (format!("http://{addr}"), received, token.drop_guard())
 }
 
-async fn http_receiver() -> (String, Received, DropGuard) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+async fn http_receiver() -> (String, Received, Served) {
     let received = Received::default();
     let r = received.clone();
     let app = axum::Router::new().route(
@@ -100,25 +98,18 @@ async fn http_receiver() -> (String, Received, DropGuard) {
             }
         }),
     );
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(t.cancelled_owned()).await.unwrap() });
-    (format!("http://{addr}"), received, token.drop_guard())
+    let server = serve(app).await;
+    (server.url.clone(), received, server)
 }
 
-fn agent(base: &str, otlp: &str, protocol: &str) -> (Process, String, String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
+fn agent(base: &str, otlp: &str, protocol: &str) -> AgentProcess {
     let cfg = format!(
-        "upstream:\n  base_url: {base}\n  api_key: {KEY}\nadmin:\n  listen: 127.0.0.1:0\nproxy:\n  enabled: true\n  listen: 127.0.0.1:0\n\
+        "upstream:\n  base_url: {base}\n  api_key: {KEY}\nproxy:\n  enabled: true\n\
          probes:\n  - name: gen\n    interval: 1h\n    timeout: 30s\n    request: {{ path: /api/v6/images/text2img, body: {{ model_id: flux, prompt: \"{PROMPT}\" }} }}\n\
          \x20   follow: {{ fetch_path: \"/api/v6/images/fetch/{{id}}\", poll_interval: 200ms, max_wait: 10s }}\n\
          telemetry:\n  service_name: sentinel-under-test\n  otlp:\n    endpoint: \"{otlp}\"\n    protocol: {protocol}\n    headers: {{ x-vendor-token: tok-123 }}\n"
     );
-    let path = write(dir.path(), "sentinel.yaml", &cfg);
-    let p = Process::start(&["run", "--config", &path], &[]);
-    let admin = format!("http://{}", p.admin_addr());
-    let proxy = format!("http://{}", p.wait_for_log("proxy listening on http://", Duration::from_secs(10)));
-    (p, admin, proxy, dir)
+    Process::agent(&cfg, &[], &[])
 }
 
 fn attr(span: &Span, key: &str) -> Option<String> {
@@ -137,10 +128,12 @@ fn hex(b: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_and_proxy_spans_over_grpc() {
-    let (base, _sim) =
+    let sim =
         emulator(Scenario { job_duration: SimSpan::fixed(Duration::from_millis(300)), ..Scenario::default() }).await;
+    let base = sim.url.clone();
     let (otlp, received, _rx) = grpc_receiver().await;
-    let (mut agent, admin, proxy, _dir) = agent(&base, &otlp, "grpc");
+    let running = agent(&base, &otlp, "grpc");
+    let (admin, proxy, mut agent) = (running.admin, running.proxy, running.process);
 
     // A probe run with a job to follow.
     let (code, report) = post(&format!("{admin}/api/v1/probes/gen/run"), "").await;
@@ -163,21 +156,10 @@ async fn probe_and_proxy_spans_over_grpc() {
         .await
         .unwrap();
     let id = submitted["id"].as_u64().unwrap();
-    for _ in 0..30 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let f: serde_json::Value = c
-            .post(format!("{proxy}/api/v6/images/fetch/{id}"))
-            .json(&json!({"key": KEY}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if f["status"] == "success" {
-            break;
-        }
-    }
+    let done =
+        poll_job(&format!("{proxy}/api/v6/images/fetch/{id}"), &json!({"key": KEY}), Duration::from_millis(150), 30)
+            .await;
+    assert_eq!(done["status"], "success");
     // An error answer gets an error status.
     c.post(format!("{proxy}/api/v6/images/text2img"))
         .json(&json!({"key": "sim-broke-x", "prompt": PROMPT}))
@@ -268,10 +250,12 @@ async fn probe_and_proxy_spans_over_grpc() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_over_http_protobuf() {
-    let (base, _sim) =
+    let sim =
         emulator(Scenario { job_duration: SimSpan::fixed(Duration::from_millis(300)), ..Scenario::default() }).await;
+    let base = sim.url.clone();
     let (otlp, received, _rx) = http_receiver().await;
-    let (mut agent, admin, _proxy, _dir) = agent(&base, &otlp, "http/protobuf");
+    let running = agent(&base, &otlp, "http/protobuf");
+    let (admin, mut agent) = (running.admin, running.process);
     assert_eq!(post(&format!("{admin}/api/v1/probes/gen/run"), "").await.0, 200);
     agent.signal("TERM");
     assert_eq!(agent.wait_exit(Duration::from_secs(20)).code(), Some(0));
@@ -301,18 +285,18 @@ async fn proxy_latencies(proxy: &str, n: usize) -> Vec<Duration> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_is_down_slows_nothing() {
-    let (base, _sim) =
+    let sim =
         emulator(Scenario { job_duration: SimSpan::fixed(Duration::from_millis(300)), ..Scenario::default() }).await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
-    let (with_dead, admin, proxy, _d1) = agent(&base, &dead, "grpc");
-    let (_without, _, proxy_plain, _d2) = agent(&base, "", "grpc");
+    let base = sim.url.clone();
+    let dead = format!("http://127.0.0.1:{}", free_port()); // nothing listens there
+    let with_dead = agent(&base, &dead, "grpc");
+    let without = agent(&base, "", "grpc");
+    let (admin, proxy, proxy_plain) = (&with_dead.admin, &with_dead.proxy, &without.proxy);
     // Warm both, then measure side by side.
-    proxy_latencies(&proxy, 5).await;
-    proxy_latencies(&proxy_plain, 5).await;
-    let dead_median = median(proxy_latencies(&proxy, 40).await);
-    let plain_median = median(proxy_latencies(&proxy_plain, 40).await);
+    proxy_latencies(proxy, 5).await;
+    proxy_latencies(proxy_plain, 5).await;
+    let dead_median = median(proxy_latencies(proxy, 40).await);
+    let plain_median = median(proxy_latencies(proxy_plain, 40).await);
     assert!(
         dead_median <= plain_median * 3 + Duration::from_millis(20),
         "collector down: {dead_median:?} vs {plain_median:?}"
@@ -322,10 +306,112 @@ async fn a_collector_that_is_down_slows_nothing() {
     assert_eq!(post(&format!("{admin}/api/v1/probes/gen/run"), "").await.0, 200);
     assert!(started.elapsed() < Duration::from_secs(5));
     eventually(Duration::from_secs(20), "dropped spans are counted", async || {
-        sample(&get(&format!("{admin}/metrics")).await.1, "modelslab_sentinel_trace_spans_dropped_total")
-            .is_some_and(|n| n > 0.0)
+        scrape(admin).await.metric("modelslab_sentinel_trace_spans_dropped_total").value().is_some_and(|n| n > 0.0)
     })
     .await;
-    let warnings = with_dead.log().matches("cannot export traces").count();
-    assert_eq!(warnings, 1, "warned once, not on every batch:\n{}", with_dead.log());
+    let log = with_dead.process.log();
+    let warnings = log.matches("cannot export traces").count();
+    assert_eq!(warnings, 1, "warned once, not on every batch:\n{log}");
+}
+
+/// Every answer the proxy makes itself is recorded on the request's server span: its status,
+/// `error.type` = the synthetic reason, and an error status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_synthetic_answer_has_its_server_span() {
+    let slow = emulator(Scenario { latency: SimSpan::fixed(Duration::from_secs(2)), ..Scenario::default() }).await;
+    let (otlp, received, _rx) = grpc_receiver().await;
+    let proxy = |upstream: &str, extra: &str| {
+        let cfg = format!(
+            "upstream:\n  base_url: {upstream}\nproxy:\n  enabled: true\n  upstream_timeout: 300ms\n  max_request_body: 1KiB\n{extra}\
+             telemetry:\n  otlp:\n    endpoint: \"{otlp}\"\n"
+        );
+        Process::agent(&cfg, &[], &[])
+    };
+    let streaming = proxy(&slow.url, "");
+    let unreachable = proxy(&format!("http://127.0.0.1:{}", free_port()), "");
+    let buffering = proxy(&slow.url, "  retry_rate_limited: { enabled: true, max_wait: 5s }\n");
+
+    let big = "x".repeat(2048);
+    let chunked = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n800\r\n{big}\r\n0\r\n\r\n"
+        )
+    };
+    let (streaming_url, unreachable_url, buffering_url) =
+        (streaming.proxy.clone(), unreachable.proxy.clone(), buffering.proxy.clone());
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        (&streaming_url, "CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n".into(), 400, "rejected"),
+        (
+            &streaming_url,
+            "GET http://elsewhere.invalid/api/case-absolute HTTP/1.1\r\nHost: elsewhere.invalid\r\nConnection: close\r\n\r\n".into(),
+            400,
+            "rejected",
+        ),
+        (
+            &streaming_url,
+            "POST /api/case-declared HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\nConnection: close\r\n\r\n".into(),
+            413,
+            "body_too_large",
+        ),
+        (&streaming_url, chunked("/api/case-chunked"), 413, "body_too_large"),
+        (
+            &streaming_url,
+            "POST /api/case-timeout HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}".into(),
+            504,
+            "upstream_timeout",
+        ),
+        (
+            &unreachable_url,
+            "POST /api/case-unreachable HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}".into(),
+            502,
+            "upstream_unreachable",
+        ),
+        (&buffering_url, chunked("/api/case-held-chunked"), 413, "body_too_large"),
+        (
+            &buffering_url,
+            "POST /api/case-unreadable HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nab"
+                .into(),
+            400,
+            "rejected",
+        ),
+    ];
+    for (proxy, request, status, _) in &cases {
+        let mut stream = tokio::net::TcpStream::connect(proxy.trim_start_matches("http://")).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.unwrap();
+        if request.ends_with("ab") {
+            // A body cut off mid-chunk: the client goes quiet, then closes its side.
+            tokio::io::AsyncWriteExt::shutdown(&mut stream).await.unwrap();
+        }
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer),
+        )
+        .await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{request:?} → {answer}");
+        assert!(answer.contains("x-modelslab-sentinel: synthetic"), "{answer}");
+    }
+    for agent in [streaming, unreachable, buffering] {
+        let mut p = agent.process;
+        p.signal("TERM");
+        assert_eq!(p.wait_exit(Duration::from_secs(20)).code(), Some(0));
+    }
+    let spans = received.spans();
+    let servers: Vec<&Span> = spans.iter().filter(|s| s.kind == SpanKind::Server as i32).collect();
+    for (_, request, status, reason) in &cases {
+        let path = request.split_whitespace().nth(1).unwrap();
+        let method = request.split_whitespace().next().unwrap();
+        let span = servers
+            .iter()
+            .find(|s| {
+                attr(s, "http.request.method").as_deref() == Some(method)
+                    && (method == "CONNECT"
+                        || attr(s, "url.path").as_deref() == Some(path.trim_start_matches("http://elsewhere.invalid")))
+            })
+            .unwrap_or_else(|| panic!("no server span for {method} {path}"));
+        assert_eq!(attr(span, "http.response.status_code"), Some(status.to_string()), "{method} {path}");
+        assert_eq!(attr(span, "error.type").as_deref(), Some(*reason), "{method} {path}");
+        assert_eq!(span.status.as_ref().map(|s| s.code), Some(2), "{method} {path}: error status");
+    }
 }

@@ -26,14 +26,14 @@ pub const MAX_ID_CHARS: usize = 128;
 /// Largest decoded body inspected when the caller does not say otherwise.
 pub const DEFAULT_DECODE_LIMIT: usize = 4 << 20;
 
-/// What kind of call the answer belongs to; a fetch that errors is a failed job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RequestKind {
-    /// A generation (or any other) call.
-    #[default]
-    Submit,
-    /// A poll of an async job's result.
-    Fetch,
+label_enum! {
+    /// What kind of call the answer belongs to; a fetch that errors is a failed job.
+    pub enum RequestKind {
+        /// A generation (or any other) call.
+        Submit => "submit",
+        /// A poll of an async job's result.
+        Fetch => "fetch",
+    }
 }
 
 /// What the caller knows besides the answer itself.
@@ -70,12 +70,9 @@ pub struct ErrorInfo {
     pub fields: Vec<Field>,
 }
 
-/// Everything the model extracts from one exchange.
+/// What the answer said besides its verdict: the fields every outcome may carry.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Classification {
-    pub outcome: Option<Outcome>,
-    /// Present exactly when the outcome is an error.
-    pub error: Option<ErrorInfo>,
+pub struct Details {
     /// The body's `status` when it is one the API uses.
     pub api_status: Option<ApiStatus>,
     /// `message`, else legacy `messege`; field-error objects flattened. At most
@@ -87,22 +84,84 @@ pub struct Classification {
     pub queue_limit: Option<u32>,
     /// Job id (`id`), as text whether the API sent a number or a string.
     pub id: Option<String>,
-    /// Promised seconds until a processing job is done.
-    pub eta: Option<f64>,
-    pub fetch_result: Option<String>,
+}
+
+/// Everything the model extracts from one exchange. An error always has its class and reason,
+/// and only a processing answer has an eta: the variants make any other shape unrepresentable.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Classification {
+    /// `"status":"success"`.
+    Success { details: Details },
+    /// `"status":"processing"`: an async job, with what the API promised about it.
+    Processing {
+        details: Details,
+        /// Promised seconds until the job is done.
+        eta: Option<f64>,
+        fetch_result: Option<String>,
+    },
+    /// Anything else: an error of a class, for a reason.
+    Error { details: Details, error: ErrorInfo },
 }
 
 impl Classification {
-    /// The outcome; `error` for a value built by hand without one.
+    /// The outcome label of this answer.
     pub fn outcome(&self) -> Outcome {
-        self.outcome.unwrap_or(Outcome::Error)
+        match self {
+            Classification::Success { .. } => Outcome::Success,
+            Classification::Processing { .. } => Outcome::Processing,
+            Classification::Error { .. } => Outcome::Error,
+        }
     }
 
-    fn error(class: ErrorClass, reason: Reason) -> Self {
-        Classification {
-            outcome: Some(Outcome::Error),
-            error: Some(ErrorInfo { class, reason, fields: Vec::new() }),
-            ..Default::default()
+    /// The fields the answer carried, whatever its outcome.
+    pub fn details(&self) -> &Details {
+        match self {
+            Classification::Success { details }
+            | Classification::Processing { details, .. }
+            | Classification::Error { details, .. } => details,
+        }
+    }
+
+    /// Why the answer is an error, when it is one.
+    pub fn error(&self) -> Option<&ErrorInfo> {
+        match self {
+            Classification::Error { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The error class, when the answer is an error.
+    pub fn error_class(&self) -> Option<ErrorClass> {
+        self.error().map(|e| e.class)
+    }
+
+    /// The eta a processing answer promised.
+    pub fn eta(&self) -> Option<f64> {
+        match self {
+            Classification::Processing { eta, .. } => *eta,
+            _ => None,
+        }
+    }
+
+    /// The `fetch_result` URL of a processing answer.
+    pub fn fetch_result(&self) -> Option<&str> {
+        match self {
+            Classification::Processing { fetch_result, .. } => fetch_result.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// An error of `class` for `reason` with nothing else known (no answer, or one not inspected).
+    pub fn error_of(class: ErrorClass, reason: Reason) -> Self {
+        Classification::Error { details: Details::default(), error: ErrorInfo { class, reason, fields: Vec::new() } }
+    }
+
+    /// A classification from the HTTP status alone, for answers whose body was not inspected.
+    pub fn by_status(status: u16) -> Self {
+        if (200..300).contains(&status) {
+            Classification::Success { details: Details::default() }
+        } else {
+            Classification::error_of(ErrorClass::from_http_status(status), Reason::Other)
         }
     }
 }
@@ -110,8 +169,8 @@ impl Classification {
 /// Classifies a failure that left no answer.
 pub fn classify_failure(failure: Failure) -> Classification {
     match failure {
-        Failure::Timeout => Classification::error(ErrorClass::Timeout, Reason::Other),
-        Failure::Transport => Classification::error(ErrorClass::Transport, Reason::Other),
+        Failure::Timeout => Classification::error_of(ErrorClass::Timeout, Reason::Other),
+        Failure::Transport => Classification::error_of(ErrorClass::Transport, Reason::Other),
     }
 }
 
@@ -124,9 +183,11 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], ctx: &Context) ->
 
     let Some(json) = json else {
         let class = if is_2xx { ErrorClass::InvalidResponse } else { ErrorClass::from_http_status(status) };
-        let mut c = Classification::error(class, Reason::NonJsonBody);
-        c.retry_after = retry_after_header(headers, ctx.now);
-        return c;
+        let details = Details { retry_after: retry_after_header(headers, ctx.now), ..Details::default() };
+        return Classification::Error {
+            details,
+            error: ErrorInfo { class, reason: Reason::NonJsonBody, fields: Vec::new() },
+        };
     };
 
     let api_status =
@@ -138,59 +199,49 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], ctx: &Context) ->
         queue_limit: None,
     });
 
-    let mut c = Classification {
+    let details = Details {
         api_status,
         id: json.get("id").and_then(id_text),
         retry_after: json.get("retry_after").and_then(seconds).or_else(|| retry_after_header(headers, ctx.now)),
         queue_limit: recognised.queue_limit,
-        ..Default::default()
+        message: message.as_ref().map(|m| m.text.clone()),
     };
-    if let Some(m) = &message {
-        c.message = Some(m.text.clone());
-    }
 
     let field_object = message.as_ref().is_some_and(|m| m.field_object);
-    let error_info = |class: ErrorClass| {
+    let error = |class: ErrorClass, details: Details| {
         let fields = match &message {
             Some(m) if m.field_object => m.fields.clone(),
             _ if recognised.reason.is_validation() => vec![recognised.field.unwrap_or(Field::Other)],
             _ => Vec::new(),
         };
-        ErrorInfo { class, reason: recognised.reason, fields }
+        Classification::Error { details, error: ErrorInfo { class, reason: recognised.reason, fields } }
     };
 
     if !is_2xx {
-        c.outcome = Some(Outcome::Error);
-        c.error = Some(error_info(ErrorClass::from_http_status(status)));
-        return c;
+        return error(ErrorClass::from_http_status(status), details);
     }
 
     match api_status {
-        Some(ApiStatus::Success) => c.outcome = Some(Outcome::Success),
-        Some(ApiStatus::Processing) => {
-            c.outcome = Some(Outcome::Processing);
-            c.eta = json.get("eta").and_then(seconds);
-            c.fetch_result = json.get("fetch_result").and_then(Value::as_str).map(|s| truncate(s, 2048));
-        }
-        Some(ApiStatus::Failed) => {
-            c.outcome = Some(Outcome::Error);
-            c.error = Some(error_info(ErrorClass::JobFailed));
-        }
+        Some(ApiStatus::Success) => Classification::Success { details },
+        Some(ApiStatus::Processing) => Classification::Processing {
+            details,
+            eta: json.get("eta").and_then(seconds),
+            fetch_result: json.get("fetch_result").and_then(Value::as_str).map(|s| truncate(s, 2048)),
+        },
+        Some(ApiStatus::Failed) => error(ErrorClass::JobFailed, details),
         Some(ApiStatus::Error) => {
             let class = match (recognised.reason.class_when_2xx(), ctx.kind) {
                 (ErrorClass::Unknown, _) if field_object => ErrorClass::BadRequest,
                 (ErrorClass::Unknown, RequestKind::Fetch) => ErrorClass::JobFailed,
                 (class, _) => class,
             };
-            c.outcome = Some(Outcome::Error);
-            c.error = Some(error_info(class));
+            error(class, details)
         }
-        None => {
-            c.outcome = Some(Outcome::Error);
-            c.error = Some(ErrorInfo { class: ErrorClass::InvalidResponse, reason: Reason::Other, fields: Vec::new() });
-        }
+        None => Classification::Error {
+            details,
+            error: ErrorInfo { class: ErrorClass::InvalidResponse, reason: Reason::Other, fields: Vec::new() },
+        },
     }
-    c
 }
 
 fn parse_json(body: &[u8]) -> Option<Value> {

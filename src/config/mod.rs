@@ -226,7 +226,11 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
         Some(Value::Sequence(items)) => items
             .into_iter()
             .enumerate()
-            .map(|(i, item)| typed::<Probe>(item, &[key("probes"), Seg::Index(i)], problems))
+            .map(|(i, mut item)| {
+                let at = [key("probes"), Seg::Index(i)];
+                check_method(&mut item, &at, problems);
+                typed::<Probe>(item, &at, problems)
+            })
             .collect(),
         Some(_) => {
             problems.add(&[key("probes")], "expected a list of probes (`- name: …` items)");
@@ -287,6 +291,17 @@ fn typed_or_default<T: DeserializeOwned + Default>(
         None | Some(Value::Null) => Some(T::default()),
         Some(v) => typed(v, &[key(name)], problems),
     }
+}
+
+/// Reports a probe's `request.method` that is not a method, then stands `POST` in for it, so that
+/// the probe's other problems are found too (the configuration is refused either way).
+fn check_method(probe: &mut Value, at: &[Seg], problems: &mut Problems<'_>) {
+    let Some(method) = probe.get_mut("request").and_then(|r| r.get_mut("method")) else { return };
+    let Some(why) = method.as_str().and_then(schema::method::problem) else { return };
+    let mut path = at.to_vec();
+    path.extend([key("request"), key("method")]);
+    problems.add(&path, why);
+    *method = Value::String("POST".into());
 }
 
 /// Substitutes `${VAR}` in every string scalar under `value` (keys are left alone).

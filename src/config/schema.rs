@@ -316,8 +316,8 @@ impl Probe {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeRequest {
-    #[serde(default = "ProbeRequest::default_method")]
-    pub method: String,
+    #[serde(default = "ProbeRequest::default_method", with = "method")]
+    pub method: http::Method,
     /// Joined to `upstream.base_url`; may carry a query string.
     pub path: String,
     #[serde(default)]
@@ -330,8 +330,31 @@ pub struct ProbeRequest {
 }
 
 impl ProbeRequest {
-    fn default_method() -> String {
-        "POST".into()
+    fn default_method() -> http::Method {
+        http::Method::POST
+    }
+}
+
+/// An HTTP method, written in capitals (`GET`, `POST`, …).
+pub(crate) mod method {
+    use super::*;
+
+    /// Why `text` is not a method a probe can use, if it is not.
+    pub(crate) fn problem(text: &str) -> Option<String> {
+        let valid = http::Method::from_bytes(text.as_bytes()).is_ok() && !text.bytes().any(|b| b.is_ascii_lowercase());
+        (!valid).then(|| format!("`{text}` is not an HTTP method: use GET, POST, PUT, PATCH or DELETE in capitals"))
+    }
+
+    pub fn serialize<S: Serializer>(m: &http::Method, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(m.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<http::Method, D::Error> {
+        let s = String::deserialize(d)?;
+        if let Some(why) = problem(&s) {
+            return Err(serde::de::Error::custom(why));
+        }
+        http::Method::from_bytes(s.as_bytes()).map_err(serde::de::Error::custom)
     }
 }
 
@@ -438,21 +461,48 @@ pub struct JsonCheck {
     pub equals: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StatusPageFormat {
-    Auto,
-    Statuspage,
-    Instatus,
-    Betterstack,
-    Html,
+crate::classify::label_enum! {
+    /// A status-page provider's document format.
+    pub enum PageFormat {
+        /// Atlassian Statuspage: `summary.json`, `status.json`.
+        Statuspage => "statuspage",
+        /// Instatus: `summary.json`, `v2/components.json`.
+        Instatus => "instatus",
+        /// Better Stack: `index.json`.
+        Betterstack => "betterstack",
+        /// Any other page, read with keyword rules.
+        Html => "html",
+    }
+}
+
+/// `format:` of the status page: `auto` (detect it, written as `None`) or one [`PageFormat`].
+mod page_format {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(f: &Option<PageFormat>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(f.map_or("auto", PageFormat::as_str))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PageFormat>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "auto" {
+            return Ok(None);
+        }
+        s.parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "unknown format `{s}`, expected one of `auto`, `statuspage`, `instatus`, `betterstack`, `html`"
+            ))
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StatusPage {
     pub url: url::Url,
-    pub format: StatusPageFormat,
+    /// `None`: detect it (`auto`).
+    #[serde(with = "page_format")]
+    pub format: Option<PageFormat>,
     #[serde(with = "duration")]
     pub interval: Duration,
     #[serde(with = "duration")]
@@ -480,7 +530,7 @@ impl Default for StatusPage {
             // A literal URL, parsed by the test `status_page_default_url_parses`.
             #[allow(clippy::expect_used)]
             url: url::Url::parse("https://modelslab.com/status").expect("literal URL is valid"),
-            format: StatusPageFormat::Auto,
+            format: None,
             interval: secs(60),
             timeout: secs(10),
             max_components: 50,

@@ -178,12 +178,6 @@ fn check_probe(probe: &Probe, base: &[Seg], p: &mut Problems<'_>) {
         );
     }
     let req = &probe.request;
-    if http::Method::from_bytes(req.method.as_bytes()).is_err() || req.method.bytes().any(|b| b.is_ascii_lowercase()) {
-        p.add(
-            &at(base, &["request", "method"]),
-            format!("`{}` is not an HTTP method: use GET, POST, PUT, PATCH or DELETE in capitals", req.method),
-        );
-    }
     if !req.path.starts_with('/') || req.path.contains("://") {
         p.add(
             &at(base, &["request", "path"]),

@@ -3,7 +3,7 @@
 //! `retry_after`; a 402 pauses credit-spending probes; `max_runs_per_day` caps them). Reloaded
 //! configs add, remove and change probes without touching the unchanged ones.
 //!
-//! This module uses `config`, `classify` and `metrics`; it knows nothing of the proxy, the status
+//! This module uses `config`, `classify` and `observe`; it knows nothing of the proxy, the status
 //! page or the admin server (the app exposes [`Probes::status`] and [`Probes::run_now`]).
 
 mod run;
@@ -20,12 +20,13 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub use run::{ExchangeReport, RunContext, RunReport};
 
 use crate::classify::ErrorClass;
 use crate::config::{Config, Probe, Upstream};
-use crate::metrics::{Metrics, SkipReason};
+use crate::observe::{self, BackoffReason, Observer, SkipReason};
 
 /// How long a credit-spending probe pauses after a 402.
 pub const PAYMENT_PAUSE: Duration = Duration::from_secs(15 * 60);
@@ -54,19 +55,19 @@ impl Runner for HttpRunner {
 
 impl HttpRunner {
     /// A runner with its own HTTP client.
-    pub fn new(metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
+    pub fn new(observer: Observer) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("modelslab-sentinel/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(90))
             .build()?;
-        Ok(HttpRunner(RunContext { client, metrics }))
+        Ok(HttpRunner(RunContext { client, observer }))
     }
 }
 
 #[derive(Default)]
 struct Gates {
     backoff_until: Option<Instant>,
-    backoff_reason: Option<&'static str>,
+    backoff_reason: Option<BackoffReason>,
     day: u64,
     runs_today: u32,
 }
@@ -86,7 +87,7 @@ pub struct ProbeStatus {
     pub runs_today: u32,
     /// Seconds until the probe runs again after a 429 or a 402.
     pub backoff_remaining_seconds: Option<f64>,
-    pub backoff_reason: Option<&'static str>,
+    pub backoff_reason: Option<BackoffReason>,
     pub last: Option<RunReport>,
 }
 
@@ -97,7 +98,7 @@ pub struct Probes {
 }
 
 struct Inner {
-    metrics: Arc<Metrics>,
+    observer: Observer,
     runner: Arc<dyn Runner>,
     config: watch::Receiver<Arc<Config>>,
     states: Mutex<HashMap<String, Arc<ProbeState>>>,
@@ -112,8 +113,8 @@ fn utc_day() -> u64 {
 }
 
 impl Probes {
-    pub fn new(config: watch::Receiver<Arc<Config>>, metrics: Arc<Metrics>, runner: Arc<dyn Runner>) -> Self {
-        Probes { inner: Arc::new(Inner { metrics, runner, config, states: Mutex::new(HashMap::new()) }) }
+    pub fn new(config: watch::Receiver<Arc<Config>>, observer: Observer, runner: Arc<dyn Runner>) -> Self {
+        Probes { inner: Arc::new(Inner { observer, runner, config, states: Mutex::new(HashMap::new()) }) }
     }
 
     /// Schedules the configured probes and follows config changes until `shutdown`.
@@ -146,21 +147,18 @@ impl Probes {
             }
             token.cancel();
             lock(&self.inner.states).remove(name);
-            self.inner.metrics.forget_probe(name);
-            tracing::info!(probe = %name, "probe removed");
+            self.inner.observer.emit(observe::ProbeRemoved { probe: name });
             false
         });
         for (name, def) in wanted {
-            match tasks.get(name) {
+            let changed = match tasks.get(name) {
                 Some((old, _)) if old == def => continue,
                 Some((_, token)) => {
                     token.cancel();
-                    tracing::info!(probe = %name, "probe changed: rescheduled");
+                    true
                 }
-                None => {
-                    tracing::info!(probe = %name, interval = %humantime::format_duration(def.interval), "probe scheduled")
-                }
-            }
+                None => false,
+            };
             let state = lock(&self.inner.states)
                 .entry(name.to_owned())
                 .or_insert_with(|| {
@@ -171,7 +169,7 @@ impl Probes {
                     })
                 })
                 .clone();
-            self.inner.metrics.probe_registered(name);
+            self.inner.observer.emit(observe::ProbeScheduled { probe: name, interval: def.interval, changed });
             let token = shutdown.child_token();
             tokio::spawn(schedule(self.inner.clone(), state, def.clone(), token.clone()));
             tasks.insert(name.to_owned(), (def.clone(), token));
@@ -227,11 +225,11 @@ async fn schedule(inner: Arc<Inner>, state: Arc<ProbeState>, def: Probe, token: 
             _ = ticker.tick() => {}
         }
         if let Some(skip) = gate(&state, &def) {
-            inner.metrics.probe_skipped(&def.name, skip);
+            inner.observer.emit(observe::ProbeSkipped { probe: &def.name, reason: skip });
             continue;
         }
         if state.running.swap(true, Ordering::AcqRel) {
-            inner.metrics.probe_skipped(&def.name, SkipReason::Overlap);
+            inner.observer.emit(observe::ProbeSkipped { probe: &def.name, reason: SkipReason::Overlap });
             continue;
         }
         let (inner, state, def, token) = (inner.clone(), state.clone(), def.clone(), token.clone());
@@ -268,46 +266,41 @@ fn gate(state: &ProbeState, def: &Probe) -> Option<SkipReason> {
 async fn run_and_record(inner: &Inner, state: &ProbeState, def: &Probe) -> RunReport {
     let upstream = inner.config.borrow().upstream.clone();
     let started_at = crate::metrics::unix_now();
-    let report = match tokio::time::timeout(def.timeout, inner.runner.run(def, &upstream)).await {
+    let root = observe::probe_span(&def.name);
+    let run = tokio::time::timeout(def.timeout, inner.runner.run(def, &upstream)).instrument(root.clone());
+    let report = match run.await {
         Ok(report) => report,
         Err(_) => RunReport::timed_out(&def.name, def.timeout, started_at),
     };
-    inner.metrics.probe_finished(
-        &def.name,
-        report.success,
-        report.failure_reason,
-        report.duration_seconds,
-        report.started_at_unix,
-    );
 
     // Respect the API: wait out a 429's retry_after; pause credit spending after a 402.
-    let class = report.error_class.and_then(|c| c.parse::<ErrorClass>().ok());
     {
         let mut g = lock(&state.gates);
-        match class {
+        match report.error_class {
             Some(ErrorClass::RateLimited) => {
                 let wait = report.retry_after_seconds.map(Duration::from_secs_f64).unwrap_or(def.interval);
                 g.backoff_until = Some(Instant::now() + wait);
-                g.backoff_reason = Some("rate_limited");
+                g.backoff_reason = Some(BackoffReason::RateLimited);
             }
             Some(ErrorClass::PaymentRequired) if def.max_runs_per_day > 0 => {
                 g.backoff_until = Some(Instant::now() + PAYMENT_PAUSE);
-                g.backoff_reason = Some("payment_required");
+                g.backoff_reason = Some(BackoffReason::PaymentRequired);
             }
             _ => {}
         }
     }
 
     let previous = lock(&state.last).replace(report.clone());
-    let was_ok = previous.as_ref().map(|p| p.success);
-    match (was_ok, report.success) {
-        (Some(true) | None, false) => tracing::warn!(
-            probe = %def.name, reason = report.failure_reason.unwrap_or("-"),
-            failed = %report.failed_expectations.join("; "), "probe failing"
-        ),
-        (Some(false), true) => tracing::info!(probe = %def.name, "probe recovered"),
-        _ => {}
-    }
+    inner.observer.emit(observe::ProbeRunFinished {
+        probe: &def.name,
+        success: report.success,
+        failure: report.failure_reason,
+        failed_expectations: &report.failed_expectations,
+        duration: Duration::from_secs_f64(report.duration_seconds),
+        started_at_unix: report.started_at_unix,
+        previous_success: previous.map(|p| p.success),
+        span: &root,
+    });
     report
 }
 

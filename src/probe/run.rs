@@ -1,21 +1,20 @@
 //! One probe run: submit, follow the async job if asked, check the expectations. Every exchange
-//! is recorded through [`Metrics::record_exchange`] with `source="probe"`. The run returns a
-//! uniform [`RunReport`]; the caller puts it under the hard `timeout`.
+//! is an `observe` event with `source="probe"`. The run returns a uniform [`RunReport`]; the
+//! caller puts it under the hard `timeout` and inside the run's root span. Durations are taken on
+//! the runtime's clock, as the scheduler's are.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
-use opentelemetry::trace::SpanContext;
+use tokio::time::Instant;
 use tracing::Instrument;
-use tracing::field::Empty;
 
-use crate::classify::{self, ApiStatus, Classification, Context, Failure, Outcome, RequestKind};
+use crate::classify::{self, ApiStatus, Classification, Context, ErrorClass, Failure, Outcome, Reason, RequestKind};
 use crate::config::{Expect, ExpectStatus, Probe, Upstream};
-use crate::metrics::{Exchange, JobEnd, JobResult, Metrics, ProbeFailure, Source};
+use crate::observe::{self, JobResult, Observer, ProbeFailure, Source, SpanContext};
 
 /// Longest answer body a probe reads; API answers are a few KiB.
 const MAX_BODY: usize = 8 << 20;
@@ -25,15 +24,14 @@ const MAX_POLL_WAIT: Duration = Duration::from_secs(30);
 /// What one HTTP exchange of a run did (never the key, a prompt or a body).
 #[derive(Debug, Clone, Serialize)]
 pub struct ExchangeReport {
-    /// `submit` or `fetch`.
-    pub kind: &'static str,
+    pub kind: RequestKind,
     pub method: String,
     /// The endpoint label (id-like segments as `{id}`, no query).
     pub endpoint: String,
     pub http_status: Option<u16>,
-    pub outcome: &'static str,
-    pub error_class: Option<&'static str>,
-    pub reason: Option<&'static str>,
+    pub outcome: Outcome,
+    pub error_class: Option<ErrorClass>,
+    pub reason: Option<Reason>,
     pub duration_seconds: f64,
 }
 
@@ -42,16 +40,16 @@ pub struct ExchangeReport {
 pub struct RunReport {
     pub probe: String,
     pub success: bool,
-    pub failure_reason: Option<&'static str>,
+    pub failure_reason: Option<ProbeFailure>,
     /// Why expectations failed, one line each.
     pub failed_expectations: Vec<String>,
     pub duration_seconds: f64,
     pub started_at_unix: f64,
     /// The final answer's classification.
     pub http_status: Option<u16>,
-    pub outcome: Option<&'static str>,
-    pub error_class: Option<&'static str>,
-    pub reason: Option<&'static str>,
+    pub outcome: Option<Outcome>,
+    pub error_class: Option<ErrorClass>,
+    pub reason: Option<Reason>,
     /// The API's message, at most 256 characters.
     pub message: Option<String>,
     pub job_id: Option<String>,
@@ -66,7 +64,7 @@ impl RunReport {
         RunReport {
             probe: probe.to_owned(),
             success: false,
-            failure_reason: Some(ProbeFailure::Timeout.as_str()),
+            failure_reason: Some(ProbeFailure::Timeout),
             failed_expectations: vec![format!(
                 "no result within the probe's timeout ({})",
                 humantime::format_duration(timeout)
@@ -75,7 +73,7 @@ impl RunReport {
             started_at_unix,
             http_status: None,
             outcome: None,
-            error_class: Some(classify::ErrorClass::Timeout.as_str()),
+            error_class: Some(ErrorClass::Timeout),
             reason: None,
             message: None,
             job_id: None,
@@ -88,30 +86,21 @@ impl RunReport {
 /// What a run needs from the agent.
 pub struct RunContext {
     pub client: reqwest::Client,
-    pub metrics: Arc<Metrics>,
+    pub observer: Observer,
 }
 
 /// One exchange's outcome as the run sees it.
+#[derive(Clone)]
 struct Answer {
     http_status: Option<u16>,
     classification: Classification,
     body: Option<Bytes>,
     content_encoding: Option<String>,
     /// The exchange's span, for the job's later polls to link to.
-    span: Option<SpanContext>,
+    span: SpanContext,
 }
 
 impl Answer {
-    fn clone_answer(&self) -> Answer {
-        Answer {
-            http_status: self.http_status,
-            classification: self.classification.clone(),
-            body: self.body.clone(),
-            content_encoding: self.content_encoding.clone(),
-            span: self.span.clone(),
-        }
-    }
-
     fn json(&self) -> Option<Value> {
         let body = self.body.as_ref()?;
         let decoded = classify::decode(self.content_encoding.as_deref(), body, MAX_BODY).ok()?;
@@ -119,32 +108,16 @@ impl Answer {
     }
 }
 
-/// Runs `probe` once against `upstream`: one trace, rooted at a `probe <name>` span.
+/// Runs `probe` once against `upstream`, within the current span (the run's root).
 pub async fn run(probe: &Probe, upstream: &Upstream, ctx: &RunContext) -> RunReport {
-    let root = tracing::info_span!(
-        parent: None,
-        "probe",
-        otel.name = %format!("probe {}", probe.name),
-        otel.status_code = Empty,
-        "modelslab.probe.name" = %probe.name,
-        "modelslab.source" = "probe",
-    );
-    let report = run_traced(probe, upstream, ctx).instrument(root.clone()).await;
-    if !report.success {
-        root.record("otel.status_code", "error");
-    }
-    report
-}
-
-async fn run_traced(probe: &Probe, upstream: &Upstream, ctx: &RunContext) -> RunReport {
     let started = Instant::now();
     let started_at_unix = crate::metrics::unix_now();
     let mut exchanges = Vec::new();
     let key = key_for(probe, upstream);
     let body = request_body(probe, key.as_deref());
     let model = probe.request.body.as_ref().and_then(|b| b.get("model_id")).and_then(Value::as_str);
-    let model_label = ctx.metrics.model_label(model);
-    let submit_endpoint = ctx.metrics.endpoint_label(&probe.request.path);
+    let model_label = ctx.observer.model_label(model);
+    let submit_endpoint = ctx.observer.endpoint_label(&probe.request.path);
 
     let call = Call { ctx, upstream, probe, key: key.as_deref(), model, model_label: &model_label };
     let submit = call
@@ -160,19 +133,19 @@ async fn run_traced(probe: &Probe, upstream: &Upstream, ctx: &RunContext) -> Run
         .await;
 
     let mut job_failure: Option<ProbeFailure> = None;
-    let mut job_id = submit.classification.id.clone();
-    let mut last = submit.clone_answer();
+    let mut job_id = submit.classification.details().id.clone();
+    let mut last = submit.clone();
     if let (Some(follow), Outcome::Processing, Some(id)) =
         (&probe.follow, last.classification.outcome(), job_id.clone())
     {
-        ctx.metrics.job_started(Source::Probe);
-        let first_eta = last.classification.eta;
+        ctx.observer.emit(observe::JobStarted { source: Source::Probe });
+        let first_eta = last.classification.eta();
         let fetch_path = follow.fetch_path.replace("{id}", &id);
-        let fetch_endpoint = ctx.metrics.endpoint_label(&fetch_path);
+        let fetch_endpoint = ctx.observer.endpoint_label(&fetch_path);
         let fetch_body = key.as_ref().map(|k| serde_json::json!({ "key": k }));
         let job_started = Instant::now();
         let result = loop {
-            let wait = last.classification.eta.map(Duration::from_secs_f64).unwrap_or(follow.poll_interval);
+            let wait = last.classification.eta().map(Duration::from_secs_f64).unwrap_or(follow.poll_interval);
             let wait = wait.clamp(follow.poll_interval, MAX_POLL_WAIT.max(follow.poll_interval));
             if job_started.elapsed() + wait > follow.max_wait {
                 job_failure = Some(ProbeFailure::JobTimeout);
@@ -181,12 +154,12 @@ async fn run_traced(probe: &Probe, upstream: &Upstream, ctx: &RunContext) -> Run
             tokio::time::sleep(wait).await;
             let answer = call
                 .exchange(
-                    "POST",
+                    &http::Method::POST,
                     &fetch_path,
                     fetch_body.as_ref(),
                     RequestKind::Fetch,
                     &fetch_endpoint,
-                    submit.span.as_ref(),
+                    Some(&submit.span),
                     &mut exchanges,
                 )
                 .await;
@@ -200,7 +173,7 @@ async fn run_traced(probe: &Probe, upstream: &Upstream, ctx: &RunContext) -> Run
                         None => failure_of(&last.classification),
                         Some(_) => ProbeFailure::JobFailed,
                     });
-                    break if last.classification.api_status == Some(ApiStatus::Failed) {
+                    break if last.classification.details().api_status == Some(ApiStatus::Failed) {
                         JobResult::Failed
                     } else {
                         JobResult::Error
@@ -208,16 +181,18 @@ async fn run_traced(probe: &Probe, upstream: &Upstream, ctx: &RunContext) -> Run
                 }
             }
         };
-        ctx.metrics.job_ended(&JobEnd {
+        ctx.observer.emit(observe::JobEnded {
             source: Source::Probe,
             endpoint: &submit_endpoint,
             model: &model_label,
             result,
             duration: job_started.elapsed(),
             first_eta,
+            span: None,
+            submitted: None,
         });
-        if last.classification.id.is_some() {
-            job_id = last.classification.id.clone();
+        if let Some(id) = &last.classification.details().id {
+            job_id = Some(id.clone());
         }
     }
 
@@ -235,24 +210,24 @@ async fn run_traced(probe: &Probe, upstream: &Upstream, ctx: &RunContext) -> Run
     RunReport {
         probe: probe.name.clone(),
         success,
-        failure_reason: failure_reason.map(ProbeFailure::as_str),
+        failure_reason,
         failed_expectations,
         duration_seconds: duration.as_secs_f64(),
         started_at_unix,
         http_status: last.http_status,
-        outcome: Some(c.outcome().as_str()),
-        error_class: c.error.as_ref().map(|e| e.class.as_str()),
-        reason: c.error.as_ref().map(|e| e.reason.as_str()),
-        message: c.message.as_deref().map(|m| classify::truncate(m, 256)),
+        outcome: Some(c.outcome()),
+        error_class: c.error_class(),
+        reason: c.error().map(|e| e.reason),
+        message: c.details().message.as_deref().map(|m| classify::truncate(m, 256)),
         job_id,
-        retry_after_seconds: c.retry_after,
+        retry_after_seconds: c.details().retry_after,
         exchanges,
     }
 }
 
 fn failure_of(c: &Classification) -> ProbeFailure {
-    match c.error.as_ref().map(|e| e.class) {
-        Some(classify::ErrorClass::Timeout) => ProbeFailure::Timeout,
+    match c.error_class() {
+        Some(ErrorClass::Timeout) => ProbeFailure::Timeout,
         _ => ProbeFailure::Transport,
     }
 }
@@ -296,7 +271,7 @@ impl Call<'_> {
     #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &self,
-        method: &str,
+        method: &http::Method,
         path: &str,
         body: Option<&Value>,
         kind: RequestKind,
@@ -308,11 +283,7 @@ impl Call<'_> {
         let base = self.upstream.base_url.as_str().trim_end_matches('/');
         let url = format!("{base}{path}");
         let server = self.upstream.base_url.host_str().unwrap_or("");
-        let span = crate::trace::exchange_span(method, path, server, "probe", self.model);
-        if let Some(to) = link_to {
-            crate::trace::link(&span, to);
-        }
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::POST);
+        let span = observe::exchange_span(method.as_str(), path, server, Source::Probe, self.model, link_to);
         let mut req = self.ctx.client.request(method.clone(), &url).timeout(self.upstream.timeout);
         for (name, value) in &self.probe.request.headers.0 {
             req = req.header(name, value);
@@ -320,45 +291,39 @@ impl Call<'_> {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let mut answer = match send(req).instrument(span.clone()).await {
+        let (http_status, classification, body, content_encoding) = match send(req).instrument(span.clone()).await {
             Ok((status, headers, bytes)) => {
                 let classification = classify::classify(status, &headers, &bytes, &Context::new(kind));
                 let content_encoding =
                     headers.get(http::header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_owned);
-                Answer { http_status: Some(status), classification, body: Some(bytes), content_encoding, span: None }
+                (Some(status), classification, Some(bytes), content_encoding)
             }
-            Err(failure) => Answer {
-                http_status: None,
-                classification: classify::classify_failure(failure),
-                body: None,
-                content_encoding: None,
-                span: None,
-            },
+            Err(failure) => (None, classify::classify_failure(failure), None, None),
         };
-        let secrets: Vec<&str> = self.key.into_iter().collect();
-        crate::trace::record(&span, answer.http_status, &answer.classification, &secrets);
-        answer.span = Some(crate::trace::span_context(&span));
         let duration = started.elapsed();
-        self.ctx.metrics.record_exchange(&Exchange {
+        let secrets: Vec<&str> = self.key.into_iter().collect();
+        self.ctx.observer.emit(observe::ExchangeObserved {
             source: Source::Probe,
             endpoint,
             model: self.model_label,
-            http_status: answer.http_status,
-            classification: &answer.classification,
+            http_status,
+            classification: &classification,
             duration,
+            span: &span,
+            server: None,
+            secrets: &secrets,
         });
-        let c = &answer.classification;
         reports.push(ExchangeReport {
-            kind: if kind == RequestKind::Fetch { "fetch" } else { "submit" },
+            kind,
             method: method.to_string(),
             endpoint: endpoint.to_owned(),
-            http_status: answer.http_status,
-            outcome: c.outcome().as_str(),
-            error_class: c.error.as_ref().map(|e| e.class.as_str()),
-            reason: c.error.as_ref().map(|e| e.reason.as_str()),
+            http_status,
+            outcome: classification.outcome(),
+            error_class: classification.error_class(),
+            reason: classification.error().map(|e| e.reason),
             duration_seconds: duration.as_secs_f64(),
         });
-        answer
+        Answer { http_status, classification, body, content_encoding, span: observe::span_context(&span) }
     }
 }
 
@@ -393,7 +358,7 @@ fn check(expect: Option<&Expect>, answer: &Answer, duration: Duration) -> Vec<St
             other => vec![format!(
                 "outcome is {} ({}), expected success",
                 other.as_str(),
-                c.error.as_ref().map_or_else(|| status_text.clone(), |e| format!("{}/{}", e.class, e.reason))
+                c.error().map_or_else(|| status_text.clone(), |e| format!("{}/{}", e.class, e.reason))
             )],
         };
     };
@@ -411,20 +376,20 @@ fn check(expect: Option<&Expect>, answer: &Answer, duration: Duration) -> Vec<St
             failed.push(format!("status is {}, expected {}", c.outcome(), want));
         }
     }
-    let class = c.error.as_ref().map(|e| e.class);
+    let class = c.error_class();
     if let Some(want) = e.error_class {
         if class != Some(want) {
             failed.push(format!("error_class is {}, expected {want}", class.map_or("none", |c| c.as_str())));
         }
     }
-    let reason = c.error.as_ref().map(|e| e.reason);
+    let reason = c.error().map(|e| e.reason);
     if let Some(want) = e.reason {
         if reason != Some(want) {
             failed.push(format!("reason is {}, expected {want}", reason.map_or("none", |r| r.as_str())));
         }
     }
     if let Some(pattern) = &e.message_matches {
-        if !c.message.as_deref().is_some_and(|m| pattern.0.is_match(m)) {
+        if !c.details().message.as_deref().is_some_and(|m| pattern.0.is_match(m)) {
             failed.push(format!("message does not match /{}/", pattern.0.as_str()));
         }
     }

@@ -2,6 +2,8 @@
 
 use super::*;
 use crate::config::{self, Environment};
+use crate::metrics::Metrics;
+use crate::observe::ProbeFailure;
 
 type Script = Box<dyn Fn(&str, u32) -> RunReport + Send + Sync>;
 
@@ -46,9 +48,9 @@ fn ok(name: &str) -> RunReport {
     r
 }
 
-fn failing(name: &str, class: &'static str, retry_after: Option<f64>) -> RunReport {
+fn failing(name: &str, class: ErrorClass, retry_after: Option<f64>) -> RunReport {
     let mut r = RunReport::timed_out(name, Duration::ZERO, 0.0);
-    r.failure_reason = Some("expectation");
+    r.failure_reason = Some(ProbeFailure::Expectation);
     r.error_class = Some(class);
     r.retry_after_seconds = retry_after;
     r
@@ -81,6 +83,7 @@ fn counter(m: &Metrics, family: &str, labels: &str) -> f64 {
 struct Harness {
     tx: watch::Sender<Arc<Config>>,
     metrics: Arc<Metrics>,
+    journal: crate::observe::Journal,
     probes: Probes,
     shutdown: CancellationToken,
 }
@@ -88,10 +91,11 @@ struct Harness {
 fn start(cfg: Arc<Config>, runner: Arc<FakeRunner>) -> Harness {
     let (tx, rx) = watch::channel(cfg);
     let metrics = metrics();
-    let probes = Probes::new(rx, metrics.clone(), runner);
+    let (observer, journal) = Observer::recording(metrics.clone());
+    let probes = Probes::new(rx, observer, runner);
     let shutdown = CancellationToken::new();
     tokio::spawn(probes.clone().run(shutdown.clone()));
-    Harness { tx, metrics, probes, shutdown }
+    Harness { tx, metrics, journal, probes, shutdown }
 }
 
 /// Advances paused time in small steps so that spawned tasks get to run.
@@ -118,6 +122,9 @@ async fn runs_once_per_interval_after_a_jittered_start() {
     assert!((5..=6).contains(&runner.runs("a")), "{} runs in 60 s at a 10 s interval", runner.runs("a"));
     assert_eq!(counter(&h.metrics, "modelslab_probe_success", "probe=\"a\""), 1.0);
     assert_eq!(counter(&h.metrics, "modelslab_probe_runs_total", "probe=\"a\",result=\"failure\""), 0.0);
+    // One event per run, after the one that scheduled the probe.
+    assert_eq!(h.journal.names()[0], "probe_scheduled");
+    assert_eq!(h.journal.count("probe_run_finished") as u32, runner.runs("a"));
     h.shutdown.cancel();
 }
 
@@ -147,7 +154,7 @@ async fn the_hard_timeout_cuts_a_run() {
     assert_eq!(counter(&h.metrics, "modelslab_probe_failures_total", "probe=\"hang\",reason=\"timeout\""), runs);
     assert_eq!(counter(&h.metrics, "modelslab_probe_success", "probe=\"hang\""), 0.0);
     let status = h.probes.status();
-    assert_eq!(status[0].last.as_ref().unwrap().failure_reason, Some("timeout"));
+    assert_eq!(status[0].last.as_ref().unwrap().failure_reason, Some(ProbeFailure::Timeout));
     h.shutdown.cancel();
 }
 
@@ -165,16 +172,14 @@ async fn max_runs_per_day_is_a_budget() {
 #[tokio::test(start_paused = true)]
 async fn a_429_waits_retry_after_before_the_next_run() {
     // First run is rate limited with retry_after 5 s; later runs succeed.
-    let runner =
-        FakeRunner::new(
-            Duration::from_millis(10),
-            |n, i| if i == 1 { failing(n, "rate_limited", Some(5.0)) } else { ok(n) },
-        );
+    let runner = FakeRunner::new(Duration::from_millis(10), |n, i| {
+        if i == 1 { failing(n, ErrorClass::RateLimited, Some(5.0)) } else { ok(n) }
+    });
     let h = start(config(&probe_yaml("q", "1s", "")), runner.clone());
     advance(Duration::from_millis(1200)).await;
     assert_eq!(runner.runs("q"), 1);
     let status = h.probes.status();
-    assert_eq!(status[0].backoff_reason, Some("rate_limited"));
+    assert_eq!(status[0].backoff_reason, Some(BackoffReason::RateLimited));
     advance(Duration::from_millis(3500)).await;
     assert_eq!(runner.runs("q"), 1, "no run during the wait");
     let backoffs = counter(&h.metrics, "modelslab_probe_skipped_total", "probe=\"q\",reason=\"backoff\"");
@@ -186,7 +191,7 @@ async fn a_429_waits_retry_after_before_the_next_run() {
 
 #[tokio::test(start_paused = true)]
 async fn a_402_pauses_credit_spending_probes_only() {
-    let broke = |n: &str, _| failing(n, "payment_required", None);
+    let broke = |n: &str, _| failing(n, ErrorClass::PaymentRequired, None);
     let runner = FakeRunner::new(Duration::from_millis(10), broke);
     let probes = probe_yaml("paid", "10s", "    max_runs_per_day: 100\n") + &probe_yaml("free", "10s", "");
     let h = start(config(&probes), runner.clone());

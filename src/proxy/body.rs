@@ -4,7 +4,6 @@
 //! or when the client goes away first.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
@@ -25,12 +24,26 @@ impl std::fmt::Display for TooLarge {
 
 impl std::error::Error for TooLarge {}
 
+impl TooLarge {
+    /// Whether `error`, or any error in its source chain, is a [`TooLarge`]: the upstream call
+    /// failed because the request tap stopped an oversized body.
+    pub fn caused(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(error);
+        while let Some(e) = next {
+            if e.is::<TooLarge>() {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
+}
+
 /// What the request tap saw, shared with the handler.
 #[derive(Default)]
 pub struct RequestSeen {
     /// The first bytes of the body (for `model_id` and `request_id`).
     pub head: Mutex<Vec<u8>>,
-    pub too_large: AtomicBool,
 }
 
 impl RequestSeen {
@@ -69,7 +82,6 @@ where
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
                     if this.seen > this.max {
-                        this.shared.too_large.store(true, Ordering::Release);
                         return Poll::Ready(Some(Err(Box::new(TooLarge))));
                     }
                     let mut head = this.shared.head.lock().unwrap_or_else(PoisonError::into_inner);
@@ -250,7 +262,22 @@ mod tests {
         assert_eq!(seen.head(), b"{\"model_id\":");
         let seen = Arc::new(RequestSeen::default());
         let tap = RequestTap::new(chunks(vec![Ok("0123456789"), Ok("0123456789")]), 15, 4, seen.clone());
-        assert!(tap.collect().await.is_err());
-        assert!(seen.too_large.load(Ordering::Acquire));
+        let err = tap.collect().await.unwrap_err();
+        assert!(TooLarge::caused(&*err));
+        assert!(!TooLarge::caused(&std::io::Error::other("reset")));
+        // Found through a chain, as the HTTP client wraps it.
+        #[derive(Debug)]
+        struct Wrapper(BoxError);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("client error")
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&*self.0)
+            }
+        }
+        assert!(TooLarge::caused(&Wrapper(err)));
     }
 }

@@ -4,6 +4,8 @@
 //! per-key queue limits and async jobs that really run, plus a Statuspage-format status page.
 //! Its behaviour comes from a [`Scenario`], replaceable at run time (`PUT /_sim/scenario`).
 //!
+//! Its clock is the runtime's (`tokio::time`): under a paused test clock, jobs run in virtual time.
+//!
 //! Nothing else in `src/` imports this module; it uses only the config module's document parser.
 
 mod api;

@@ -2,7 +2,7 @@
 //! `status_page.url` every `interval` under `timeout`, reads whichever provider's format it finds
 //! (`auto` detects it, trying the providers' JSON paths beside an HTML page), and publishes the
 //! state. A failed poll sets `up` to 0 and keeps the last known state; state changes are logged
-//! once. Uses `config`, `classify` and `metrics` only.
+//! once. Uses `config`, `classify` and `observe` only.
 
 mod parse;
 
@@ -15,10 +15,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-pub use parse::{Format, ParseError, Snapshot, default_html_rules, detect, parse};
+pub use parse::{ParseError, Snapshot, default_html_rules, detect, parse};
 
-use crate::config::{Config, StatusPage as Settings, StatusPageFormat};
-use crate::metrics::Metrics;
+use crate::config::{Config, PageFormat, StatusPage as Settings};
+use crate::observe::{self, Observer};
 
 /// Largest status document read.
 const MAX_BODY: usize = 2 << 20;
@@ -31,7 +31,7 @@ pub struct StatusPage {
 
 struct Inner {
     config: watch::Receiver<Arc<Config>>,
-    metrics: Arc<Metrics>,
+    observer: Observer,
     client: reqwest::Client,
     state: Mutex<State>,
 }
@@ -39,7 +39,7 @@ struct Inner {
 #[derive(Default)]
 struct State {
     /// The format and document URL `auto` settled on, for the page URL it was found from.
-    resolved: Option<(Url, Format, Url)>,
+    resolved: Option<(Url, PageFormat, Url)>,
     last: Option<Snapshot>,
     up: Option<bool>,
     last_error: Option<String>,
@@ -83,12 +83,12 @@ fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 }
 
 impl StatusPage {
-    pub fn new(config: watch::Receiver<Arc<Config>>, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
+    pub fn new(config: watch::Receiver<Arc<Config>>, observer: Observer) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("modelslab-sentinel/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::limited(5))
             .build()?;
-        Ok(StatusPage { inner: Arc::new(Inner { config, metrics, client, state: Mutex::default() }) })
+        Ok(StatusPage { inner: Arc::new(Inner { config, observer, client, state: Mutex::default() }) })
     }
 
     /// Polls while the config has a `status_page` section, until `shutdown`.
@@ -145,37 +145,30 @@ impl StatusPage {
         Ok((body, is_html))
     }
 
-    async fn fetch_snapshot(&self, s: &Settings) -> Result<(Format, Snapshot), PollError> {
-        let format = match s.format {
-            StatusPageFormat::Auto => None,
-            StatusPageFormat::Statuspage => Some(Format::Statuspage),
-            StatusPageFormat::Instatus => Some(Format::Instatus),
-            StatusPageFormat::Betterstack => Some(Format::BetterStack),
-            StatusPageFormat::Html => Some(Format::Html),
-        };
+    async fn fetch_snapshot(&self, s: &Settings) -> Result<(PageFormat, Snapshot), PollError> {
         let resolved = lock(&self.inner.state).resolved.clone().filter(|(page, _, _)| *page == s.url);
-        let (format, doc_url) = match (format, resolved) {
+        let (format, doc_url) = match (s.format, resolved) {
             (Some(f), _) => (f, s.url.clone()),
             (None, Some((_, f, doc))) => (f, doc),
             (None, None) => {
                 let (f, doc) = self.detect(s).await?;
-                tracing::info!(format = f.as_str(), url = %doc, "status page format detected");
+                self.inner.observer.emit(observe::StatusPageDetected { format: f.as_str(), url: doc.as_str() });
                 lock(&self.inner.state).resolved = Some((s.url.clone(), f, doc.clone()));
                 (f, doc)
             }
         };
         let result = self.read(format, &doc_url, s).await;
-        if result.is_err() && s.format == StatusPageFormat::Auto {
+        if result.is_err() && s.format.is_none() {
             // Detect again next time: the page may have moved to another provider.
             lock(&self.inner.state).resolved = None;
         }
         result.map(|snap| (format, snap))
     }
 
-    async fn read(&self, format: Format, url: &Url, s: &Settings) -> Result<Snapshot, PollError> {
+    async fn read(&self, format: PageFormat, url: &Url, s: &Settings) -> Result<Snapshot, PollError> {
         let (body, _) = self.get(url).await?;
         let parse_err = |error| PollError::Parse { url: url.to_string(), format: format.as_str(), error };
-        if format == Format::Instatus {
+        if format == PageFormat::Instatus {
             let summary: serde_json::Value =
                 serde_json::from_slice(&body).map_err(|_| parse_err(ParseError::NotJson))?;
             // Component states live in v2/components.json beside summary.json.
@@ -192,7 +185,7 @@ impl StatusPage {
     }
 
     /// Finds the format: the URL's own JSON, else a provider's JSON path beside it, else HTML.
-    async fn detect(&self, s: &Settings) -> Result<(Format, Url), PollError> {
+    async fn detect(&self, s: &Settings) -> Result<(PageFormat, Url), PollError> {
         let (body, is_html) = self.get(&s.url).await?;
         if !is_html {
             if let Some(f) = detect(&body) {
@@ -206,35 +199,37 @@ impl StatusPage {
                 }
             }
         }
-        if parse(Format::Html, &body, &s.html_rules).is_ok() {
-            return Ok((Format::Html, s.url.clone()));
+        if parse(PageFormat::Html, &body, &s.html_rules).is_ok() {
+            return Ok((PageFormat::Html, s.url.clone()));
         }
         Err(PollError::Unrecognised(s.url.to_string()))
     }
 
-    fn publish(&self, s: &Settings, format: Format, mut snap: Snapshot) {
+    fn publish(&self, s: &Settings, format: PageFormat, mut snap: Snapshot) {
+        let observer = &self.inner.observer;
         let mut st = lock(&self.inner.state);
         if snap.components.len() > s.max_components {
             for (name, _) in snap.components.drain(s.max_components..) {
-                if st.overflowed.insert(name) {
-                    self.inner.metrics.component_overflow();
+                if !st.overflowed.contains(&name) {
+                    observer.emit(observe::ComponentOverflow { component: &name });
+                    st.overflowed.insert(name);
                 }
             }
         }
         let now: BTreeSet<String> = snap.components.iter().map(|(n, _)| n.clone()).collect();
         let gone: Vec<String> = st.components.difference(&now).cloned().collect();
-        self.inner.metrics.status_page_state(snap.status, &snap.components, &gone, snap.incidents_open);
-        let before = st.last.as_ref().map(|l| l.status);
-        if before != Some(snap.status) {
-            let change = match before {
-                Some(b) => format!("{} → {}", b.as_str(), snap.status.as_str()),
-                None => snap.status.as_str().to_owned(),
-            };
-            tracing::info!(format = format.as_str(), incidents_open = snap.incidents_open, "status page: {change}");
-            st.last_change = Some(change);
-        }
-        if st.up == Some(false) {
-            tracing::info!("status page reachable again");
+        let previous = st.last.as_ref().map(|l| l.status);
+        observer.emit(observe::StatusPagePolled {
+            format: format.as_str(),
+            status: snap.status,
+            components: &snap.components,
+            gone: &gone,
+            incidents_open: snap.incidents_open,
+            previous,
+            recovered: st.up == Some(false),
+        });
+        if previous != Some(snap.status) {
+            st.last_change = Some(observe::status_change(previous, snap.status));
         }
         st.up = Some(true);
         st.last_error = None;
@@ -243,11 +238,8 @@ impl StatusPage {
     }
 
     fn failed(&self, e: &PollError) {
-        self.inner.metrics.status_page_down();
         let mut st = lock(&self.inner.state);
-        if st.up != Some(false) {
-            tracing::warn!("status page unreachable, keeping the last known state: {e}");
-        }
+        self.inner.observer.emit(observe::StatusPageFailed { error: &e.to_string(), first: st.up != Some(false) });
         st.up = Some(false);
         st.last_error = Some(e.to_string());
     }

@@ -5,27 +5,7 @@
 use serde_json::Value;
 
 use crate::classify::PageStatus;
-use crate::config::HtmlRule;
-
-/// A provider's document format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Statuspage,
-    Instatus,
-    BetterStack,
-    Html,
-}
-
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Statuspage => "statuspage",
-            Format::Instatus => "instatus",
-            Format::BetterStack => "betterstack",
-            Format::Html => "html",
-        }
-    }
-}
+use crate::config::{HtmlRule, PageFormat};
 
 /// What a status page says.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,29 +37,29 @@ fn json(body: &[u8]) -> Result<Value, ParseError> {
 }
 
 /// Which JSON format a document is, from its shape.
-pub fn detect(body: &[u8]) -> Option<Format> {
+pub fn detect(body: &[u8]) -> Option<PageFormat> {
     let v = json(body).ok()?;
     if v.pointer("/status/indicator").is_some_and(Value::is_string) {
-        Some(Format::Statuspage)
+        Some(PageFormat::Statuspage)
     } else if v.pointer("/page/status").is_some_and(Value::is_string) || v.get("activeIncidents").is_some() {
-        Some(Format::Instatus)
+        Some(PageFormat::Instatus)
     } else if v.pointer("/data/attributes/aggregate_state").is_some_and(Value::is_string) {
-        Some(Format::BetterStack)
+        Some(PageFormat::Betterstack)
     } else if v.get("components").is_some_and(Value::is_array) {
         // Instatus' v2/components.json alone.
-        Some(Format::Instatus)
+        Some(PageFormat::Instatus)
     } else {
         None
     }
 }
 
 /// Parses one document of `format`.
-pub fn parse(format: Format, body: &[u8], rules: &[HtmlRule]) -> Result<Snapshot, ParseError> {
+pub fn parse(format: PageFormat, body: &[u8], rules: &[HtmlRule]) -> Result<Snapshot, ParseError> {
     match format {
-        Format::Statuspage => statuspage(&json(body)?),
-        Format::Instatus => instatus(&json(body)?, None),
-        Format::BetterStack => betterstack(&json(body)?),
-        Format::Html => html(body, rules),
+        PageFormat::Statuspage => statuspage(&json(body)?),
+        PageFormat::Instatus => instatus(&json(body)?, None),
+        PageFormat::Betterstack => betterstack(&json(body)?),
+        PageFormat::Html => html(body, rules),
     }
 }
 

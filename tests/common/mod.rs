@@ -1,28 +1,227 @@
-//! Helpers shared by the integration tests: start the real binary, read its logs, talk HTTP.
+//! The one harness of the integration tests: the emulator, the agent in-process or as a process,
+//! components on their own, HTTP helpers, the metric matcher ([`Scrape`]) and the one polling
+//! loop ([`eventually`]). Every server listens on 127.0.0.1:0.
 #![allow(dead_code)] // each test file uses a different subset
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
+pub mod scrape;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use modelslab_sentinel::app::{self, Handle, Listeners, Options};
+use modelslab_sentinel::config::{self, Config, Environment};
+use modelslab_sentinel::metrics::Metrics;
+use modelslab_sentinel::observe::Observer;
+use modelslab_sentinel::sim::{self, Scenario};
+pub use scrape::Scrape;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_modelslab-sentinel");
 
-/// Starts the emulator in-process on 127.0.0.1:0; it stops when the guard is dropped.
-pub async fn emulator(scenario: modelslab_sentinel::sim::Scenario) -> (String, tokio_util::sync::DropGuard) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let token = tokio_util::sync::CancellationToken::new();
-    let handle = modelslab_sentinel::sim::spawn(listener, scenario, token.clone()).unwrap();
-    (format!("http://{}", handle.addr), token.drop_guard())
+// ---------------------------------------------------------------- the emulator
+
+/// The emulator, in-process on 127.0.0.1:0; it stops when dropped (or by [`Emulator::stop`]).
+pub struct Emulator {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub addr: SocketAddr,
+    token: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
+
+impl Emulator {
+    /// Stops serving and waits until the listener is closed.
+    pub async fn stop(mut self) {
+        self.token.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    /// Replaces the scenario at run time, as `PUT /_sim/scenario` does.
+    pub async fn set_scenario(&self, yaml: &str) {
+        let r = http().put(format!("{}/_sim/scenario", self.url)).body(yaml.to_owned()).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+pub async fn emulator(scenario: Scenario) -> Emulator {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token = CancellationToken::new();
+    let handle = sim::spawn(listener, scenario, token.clone()).unwrap();
+    Emulator { url: format!("http://{}", handle.addr), addr: handle.addr, token, task: Some(handle.task) }
+}
+
+/// A test's own HTTP server (a hand-made upstream, a status page, a receiver), on 127.0.0.1:0
+/// until dropped.
+pub struct Served {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub addr: SocketAddr,
+    _guard: tokio_util::sync::DropGuard,
+}
+
+pub async fn serve(app: axum::Router) -> Served {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(t.cancelled_owned()).await.unwrap() });
+    Served { url: format!("http://{addr}"), addr, _guard: token.drop_guard() }
+}
+
+// ---------------------------------------------------------------- configs and components
+
+/// Loads configuration text (no environment variables), panicking with the problems.
+pub fn load_config(text: &str) -> Config {
+    let var = |_: &str| None;
+    config::from_yaml(text, "test", &Environment { var: &var, base_dir: ".".into() }).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A config channel for a component under test; the sender lives as long as the test process.
+pub fn watched(config: Config) -> watch::Receiver<Arc<Config>> {
+    let (tx, rx) = watch::channel(Arc::new(config));
+    std::mem::forget(tx);
+    rx
+}
+
+/// An observer on a fresh registry, and the registry to scrape.
+pub fn observer(config: &Config) -> (Observer, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new(&config.labels).unwrap());
+    (Observer::new(metrics.clone()), metrics)
+}
+
+/// Renders a registry as a [`Scrape`].
+pub fn scrape_registry(metrics: &Metrics) -> Scrape {
+    Scrape::parse(&metrics.render().unwrap())
+}
+
+// ---------------------------------------------------------------- the agent, in-process
+
+/// The agent started in-process (`app::start`) on 127.0.0.1:0 from config text.
+pub struct Agent {
+    pub handle: Handle,
+    /// The config text, as written to `config_path`.
+    pub text: String,
+    pub config_path: PathBuf,
+    /// `http://…` of the admin server and of the proxy (when enabled).
+    pub admin: String,
+    pub proxy: String,
+    shutdown: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts the agent on `yaml`; `admin.listen` and `proxy.listen` default to 127.0.0.1:0.
+    pub async fn start(yaml: &str) -> Agent {
+        let text = with_local_listeners(yaml);
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = PathBuf::from(write(dir.path(), "sentinel.yaml", &text));
+        let config = config::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
+        let listeners = Listeners::bind(&config).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let opts = Options { config, config_path: config_path.clone(), grace_period: Duration::from_secs(5) };
+        let (handle, done) = app::start(opts, listeners, shutdown.clone()).unwrap();
+        let done = tokio::spawn(async move { done.await.unwrap() });
+        let admin = format!("http://{}", handle.admin_addr);
+        let proxy = handle.proxy_addr.map(|a| format!("http://{a}")).unwrap_or_default();
+        Agent { handle, text, config_path, admin, proxy, shutdown, done, _dir: dir }
+    }
+
+    /// The agent's metrics now.
+    pub fn metrics(&self) -> Scrape {
+        scrape_registry(&self.handle.metrics)
+    }
+
+    /// Rewrites the config file and reloads it, as SIGHUP does; returns the reload's result.
+    pub async fn reload(&self, text: &str) -> Result<(), String> {
+        std::fs::write(&self.config_path, text).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.handle.reload.send(tx).await.unwrap();
+        rx.await.unwrap()
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.done).await.unwrap().unwrap();
+    }
+}
+
+/// Config text whose `admin` and `proxy` sections (block style) listen on 127.0.0.1:0 unless
+/// they say where: tests never use fixed ports.
+fn with_local_listeners(yaml: &str) -> String {
+    let mut out = String::new();
+    let mut has_admin = false;
+    let mut lines = yaml.lines().peekable();
+    while let Some(line) = lines.next() {
+        out.push_str(line);
+        out.push('\n');
+        if !line.starts_with([' ', '#']) && !line.is_empty() {
+            let section = line.split(':').next().unwrap_or("");
+            has_admin |= section == "admin";
+            let block = line.trim_end().ends_with(':');
+            if block && (section == "admin" || section == "proxy") {
+                // Does the section name its own listen address?
+                let body: Vec<&str> = lines.clone().take_while(|l| l.starts_with(' ') || l.is_empty()).collect();
+                if !body.iter().any(|l| l.trim_start().starts_with("listen:")) {
+                    out.push_str("  listen: 127.0.0.1:0\n");
+                }
+            }
+        }
+    }
+    if !has_admin {
+        out.push_str("admin:\n  listen: 127.0.0.1:0\n");
+    }
+    out
+}
+
+#[test]
+fn listeners_default_to_port_0() {
+    let t = with_local_listeners("upstream:\n  base_url: http://x\nproxy:\n  enabled: true\n");
+    assert_eq!(
+        t,
+        "upstream:\n  base_url: http://x\nproxy:\n  listen: 127.0.0.1:0\n  enabled: true\nadmin:\n  listen: 127.0.0.1:0\n"
+    );
+    let kept = with_local_listeners("admin:\n  listen: 127.0.0.1:1\n");
+    assert_eq!(kept, "admin:\n  listen: 127.0.0.1:1\n");
+}
+
+// ---------------------------------------------------------------- the agent, as a process
 
 /// A running `modelslab-sentinel` process, killed on drop.
 pub struct Process {
     child: Child,
     log: Arc<Mutex<String>>,
+}
+
+/// The agent process started by [`Process::agent`], with its addresses.
+pub struct AgentProcess {
+    pub process: Process,
+    pub admin: String,
+    /// Empty when the proxy is off.
+    pub proxy: String,
+    pub config_path: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl AgentProcess {
+    /// The agent's metrics, scraped over HTTP.
+    pub async fn metrics(&self) -> Scrape {
+        scrape(&self.admin).await
+    }
 }
 
 impl Process {
@@ -56,6 +255,27 @@ impl Process {
         Process { child, log }
     }
 
+    /// Writes `yaml` (listeners on 127.0.0.1:0 unless given) to a temporary file and runs the
+    /// agent on it with `extra` arguments; waits until it logs its addresses.
+    pub fn agent(yaml: &str, extra: &[&str], envs: &[(&str, &str)]) -> AgentProcess {
+        let text = with_local_listeners(yaml);
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = write(dir.path(), "sentinel.yaml", &text);
+        let mut args = vec!["run", "--config", &config_path];
+        args.extend_from_slice(extra);
+        let var = |name: &str| envs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned());
+        let proxy_on = config::from_yaml(&text, "test", &Environment { var: &var, base_dir: dir.path().into() })
+            .is_ok_and(|c| c.proxy.enabled);
+        let process = Process::start(&args, envs);
+        let admin = format!("http://{}", process.admin_addr());
+        let proxy = if proxy_on {
+            format!("http://{}", process.wait_for_log("proxy listening on http://", Duration::from_secs(10)))
+        } else {
+            String::new()
+        };
+        AgentProcess { process, admin, proxy, config_path, dir }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -67,16 +287,16 @@ impl Process {
     /// Waits (up to `timeout`) for a log line containing `prefix` and returns what follows it
     /// up to the next whitespace.
     pub fn wait_for_log(&self, prefix: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let mut found = None;
+        eventually_blocking(timeout, &format!("a log line with {prefix:?}"), || {
             let log = self.log();
-            if let Some(i) = log.find(prefix) {
+            found = log.find(prefix).map(|i| {
                 let rest = &log[i + prefix.len()..];
-                return rest.split(|c: char| c.is_whitespace() || c == '"').next().unwrap_or("").to_owned();
-            }
-            assert!(Instant::now() < deadline, "no log line with {prefix:?} within {timeout:?}; log so far:\n{log}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+                rest.split(|c: char| c.is_whitespace() || c == '"').next().unwrap_or("").to_owned()
+            });
+            found.is_some()
+        });
+        found.unwrap_or_default()
     }
 
     /// The admin address the agent logged.
@@ -92,16 +312,16 @@ impl Process {
 
     /// Waits up to `timeout` for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the reader threads drain what the process wrote last.
-                std::thread::sleep(Duration::from_millis(100));
-                return status;
-            }
-            assert!(Instant::now() < deadline, "process still running after {timeout:?}; log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut status = None;
+        let child = &mut self.child;
+        let log = self.log.clone();
+        eventually_blocking(timeout, "the process exits", || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        });
+        // Let the reader threads drain what the process wrote last.
+        std::thread::sleep(Duration::from_millis(100));
+        status.unwrap_or_else(|| panic!("process still running; log:\n{}", log.lock().unwrap()))
     }
 }
 
@@ -134,6 +354,13 @@ pub fn write(dir: &Path, name: &str, text: &str) -> String {
     p.to_str().unwrap().to_owned()
 }
 
+/// A port free right now (for programs that cannot be told to listen on port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+// ---------------------------------------------------------------- HTTP
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy().build().unwrap()
 }
@@ -148,19 +375,57 @@ pub async fn post(url: &str, body: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-/// The value of the first sample line that starts with `series` (name and labels as rendered).
-pub fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+/// Sends `request` as raw bytes to `addr` (`http://` optional) and reads until the server closes
+/// the connection (or 5 s pass): for requests no HTTP client would send.
+pub async fn raw_http(addr: &str, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr.trim_start_matches("http://")).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
 }
+
+/// POSTs JSON and reads a JSON answer.
+pub async fn post_json(url: &str, body: &serde_json::Value) -> serde_json::Value {
+    let r = http().post(url).json(body).send().await.unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let text = r.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {url}: not JSON ({e}): {text}"))
+}
+
+/// `GET {admin}/metrics`, parsed.
+pub async fn scrape(admin: &str) -> Scrape {
+    let (code, text) = get(&format!("{admin}/metrics")).await;
+    assert_eq!(code, 200, "{text}");
+    Scrape::parse(&text)
+}
+
+/// Polls a job's fetch endpoint (`fetch_url`) every `every` until it answers something other than
+/// `processing`, at most `tries` times; returns the last JSON answer (`Null` if none was JSON).
+/// Failed and non-JSON answers (faults the emulator injects) count as tries.
+pub async fn poll_job(fetch_url: &str, body: &serde_json::Value, every: Duration, tries: u32) -> serde_json::Value {
+    let client = http();
+    let mut last = serde_json::Value::Null;
+    for _ in 0..tries {
+        if let Ok(r) = client.post(fetch_url).json(body).send().await {
+            if let Ok(v) = r.json::<serde_json::Value>().await {
+                if v["status"] != "processing" {
+                    return v;
+                }
+                last = v;
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+    last
+}
+
+// ---------------------------------------------------------------- waiting
 
 /// Polls `check` every 50 ms until it returns true or `timeout` passes.
 pub async fn eventually(timeout: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
         if check().await {
             return;
         }
@@ -168,6 +433,20 @@ pub async fn eventually(timeout: Duration, what: &str, mut check: impl AsyncFnMu
     }
     panic!("not within {timeout:?}: {what}");
 }
+
+/// [`eventually`] for code outside the runtime (process logs and exits).
+pub fn eventually_blocking(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("not within {timeout:?}: {what}");
+}
+
+// ---------------------------------------------------------------- real tools
 
 /// Runs `promtool check metrics` on an exposition; returns its complaints.
 pub fn promtool_check_metrics(text: &str) -> Result<(), String> {

@@ -13,7 +13,7 @@ fn names(s: &Snapshot) -> Vec<(&str, &str)> {
 
 #[test]
 fn atlassian_statuspage() {
-    let ok = parse(Format::Statuspage, fixture!("statuspage-operational.json"), &[]).unwrap();
+    let ok = parse(PageFormat::Statuspage, fixture!("statuspage-operational.json"), &[]).unwrap();
     assert_eq!((ok.status, ok.incidents_open), (S::Operational, 0));
     assert_eq!(
         names(&ok),
@@ -21,22 +21,22 @@ fn atlassian_statuspage() {
         "groups are not components"
     );
 
-    let partial = parse(Format::Statuspage, fixture!("statuspage-partial-outage.json"), &[]).unwrap();
+    let partial = parse(PageFormat::Statuspage, fixture!("statuspage-partial-outage.json"), &[]).unwrap();
     assert_eq!(partial.status, S::PartialOutage, "the worst component beats the `minor` indicator");
     assert_eq!(partial.incidents_open, 1, "resolved incidents are not open");
     assert_eq!(names(&partial)[1], ("Image Generation", "partial_outage"));
 
-    let maint = parse(Format::Statuspage, fixture!("statuspage-maintenance.json"), &[]).unwrap();
+    let maint = parse(PageFormat::Statuspage, fixture!("statuspage-maintenance.json"), &[]).unwrap();
     assert_eq!((maint.status, names(&maint)), (S::Maintenance, vec![("API", "maintenance")]));
 
-    let critical = parse(Format::Statuspage, fixture!("statuspage-status-critical.json"), &[]).unwrap();
+    let critical = parse(PageFormat::Statuspage, fixture!("statuspage-status-critical.json"), &[]).unwrap();
     assert_eq!((critical.status, critical.components.len()), (S::MajorOutage, 0));
-    assert_eq!(detect(fixture!("statuspage-status-critical.json")), Some(Format::Statuspage));
+    assert_eq!(detect(fixture!("statuspage-status-critical.json")), Some(PageFormat::Statuspage));
 }
 
 #[test]
 fn instatus() {
-    let up = parse(Format::Instatus, fixture!("instatus-summary-up.json"), &[]).unwrap();
+    let up = parse(PageFormat::Instatus, fixture!("instatus-summary-up.json"), &[]).unwrap();
     assert_eq!((up.status, up.incidents_open), (S::Operational, 0));
     let summary: Value = serde_json::from_slice(fixture!("instatus-summary-hasissues.json")).unwrap();
     let components: Value = serde_json::from_slice(fixture!("instatus-components.json")).unwrap();
@@ -44,22 +44,22 @@ fn instatus() {
     assert_eq!((s.status, s.incidents_open), (S::MajorOutage, 1));
     assert_eq!(names(&s), [("API", "operational"), ("Image Generation", "major_outage"), ("Video", "degraded")]);
     assert_eq!(super::instatus(&summary, None).unwrap().status, S::Degraded);
-    assert_eq!(detect(fixture!("instatus-summary-up.json")), Some(Format::Instatus));
+    assert_eq!(detect(fixture!("instatus-summary-up.json")), Some(PageFormat::Instatus));
 }
 
 #[test]
 fn better_stack() {
-    let s = parse(Format::BetterStack, fixture!("betterstack-degraded.json"), &[]).unwrap();
+    let s = parse(PageFormat::Betterstack, fixture!("betterstack-degraded.json"), &[]).unwrap();
     assert_eq!((s.status, s.incidents_open), (S::MajorOutage, 1));
     assert_eq!(names(&s), [("API", "operational"), ("Image Generation", "degraded"), ("Video", "major_outage")]);
-    assert_eq!(detect(fixture!("betterstack-degraded.json")), Some(Format::BetterStack));
+    assert_eq!(detect(fixture!("betterstack-degraded.json")), Some(PageFormat::Betterstack));
 }
 
 #[test]
 fn html_keywords_default_and_configured() {
-    assert_eq!(parse(Format::Html, fixture!("html-operational.html"), &[]).unwrap().status, S::Operational);
+    assert_eq!(parse(PageFormat::Html, fixture!("html-operational.html"), &[]).unwrap().status, S::Operational);
     assert_eq!(
-        parse(Format::Html, fixture!("html-major.html"), &[]).unwrap().status,
+        parse(PageFormat::Html, fixture!("html-major.html"), &[]).unwrap().status,
         S::MajorOutage,
         "the worst phrase wins"
     );
@@ -67,12 +67,12 @@ fn html_keywords_default_and_configured() {
         HtmlRule { contains: "everything is fine".into(), status: S::Operational },
         HtmlRule { contains: "on fire".into(), status: S::MajorOutage },
     ];
-    assert_eq!(parse(Format::Html, b"<p>Everything is FINE</p>", &rules).unwrap().status, S::Operational);
+    assert_eq!(parse(PageFormat::Html, b"<p>Everything is FINE</p>", &rules).unwrap().status, S::Operational);
     assert_eq!(
-        parse(Format::Html, b"<p>Everything is fine. The kitchen is on fire.</p>", &rules).unwrap().status,
+        parse(PageFormat::Html, b"<p>Everything is fine. The kitchen is on fire.</p>", &rules).unwrap().status,
         S::MajorOutage
     );
-    assert_eq!(parse(Format::Html, b"<p>hello</p>", &[]), Err(ParseError::NoPhrase));
+    assert_eq!(parse(PageFormat::Html, b"<p>hello</p>", &[]), Err(ParseError::NoPhrase));
     assert_eq!(detect(fixture!("html-operational.html")), None);
 }
 
@@ -80,27 +80,27 @@ fn html_keywords_default_and_configured() {
 fn malformed_and_truncated_documents_are_errors_not_panics() {
     let full = fixture!("statuspage-partial-outage.json").trim_ascii_end();
     for cut in [0, 1, 10, full.len() / 2, full.len() - 1] {
-        assert!(parse(Format::Statuspage, &full[..cut], &[]).is_err(), "cut at {cut}");
+        assert!(parse(PageFormat::Statuspage, &full[..cut], &[]).is_err(), "cut at {cut}");
     }
     for (format, body) in [
-        (Format::Statuspage, &br#"{"status":{"indicator":"purple"}}"#[..]),
-        (Format::Statuspage, br#"[]"#),
-        (Format::Instatus, br#"{"page":{"status":42}}"#),
-        (Format::BetterStack, br#"{"data":{"attributes":{}}}"#),
-        (Format::BetterStack, b"\xff\xfe\x00garbage"),
-        (Format::Html, b""),
+        (PageFormat::Statuspage, &br#"{"status":{"indicator":"purple"}}"#[..]),
+        (PageFormat::Statuspage, br#"[]"#),
+        (PageFormat::Instatus, br#"{"page":{"status":42}}"#),
+        (PageFormat::Betterstack, br#"{"data":{"attributes":{}}}"#),
+        (PageFormat::Betterstack, b"\xff\xfe\x00garbage"),
+        (PageFormat::Html, b""),
     ] {
         assert!(parse(format, body, &[]).is_err(), "{format:?} {body:?}");
     }
     // Odd but valid: components with missing names or unknown states are skipped or operational.
     let odd = br#"{"status":{"indicator":"none"},"components":[{"status":"operational"},{"name":"  ","status":"x"},{"name":"API","status":"weird"}]}"#;
-    assert_eq!(names(&parse(Format::Statuspage, odd, &[]).unwrap()), [("API", "operational")]);
+    assert_eq!(names(&parse(PageFormat::Statuspage, odd, &[]).unwrap()), [("API", "operational")]);
 }
 
 proptest::proptest! {
     #[test]
     fn never_panics(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
-        for f in [Format::Statuspage, Format::Instatus, Format::BetterStack, Format::Html] {
+        for f in [PageFormat::Statuspage, PageFormat::Instatus, PageFormat::Betterstack, PageFormat::Html] {
             let _ = parse(f, &body, &[]);
         }
         let _ = detect(&body);

@@ -1,13 +1,15 @@
-//! Tracks async jobs seen `processing` until a terminal answer for their id is seen (or they
-//! expire after `jobs.ttl`, or are evicted beyond `jobs.max_tracked`), and reports each end to
-//! the job metrics. Shared by whoever sees submissions and fetches in separate exchanges (the
-//! proxy); it keeps no request data but ids, labels and times.
+//! Tracks the async jobs the proxy sees `processing` until a terminal answer for their id is seen
+//! (or they expire after `jobs.ttl`, or are evicted beyond `jobs.max_tracked`), and reports each
+//! end as an event. The proxy sees a job's submission and its polls in separate exchanges, so it
+//! follows them here; it keeps no request data but ids, labels and times.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::metrics::{JobEnd, JobResult, Metrics, Source};
+use tracing::Span;
+
+use crate::observe::{self, JobResult, Observer, Source, SpanContext};
 
 /// A job being followed.
 #[derive(Debug, Clone)]
@@ -17,8 +19,8 @@ pub struct Tracked {
     pub endpoint: String,
     pub model: String,
     pub first_eta: Option<f64>,
-    /// Opaque context of the submission (a span context, for linking its completion).
-    pub context: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    /// The submission's span, for linking its completion to it.
+    pub context: SpanContext,
 }
 
 struct Inner {
@@ -32,15 +34,15 @@ struct Inner {
 /// The tracker of one source's jobs.
 pub struct JobTracker {
     source: Source,
-    metrics: Arc<Metrics>,
+    observer: Observer,
     inner: Mutex<Inner>,
 }
 
 impl JobTracker {
-    pub fn new(source: Source, metrics: Arc<Metrics>, ttl: Duration, max_tracked: usize) -> Self {
+    pub fn new(source: Source, observer: Observer, ttl: Duration, max_tracked: usize) -> Self {
         JobTracker {
             source,
-            metrics,
+            observer,
             inner: Mutex::new(Inner {
                 jobs: HashMap::new(),
                 order: VecDeque::new(),
@@ -71,7 +73,7 @@ impl JobTracker {
             }
             inner.order.push_back((job.submitted, id.to_owned()));
             inner.jobs.insert(id.to_owned(), job);
-            self.metrics.job_started(self.source);
+            self.observer.emit(observe::JobStarted { source: self.source });
             while inner.jobs.len() > inner.max_tracked {
                 let Some((_, oldest)) = inner.order.pop_front() else { break };
                 if let Some(job) = inner.jobs.remove(&oldest) {
@@ -80,14 +82,15 @@ impl JobTracker {
             }
         }
         for job in evicted {
-            self.end(&job, JobResult::Evicted, Instant::now());
+            self.end(&job, JobResult::Evicted, Instant::now(), None);
         }
     }
 
-    /// Ends job `id` with `result` if it is tracked; returns it.
-    pub fn complete(&self, id: &str, result: JobResult, at: Instant) -> Option<Tracked> {
+    /// Ends job `id` with `result` if it is tracked, linking `span` (the exchange that saw the
+    /// end) to the submission; returns the job.
+    pub fn complete(&self, id: &str, result: JobResult, at: Instant, span: Option<&Span>) -> Option<Tracked> {
         let job = self.lock().jobs.remove(id)?;
-        self.end(&job, result, at);
+        self.end(&job, result, at, span);
         Some(job)
     }
 
@@ -116,7 +119,7 @@ impl JobTracker {
         }
         let n = expired.len();
         for job in expired {
-            self.end(&job, JobResult::Expired, now);
+            self.end(&job, JobResult::Expired, now, None);
         }
         n
     }
@@ -135,27 +138,31 @@ impl JobTracker {
         self.len() == 0
     }
 
-    fn end(&self, job: &Tracked, result: JobResult, at: Instant) {
-        self.metrics.job_ended(&JobEnd {
+    fn end(&self, job: &Tracked, result: JobResult, at: Instant, span: Option<&Span>) {
+        self.observer.emit(observe::JobEnded {
             source: self.source,
             endpoint: &job.endpoint,
             model: &job.model,
             result,
             duration: at.saturating_duration_since(job.submitted),
             first_eta: job.first_eta,
+            span,
+            submitted: Some(&job.context),
         });
-        tracing::debug!(source = self.source.as_str(), endpoint = %job.endpoint, result = result.as_str(), "job ended");
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::config::Labels;
+    use crate::metrics::Metrics;
 
     fn tracker(ttl: u64, max: usize) -> (JobTracker, Arc<Metrics>) {
         let m = Arc::new(Metrics::new(&Labels::default()).unwrap());
-        (JobTracker::new(Source::Proxy, m.clone(), Duration::from_secs(ttl), max), m)
+        (JobTracker::new(Source::Proxy, Observer::new(m.clone()), Duration::from_secs(ttl), max), m)
     }
 
     fn job(at: Instant) -> Tracked {
@@ -164,7 +171,7 @@ mod tests {
             endpoint: "/api/v6/images/text2img".into(),
             model: "flux".into(),
             first_eta: Some(2.0),
-            context: None,
+            context: SpanContext::empty_context(),
         }
     }
 
@@ -184,9 +191,9 @@ mod tests {
         t.track("1", job(t0 + Duration::from_secs(5))); // a duplicate keeps the first
         t.track("2", job(t0 + Duration::from_secs(1)));
         assert_eq!(t.len(), 2);
-        assert!(t.complete("1", JobResult::Success, t0 + Duration::from_secs(4)).is_some());
-        assert!(t.complete("1", JobResult::Success, t0).is_none(), "ends once");
-        assert!(t.complete("unknown", JobResult::Success, t0).is_none());
+        assert!(t.complete("1", JobResult::Success, t0 + Duration::from_secs(4), None).is_some());
+        assert!(t.complete("1", JobResult::Success, t0, None).is_none(), "ends once");
+        assert!(t.complete("unknown", JobResult::Success, t0, None).is_none());
         t.track("3", job(t0 + Duration::from_secs(2)));
         t.track("4", job(t0 + Duration::from_secs(3))); // over max_tracked: "2" is evicted
         assert_eq!(t.len(), 2);
@@ -208,7 +215,7 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..5000 {
             t.track(&i.to_string(), job(t0));
-            t.complete(&i.to_string(), JobResult::Success, t0);
+            t.complete(&i.to_string(), JobResult::Success, t0, None);
         }
         t.expire(t0);
         assert!(t.lock().order.len() <= 1024, "{}", t.lock().order.len());

@@ -1,26 +1,50 @@
-//! The span shapes of SPEC §5, shared by probes and the proxy so that both trace alike: a client
-//! span per HTTP exchange with OTel HTTP and GenAI attributes plus `modelslab.*`, recorded from a
-//! [`Classification`]. Spans are `tracing` spans; `telemetry` exports them when OTLP is on.
+//! The span shapes of SPEC §5, shared by probes and the proxy so that both trace alike: a root
+//! span per probe run, a server span per proxied request, a client span per HTTP exchange with
+//! OTel HTTP and GenAI attributes plus `modelslab.*`. Components create spans here; only the
+//! events of this module's parent record on them. Spans are `tracing` spans; `telemetry` exports
+//! them when OTLP is on.
 //!
 //! Nothing secret goes in: paths without their query string, the API's message cut to 256
 //! characters and scrubbed of the request's key, never a body or a prompt.
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{SpanContext, TraceContextExt};
+pub use opentelemetry::trace::SpanContext;
+use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::classify::{self, Classification, Outcome};
+use crate::metrics::Source;
 
 /// Longest `modelslab.error.message` recorded.
 pub const MAX_MESSAGE: usize = 256;
 
-/// The client span of one HTTP exchange with the API (a child of the current span).
-pub fn exchange_span(method: &str, path: &str, server: &str, source: &'static str, model: Option<&str>) -> Span {
-    let path = path.split('?').next().unwrap_or("");
+/// The root span of one probe run: every exchange of the run is its child.
+pub fn probe_span(probe: &str) -> Span {
     tracing::info_span!(
+        parent: None,
+        "probe",
+        otel.name = %format!("probe {probe}"),
+        otel.status_code = Empty,
+        "modelslab.probe.name" = %probe,
+        "modelslab.source" = "probe",
+    )
+}
+
+/// The client span of one HTTP exchange with the API (a child of the current span), linked to
+/// `link_to` (a job's poll to its submission).
+pub fn exchange_span(
+    method: &str,
+    path: &str,
+    server: &str,
+    source: Source,
+    model: Option<&str>,
+    link_to: Option<&SpanContext>,
+) -> Span {
+    let path = path.split('?').next().unwrap_or("");
+    let span = tracing::info_span!(
         "http.client",
         otel.name = %method,
         otel.kind = "client",
@@ -35,14 +59,18 @@ pub fn exchange_span(method: &str, path: &str, server: &str, source: &'static st
         "gen_ai.request.model" = model.map(|m| classify::truncate(m, 64)),
         "gen_ai.output.type" = "image",
         "gen_ai.response.id" = Empty,
-        "modelslab.source" = source,
+        "modelslab.source" = source.as_str(),
         "modelslab.api.status" = Empty,
         "modelslab.error.reason" = Empty,
         "modelslab.error.message" = Empty,
         "modelslab.retry_after_s" = Empty,
         "modelslab.eta_s" = Empty,
         "modelslab.job.id" = Empty,
-    )
+    );
+    if let Some(to) = link_to {
+        link(&span, to);
+    }
+    span
 }
 
 /// The server span of one proxied request, continuing the caller's `traceparent`.
@@ -70,37 +98,37 @@ pub fn server_span(method: &str, path: &str, endpoint: &str, headers: &http::Hea
 
 /// Records what an exchange's answer (or failure) was on its span; `secrets` are scrubbed from
 /// the message.
-pub fn record(span: &Span, http_status: Option<u16>, c: &Classification, secrets: &[&str]) {
+pub(super) fn record(span: &Span, http_status: Option<u16>, c: &Classification, secrets: &[&str]) {
+    let d = c.details();
     if let Some(s) = http_status {
         span.record("http.response.status_code", s);
     }
-    if let Some(api) = c.api_status {
+    if let Some(api) = d.api_status {
         span.record("modelslab.api.status", api.as_str());
     }
-    if let Some(id) = &c.id {
+    if let Some(id) = &d.id {
         span.record("gen_ai.response.id", id.as_str());
         span.record("modelslab.job.id", id.as_str());
     }
-    if let Some(eta) = c.eta {
+    if let Some(eta) = c.eta() {
         span.record("modelslab.eta_s", eta);
     }
-    if let Some(r) = c.retry_after {
+    if let Some(r) = d.retry_after {
         span.record("modelslab.retry_after_s", r);
     }
-    if c.outcome() == Outcome::Error {
+    if let Some(e) = c.error() {
+        debug_assert_eq!(c.outcome(), Outcome::Error);
         span.record("otel.status_code", "error");
-        if let Some(e) = &c.error {
-            span.record("error.type", e.class.as_str());
-            span.record("modelslab.error.reason", e.reason.as_str());
-        }
-        if let Some(m) = &c.message {
+        span.record("error.type", e.class.as_str());
+        span.record("modelslab.error.reason", e.reason.as_str());
+        if let Some(m) = &d.message {
             span.record("modelslab.error.message", scrub(m, secrets).as_str());
         }
     }
 }
 
 /// Records the outcome of a whole proxied request on its server span.
-pub fn record_server(span: &Span, http_status: u16, error_class: Option<&str>) {
+pub(super) fn record_server(span: &Span, http_status: u16, error_class: Option<&str>) {
     span.record("http.response.status_code", http_status);
     if let Some(class) = error_class {
         span.record("otel.status_code", "error");
@@ -114,7 +142,7 @@ pub fn span_context(span: &Span) -> SpanContext {
 }
 
 /// Links `span` to an earlier span (a job's submission).
-pub fn link(span: &Span, to: &SpanContext) {
+pub(super) fn link(span: &Span, to: &SpanContext) {
     if to.is_valid() {
         span.add_link(to.clone());
     }

@@ -1,0 +1,379 @@
+//! The events, one struct each, with the one `emit` that logs, counts and records it.
+
+use std::time::Duration;
+
+use tracing::Span;
+
+use super::spans::{self, SpanContext};
+use super::{Event, Observer};
+use crate::classify::{Classification, PageStatus};
+use crate::metrics::{
+    Exchange, JobEnd, JobResult, ProbeFailure, SkipReason, Source, SyntheticReason, UninspectedReason,
+};
+
+/// One HTTP exchange with the API was classified (a probe's submit or poll, a proxied request).
+pub struct ExchangeObserved<'a> {
+    pub source: Source,
+    /// From [`Observer::endpoint_label`].
+    pub endpoint: &'a str,
+    /// From [`Observer::model_label`].
+    pub model: &'a str,
+    /// `None` when no answer arrived.
+    pub http_status: Option<u16>,
+    pub classification: &'a Classification,
+    pub duration: Duration,
+    /// The exchange's client span.
+    pub span: &'a Span,
+    /// The proxied request's server span: it takes the answer's status too.
+    pub server: Option<&'a Span>,
+    /// Values scrubbed from the message recorded on the span (the request's key).
+    pub secrets: &'a [&'a str],
+}
+
+impl Event for ExchangeObserved<'_> {
+    const NAME: &'static str = "exchange_observed";
+
+    fn emit(self, to: &Observer) {
+        let c = self.classification;
+        to.metrics.record_exchange(&Exchange {
+            source: self.source,
+            endpoint: self.endpoint,
+            model: self.model,
+            http_status: self.http_status,
+            classification: c,
+            duration: self.duration,
+        });
+        spans::record(self.span, self.http_status, c, self.secrets);
+        if let (Some(server), Some(status)) = (self.server, self.http_status) {
+            spans::record_server(server, status, c.error_class().map(|e| e.as_str()));
+        }
+        if let Some(e) = c.error() {
+            tracing::debug!(
+                source = self.source.as_str(), endpoint = self.endpoint,
+                http_status = %crate::metrics::status_label(self.http_status),
+                error_class = e.class.as_str(), reason = e.reason.as_str(), "api error"
+            );
+        }
+    }
+}
+
+/// The proxy answered a request itself (the upstream timed out or could not be reached, the body
+/// was too large, the request was refused).
+pub struct SyntheticAnswer<'a> {
+    pub reason: SyntheticReason,
+    /// The status the proxy answered with.
+    pub status: u16,
+    /// The proxied request's server span.
+    pub server: &'a Span,
+}
+
+impl Event for SyntheticAnswer<'_> {
+    const NAME: &'static str = "synthetic_answer";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.proxy_synthetic(self.reason);
+        spans::record_server(self.server, self.status, Some(self.reason.as_str()));
+        tracing::debug!(reason = self.reason.as_str(), status = self.status, "proxy answered itself");
+    }
+}
+
+/// The proxy passed an answer through without classifying it.
+pub struct ResponseUninspected {
+    pub reason: UninspectedReason,
+}
+
+impl Event for ResponseUninspected {
+    const NAME: &'static str = "response_uninspected";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.proxy_uninspected(self.reason);
+        tracing::trace!(reason = self.reason.as_str(), "answer passed through uninspected");
+    }
+}
+
+/// The proxy held a rate-limited request and is sending it again after `retry_after`.
+pub struct RateLimitRetry {
+    pub wait: Duration,
+}
+
+impl Event for RateLimitRetry {
+    const NAME: &'static str = "rate_limit_retry";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.proxy_retried();
+        tracing::debug!(wait_seconds = self.wait.as_secs_f64(), "rate limited: holding the request to retry it");
+    }
+}
+
+/// An async job began to be followed.
+pub struct JobStarted {
+    pub source: Source,
+}
+
+impl Event for JobStarted {
+    const NAME: &'static str = "job_started";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.job_started(self.source);
+    }
+}
+
+/// A followed job ended: a terminal answer was seen, or it expired or was evicted.
+pub struct JobEnded<'a> {
+    pub source: Source,
+    /// The submit endpoint.
+    pub endpoint: &'a str,
+    pub model: &'a str,
+    pub result: JobResult,
+    /// Submit to the terminal answer seen (or to expiry/eviction).
+    pub duration: Duration,
+    /// The eta the first processing answer promised.
+    pub first_eta: Option<f64>,
+    /// The span of the exchange that saw the end, linked to the submission's.
+    pub span: Option<&'a Span>,
+    pub submitted: Option<&'a SpanContext>,
+}
+
+impl Event for JobEnded<'_> {
+    const NAME: &'static str = "job_ended";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.job_ended(&JobEnd {
+            source: self.source,
+            endpoint: self.endpoint,
+            model: self.model,
+            result: self.result,
+            duration: self.duration,
+            first_eta: self.first_eta,
+        });
+        if let (Some(span), Some(cx)) = (self.span, self.submitted) {
+            spans::link(span, cx);
+        }
+        tracing::debug!(
+            source = self.source.as_str(),
+            endpoint = self.endpoint,
+            result = self.result.as_str(),
+            duration_seconds = self.duration.as_secs_f64(),
+            "job ended"
+        );
+    }
+}
+
+/// A probe was scheduled, or rescheduled after its definition changed.
+pub struct ProbeScheduled<'a> {
+    pub probe: &'a str,
+    pub interval: Duration,
+    pub changed: bool,
+}
+
+impl Event for ProbeScheduled<'_> {
+    const NAME: &'static str = "probe_scheduled";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.probe_registered(self.probe);
+        if self.changed {
+            tracing::info!(probe = %self.probe, "probe changed: rescheduled");
+        } else {
+            tracing::info!(probe = %self.probe, interval = %humantime::format_duration(self.interval), "probe scheduled");
+        }
+    }
+}
+
+/// A probe left the configuration.
+pub struct ProbeRemoved<'a> {
+    pub probe: &'a str,
+}
+
+impl Event for ProbeRemoved<'_> {
+    const NAME: &'static str = "probe_removed";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.forget_probe(self.probe);
+        tracing::info!(probe = %self.probe, "probe removed");
+    }
+}
+
+/// A probe tick did not run.
+pub struct ProbeSkipped<'a> {
+    pub probe: &'a str,
+    pub reason: SkipReason,
+}
+
+impl Event for ProbeSkipped<'_> {
+    const NAME: &'static str = "probe_skipped";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.probe_skipped(self.probe, self.reason);
+        tracing::debug!(probe = self.probe, reason = self.reason.as_str(), "probe tick skipped");
+    }
+}
+
+/// A probe run ended (its exchanges were observed on the way).
+pub struct ProbeRunFinished<'a> {
+    pub probe: &'a str,
+    pub success: bool,
+    pub failure: Option<ProbeFailure>,
+    /// Why expectations failed, one line each (for the log).
+    pub failed_expectations: &'a [String],
+    pub duration: Duration,
+    pub started_at_unix: f64,
+    /// Whether the previous run succeeded (`None`: the first run); changes are logged.
+    pub previous_success: Option<bool>,
+    /// The run's root span.
+    pub span: &'a Span,
+}
+
+impl Event for ProbeRunFinished<'_> {
+    const NAME: &'static str = "probe_run_finished";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.probe_finished(
+            self.probe,
+            self.success,
+            self.failure,
+            self.duration.as_secs_f64(),
+            self.started_at_unix,
+        );
+        if !self.success {
+            self.span.record("otel.status_code", "error");
+        }
+        let reason = self.failure.map_or("-", ProbeFailure::as_str);
+        match (self.previous_success, self.success) {
+            (Some(true) | None, false) => tracing::warn!(
+                probe = %self.probe, reason, failed = %self.failed_expectations.join("; "), "probe failing"
+            ),
+            (Some(false), true) => tracing::info!(probe = %self.probe, "probe recovered"),
+            _ => {}
+        }
+        tracing::debug!(
+            probe = self.probe,
+            success = self.success,
+            reason,
+            duration_seconds = self.duration.as_secs_f64(),
+            "probe run finished"
+        );
+    }
+}
+
+/// The status-page poller settled on a document format.
+pub struct StatusPageDetected<'a> {
+    pub format: &'a str,
+    pub url: &'a str,
+}
+
+impl Event for StatusPageDetected<'_> {
+    const NAME: &'static str = "status_page_detected";
+
+    fn emit(self, _: &Observer) {
+        tracing::info!(format = self.format, url = self.url, "status page format detected");
+    }
+}
+
+/// A status-page poll fetched and parsed.
+pub struct StatusPagePolled<'a> {
+    pub format: &'a str,
+    pub status: PageStatus,
+    pub components: &'a [(String, PageStatus)],
+    /// Components listed before and not any more: their series go.
+    pub gone: &'a [String],
+    pub incidents_open: u32,
+    /// The state before this poll (`None`: the first poll that succeeded).
+    pub previous: Option<PageStatus>,
+    /// The page was unreachable before this poll.
+    pub recovered: bool,
+}
+
+impl Event for StatusPagePolled<'_> {
+    const NAME: &'static str = "status_page_polled";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.status_page_state(self.status, self.components, self.gone, self.incidents_open);
+        if self.previous != Some(self.status) {
+            tracing::info!(
+                format = self.format,
+                incidents_open = self.incidents_open,
+                "status page: {}",
+                status_change(self.previous, self.status)
+            );
+        }
+        if self.recovered {
+            tracing::info!("status page reachable again");
+        }
+    }
+}
+
+/// `operational → major_outage`, or the state alone for the first one.
+pub fn status_change(before: Option<PageStatus>, now: PageStatus) -> String {
+    match before {
+        Some(b) => format!("{} → {}", b.as_str(), now.as_str()),
+        None => now.as_str().to_owned(),
+    }
+}
+
+/// A status-page poll failed; the last known state stays.
+pub struct StatusPageFailed<'a> {
+    pub error: &'a str,
+    /// The poll before succeeded (or this is the first): the failure is logged once.
+    pub first: bool,
+}
+
+impl Event for StatusPageFailed<'_> {
+    const NAME: &'static str = "status_page_failed";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.status_page_down();
+        if self.first {
+            tracing::warn!("status page unreachable, keeping the last known state: {}", self.error);
+        }
+    }
+}
+
+/// A status-page component was dropped: `status_page.max_components` was reached.
+pub struct ComponentOverflow<'a> {
+    pub component: &'a str,
+}
+
+impl Event for ComponentOverflow<'_> {
+    const NAME: &'static str = "component_overflow";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.component_overflow();
+        tracing::debug!(component = self.component, "status page component over max_components: dropped");
+    }
+}
+
+/// The configuration was (re)loaded.
+pub struct ConfigReloaded<'a> {
+    pub file: &'a str,
+    /// Changed settings that only a restart applies.
+    pub restart_required: &'a [&'static str],
+}
+
+impl Event for ConfigReloaded<'_> {
+    const NAME: &'static str = "config_reloaded";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.config_loaded(true);
+        if !self.restart_required.is_empty() {
+            tracing::warn!(
+                settings = %self.restart_required.join(", "),
+                "reloaded settings that only take effect after a restart"
+            );
+        }
+        tracing::info!(file = self.file, "configuration reloaded");
+    }
+}
+
+/// A reload found a bad configuration; the running one stays.
+pub struct ConfigReloadFailed<'a> {
+    pub problems: &'a str,
+}
+
+impl Event for ConfigReloadFailed<'_> {
+    const NAME: &'static str = "config_reload_failed";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.config_loaded(false);
+        tracing::error!("configuration reload failed, keeping the running configuration: {}", self.problems);
+    }
+}

@@ -1,0 +1,88 @@
+//! The observation layer: everything the components see happen is one typed event, and each
+//! event writes its log line, counts its metric samples and records its span attributes in one
+//! [`Event::emit`] (in the manner of vector's internal events). Components hold an [`Observer`]
+//! and call [`Observer::emit`]; they never reach for `metrics`, spans and `tracing` separately,
+//! so a probe and the proxy cannot record the same thing differently.
+//!
+//! What an event carries is only what it needs: label values that are config names or closed
+//! enums, durations, and the spans to annotate. Nothing here holds a key, a prompt or a body;
+//! messages reach spans cut to 256 characters with the request's key scrubbed.
+
+mod events;
+pub mod spans;
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+pub use events::*;
+pub use spans::{SpanContext, exchange_span, probe_span, server_span, span_context};
+
+use crate::metrics::Metrics;
+pub use crate::metrics::{
+    BackoffReason, JobResult, ProbeFailure, SkipReason, Source, SyntheticReason, UninspectedReason,
+};
+
+/// Something that happened, with what its log line, metrics and span need.
+pub trait Event {
+    /// The event's name, as a test journal records it.
+    const NAME: &'static str;
+    /// Logs, counts and records the event.
+    fn emit(self, to: &Observer);
+}
+
+/// Where the components send their events. Cheap to clone.
+#[derive(Clone)]
+pub struct Observer {
+    metrics: Arc<Metrics>,
+    journal: Option<Arc<Mutex<Vec<&'static str>>>>,
+}
+
+impl Observer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Observer { metrics, journal: None }
+    }
+
+    /// An observer that also notes the name of every event emitted, for tests that check which
+    /// events a piece of work produced.
+    pub fn recording(metrics: Arc<Metrics>) -> (Self, Journal) {
+        let journal = Arc::new(Mutex::new(Vec::new()));
+        (Observer { metrics, journal: Some(journal.clone()) }, Journal(journal))
+    }
+
+    /// Emits one event.
+    pub fn emit<E: Event>(&self, event: E) {
+        if let Some(j) = &self.journal {
+            j.lock().unwrap_or_else(PoisonError::into_inner).push(E::NAME);
+        }
+        event.emit(self);
+    }
+
+    /// The metric families (for the admin server's `/metrics`, and tests).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The `endpoint` label of a request path (see [`Metrics::endpoint_label`]).
+    pub fn endpoint_label(&self, path: &str) -> String {
+        self.metrics.endpoint_label(path)
+    }
+
+    /// The `model` label of a request's `model_id` (see [`Metrics::model_label`]).
+    pub fn model_label(&self, model_id: Option<&str>) -> String {
+        self.metrics.model_label(model_id)
+    }
+}
+
+/// The names of the events an [`Observer::recording`] saw, in order.
+#[derive(Clone)]
+pub struct Journal(Arc<Mutex<Vec<&'static str>>>);
+
+impl Journal {
+    pub fn names(&self) -> Vec<&'static str> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// How many times the event `name` was emitted.
+    pub fn count(&self, name: &str) -> usize {
+        self.names().iter().filter(|n| **n == name).count()
+    }
+}

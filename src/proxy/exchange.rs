@@ -1,0 +1,199 @@
+//! The bookkeeping of one proxied exchange: what is known before the answer, and what happens
+//! when it ends (or never comes): one `observe` event for the exchange, the server and client
+//! spans, and the job it submits or polls.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::Response;
+use http::header::{self, HeaderMap, HeaderValue};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tracing::Span;
+
+use super::body::{End, Finish, RequestSeen};
+use super::forward::full;
+use super::inspect::{RequestFields, fetch_path_id, request_fields, request_secrets, rewrite_fetch_result};
+use super::jobs::Tracked;
+use super::{Proxy, ProxyBody, Synthetic};
+use crate::classify::{self, ApiStatus, Classification, Context, Failure, Outcome, RequestKind};
+use crate::config::Config;
+use crate::observe::{self, JobResult, ResponseUninspected, Source, UninspectedReason};
+
+/// An exchange on its way: what is known before the answer.
+pub(super) struct Exchange {
+    proxy: Proxy,
+    method: String,
+    path: String,
+    pub endpoint: String,
+    kind: RequestKind,
+    seen: Arc<RequestSeen>,
+    secrets: Vec<String>,
+    started: Instant,
+    pub config: Arc<Config>,
+    /// The proxied request's span; ends when the answer's body has gone through.
+    pub server: Span,
+    /// The upstream exchange's span, a child of `server`.
+    pub client: Span,
+}
+
+impl Exchange {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        proxy: Proxy,
+        parts: &http::request::Parts,
+        path: String,
+        endpoint: String,
+        kind: RequestKind,
+        seen: Arc<RequestSeen>,
+        config: Arc<Config>,
+        server: Span,
+    ) -> Exchange {
+        let method = parts.method.as_str().to_owned();
+        let client = Self::client_span(&server, &method, &path, &config);
+        let secrets = request_secrets(parts);
+        Exchange { proxy, method, path, endpoint, kind, seen, secrets, started: Instant::now(), config, server, client }
+    }
+
+    fn client_span(server: &Span, method: &str, path: &str, config: &Config) -> Span {
+        let host = config.upstream.base_url.host_str().unwrap_or("");
+        server.in_scope(|| observe::exchange_span(method, path, host, Source::Proxy, None, None))
+    }
+
+    /// The same request, sent again (its own timing and client span).
+    pub fn again(&self) -> Exchange {
+        Exchange {
+            proxy: self.proxy.clone(),
+            method: self.method.clone(),
+            path: self.path.clone(),
+            endpoint: self.endpoint.clone(),
+            kind: self.kind,
+            seen: self.seen.clone(),
+            secrets: self.secrets.clone(),
+            started: Instant::now(),
+            config: self.config.clone(),
+            server: self.server.clone(),
+            client: Self::client_span(&self.server, &self.method, &self.path, &self.config),
+        }
+    }
+
+    /// No answer came: a synthetic 504/502, and the failure recorded as an upstream observation.
+    pub fn failed(self, failure: Failure) -> Response<ProxyBody> {
+        self.record(None, &classify::classify_failure(failure));
+        let answer = match failure {
+            Failure::Timeout => Synthetic::UpstreamTimeout,
+            Failure::Transport => Synthetic::UpstreamUnreachable,
+        };
+        self.proxy.synthetic(answer, &self.server)
+    }
+
+    /// Reads a whole answer, rewrites its `fetch_result` to point at the proxy, and records it.
+    pub async fn rewritten(
+        self,
+        mut parts: http::response::Parts,
+        incoming: Incoming,
+        limit: usize,
+    ) -> Response<ProxyBody> {
+        let bytes = match http_body_util::Limited::new(incoming, limit).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return self.failed(Failure::Transport),
+        };
+        let status = parts.status.as_u16();
+        let c = classify::classify(status, &parts.headers, &bytes, &self.context());
+        self.record(Some(status), &c);
+        let local = self.proxy.inner.local;
+        let out =
+            c.fetch_result().and_then(|url| rewrite_fetch_result(&bytes, url, &self.config, local)).unwrap_or(bytes);
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        Response::from_parts(parts, full(out))
+    }
+
+    fn context(&self) -> Context {
+        Context { decode_limit: self.config.proxy.inspect_limit.as_u64() as usize, ..Context::new(self.kind) }
+    }
+
+    /// Records the classified exchange (one event: metrics, both spans, the log) and follows its
+    /// job.
+    fn record(&self, http_status: Option<u16>, c: &Classification) {
+        let inner = &self.proxy.inner;
+        let RequestFields { model_id, request_id, key } = request_fields(&self.seen.head());
+        let mut secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        secrets.extend(key.as_deref());
+        if let Some(m) = &model_id {
+            self.client.record("gen_ai.request.model", classify::truncate(m, 64).as_str());
+        }
+        let job_id = match self.kind {
+            RequestKind::Fetch => {
+                fetch_path_id(&self.path).map(str::to_owned).or(request_id).or_else(|| c.details().id.clone())
+            }
+            RequestKind::Submit => c.details().id.clone(),
+        };
+        // A fetch takes its job's model.
+        let model = match (self.kind, &job_id) {
+            (RequestKind::Fetch, Some(id)) => {
+                inner.jobs.model_of(id).unwrap_or_else(|| inner.observer.model_label(None))
+            }
+            _ => inner.observer.model_label(model_id.as_deref()),
+        };
+        inner.observer.emit(observe::ExchangeObserved {
+            source: Source::Proxy,
+            endpoint: &self.endpoint,
+            model: &model,
+            http_status,
+            classification: c,
+            duration: self.started.elapsed(),
+            span: &self.client,
+            server: Some(&self.server),
+            secrets: &secrets,
+        });
+        let Some(id) = job_id else { return };
+        self.server.record("modelslab.job.id", id.as_str());
+        let now = Instant::now();
+        let answered_2xx = http_status.is_some_and(|s| (200..300).contains(&s));
+        match (self.kind, c.outcome()) {
+            (RequestKind::Submit, Outcome::Processing) => {
+                let context = observe::span_context(&self.server);
+                let endpoint = self.endpoint.clone();
+                let job = Tracked { submitted: self.started, endpoint, model, first_eta: c.eta(), context };
+                inner.jobs.track(&id, job);
+            }
+            (RequestKind::Fetch, Outcome::Success) => {
+                inner.jobs.complete(&id, JobResult::Success, now, Some(&self.server));
+            }
+            (RequestKind::Fetch, Outcome::Error) if answered_2xx => {
+                let result = match c.details().api_status {
+                    Some(ApiStatus::Failed) => JobResult::Failed,
+                    _ => JobResult::Error,
+                };
+                inner.jobs.complete(&id, result, now, Some(&self.server));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Records a streamed answer when its body ends.
+pub(super) struct Finished {
+    pub exchange: Exchange,
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub uninspected: Option<UninspectedReason>,
+}
+
+impl Finish for Finished {
+    fn finish(self: Box<Self>, end: End) {
+        let c = match end {
+            End::Complete { body: Some(body) } if self.uninspected.is_none() => {
+                classify::classify(self.status, &self.headers, &body, &self.exchange.context())
+            }
+            End::Complete { .. } => {
+                let reason = self.uninspected.unwrap_or(UninspectedReason::TooLarge);
+                self.exchange.proxy.inner.observer.emit(ResponseUninspected { reason });
+                Classification::by_status(self.status)
+            }
+            End::UpstreamError => classify::classify_failure(Failure::Transport),
+            End::ClientGone => Classification::by_status(self.status),
+        };
+        self.exchange.record(Some(self.status), &c);
+    }
+}

@@ -1,0 +1,217 @@
+//! One proxied request: refuse what must not be forwarded, rebuild the request for the upstream,
+//! send it (streamed, or buffered and replayed when `retry_rate_limited` holds 429s), and hand
+//! the answer to its [`Exchange`] as it streams back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+use super::body::{RequestSeen, RequestTap, ResponseTap, TooLarge};
+use super::exchange::{Exchange, Finished};
+use super::inspect::{is_fetch_path, rewritable, uninspected_reason};
+use super::{Proxy, ProxyBody, REQUEST_HEAD, Synthetic};
+use crate::classify::{self, Context, Failure, RequestKind};
+use crate::config::Config;
+use crate::observe::{self, RateLimitRetry};
+
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+impl Proxy {
+    /// Handles one request; never fails (failures become synthetic answers).
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let config = self.inner.config.borrow().clone();
+        let endpoint = self.inner.observer.endpoint_label(req.uri().path());
+        let server = observe::server_span(req.method().as_str(), req.uri().path(), &endpoint, req.headers());
+        if let Some(why) = self.refusal(&req, &config) {
+            return self.synthetic(Synthetic::Refused(why), &server);
+        }
+        let max_body = config.proxy.max_request_body.as_u64();
+        let declared =
+            req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_body) {
+            return self.synthetic(Synthetic::BodyTooLarge, &server);
+        }
+
+        let (parts, incoming) = req.into_parts();
+        let path = parts.uri.path().to_owned();
+        let kind = if is_fetch_path(&path) { RequestKind::Fetch } else { RequestKind::Submit };
+        let seen = Arc::new(RequestSeen::default());
+        let tap = RequestTap::new(incoming, max_body, REQUEST_HEAD, seen.clone());
+        let exchange = Exchange::new(self.clone(), &parts, path, endpoint, kind, seen, config.clone(), server);
+
+        let retry = &config.proxy.retry_rate_limited;
+        if retry.enabled {
+            // Held requests are replayed, so their body is read first (within the limit).
+            let body = match tap.collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) if TooLarge::caused(&*e) => return self.synthetic(Synthetic::BodyTooLarge, &exchange.server),
+                Err(_) => return self.synthetic(Synthetic::BodyUnreadable, &exchange.server),
+            };
+            return self.forward_with_retries(parts, body, exchange, retry.max_wait).await;
+        }
+        match upstream_request(&parts, tap.boxed(), &config) {
+            Ok(r) => self.forward(r, exchange).await,
+            Err(why) => self.synthetic(Synthetic::Refused(why), &exchange.server),
+        }
+    }
+
+    /// Why a request must not be forwarded, if it must not.
+    fn refusal(&self, req: &Request<Incoming>, config: &Config) -> Option<&'static str> {
+        if req.method() == Method::CONNECT {
+            return Some("CONNECT is not supported: this proxy only forwards to its configured API");
+        }
+        if let Some(authority) = req.uri().authority() {
+            let upstream = &config.upstream.base_url;
+            let port = authority.port_u16().unwrap_or(if req.uri().scheme_str() == Some("https") { 443 } else { 80 });
+            let upstream_itself = upstream.host_str().is_some_and(|h| h.eq_ignore_ascii_case(authority.host()))
+                && upstream.port_or_known_default() == Some(port);
+            let ours = authority.as_str() == self.inner.local.to_string();
+            if !upstream_itself && !ours {
+                return Some(
+                    "Absolute URLs naming another host are refused: this proxy only forwards to its configured API",
+                );
+            }
+        }
+        None
+    }
+
+    /// Sends one request upstream and streams the answer back, classifying it as it ends.
+    async fn forward(&self, req: Request<ProxyBody>, exchange: Exchange) -> Response<ProxyBody> {
+        let timeout = exchange.config.proxy.upstream_timeout;
+        let sent = self.inner.client.request(req).instrument(exchange.client.clone());
+        let response = match tokio::time::timeout(timeout, sent).await {
+            Err(_) => return exchange.failed(Failure::Timeout),
+            Ok(Err(e)) if TooLarge::caused(&e) => return self.synthetic(Synthetic::BodyTooLarge, &exchange.server),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, endpoint = %exchange.endpoint, "upstream unreachable");
+                return exchange.failed(Failure::Transport);
+            }
+            Ok(Ok(r)) => r,
+        };
+        let (mut parts, incoming) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let inspect = exchange.config.proxy.inspect_limit.as_u64() as usize;
+        let uninspected = uninspected_reason(&parts.headers);
+        if exchange.config.proxy.rewrite_fetch_result && uninspected.is_none() && rewritable(&parts.headers, inspect) {
+            return exchange.rewritten(parts, incoming, inspect).await;
+        }
+        let keep = if uninspected.is_some() { 0 } else { inspect };
+        let finish =
+            Box::new(Finished { exchange, status: parts.status.as_u16(), headers: parts.headers.clone(), uninspected });
+        let body = ResponseTap::new(incoming, keep, finish);
+        Response::from_parts(parts, body.boxed())
+    }
+
+    /// Forwards a buffered request, holding and replaying it while the API answers 429 and its
+    /// `retry_after` fits within `max_wait`.
+    async fn forward_with_retries(
+        &self,
+        parts: http::request::Parts,
+        body: Bytes,
+        exchange: Exchange,
+        max_wait: Duration,
+    ) -> Response<ProxyBody> {
+        let held_since = Instant::now();
+        loop {
+            let attempt = exchange.again();
+            let req = match upstream_request(&parts, full(body.clone()), &attempt.config) {
+                Ok(r) => r,
+                Err(why) => return self.synthetic(Synthetic::Refused(why), &exchange.server),
+            };
+            let response = self.forward(req, attempt).await;
+            if response.status() != StatusCode::TOO_MANY_REQUESTS {
+                return response;
+            }
+            let (resp_parts, resp_body) = response.into_parts();
+            let bytes = resp_body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let c = classify::classify(429, &resp_parts.headers, &bytes, &Context::new(RequestKind::Submit));
+            let wait = Duration::from_secs_f64(c.details().retry_after.unwrap_or(1.0).max(0.1));
+            if held_since.elapsed() + wait > max_wait {
+                return Response::from_parts(resp_parts, full(bytes));
+            }
+            self.inner.observer.emit(RateLimitRetry { wait });
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// A whole body held in memory.
+pub(super) fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes).map_err(|e| match e {}).boxed()
+}
+
+/// The request as the upstream gets it: its URI, hop-by-hop headers gone, `Host` the upstream's.
+fn upstream_request(
+    parts: &http::request::Parts,
+    body: ProxyBody,
+    config: &Config,
+) -> Result<Request<ProxyBody>, &'static str> {
+    let base = &config.upstream.base_url;
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let uri: Uri = format!("{}{}", base.as_str().trim_end_matches('/'), path_and_query)
+        .parse()
+        .map_err(|_| "The request path is not valid")?;
+    let mut headers = parts.headers.clone();
+    strip_hop_by_hop(&mut headers);
+    let host = uri.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
+    headers.insert(header::HOST, HeaderValue::from_str(&host).map_err(|_| "bad upstream host")?);
+    let mut req = Request::builder()
+        .method(parts.method.clone())
+        .uri(uri)
+        .body(body)
+        .map_err(|_| "The request could not be rebuilt")?;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// Removes the hop-by-hop headers, those `Connection` lists included.
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(listed.iter()) {
+        headers.remove(name);
+    }
+    // `Upgrade` is hop-by-hop only as part of a Connection: upgrade handshake, which is not
+    // forwarded; a stray one is dropped the same way.
+    headers.remove(header::UPGRADE);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_and_the_rest_stay() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-drop-me"));
+        h.insert("x-drop-me", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("key", HeaderValue::from_static("k"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        strip_hop_by_hop(&mut h);
+        let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        names.sort();
+        assert_eq!(names, ["content-type", "key"]);
+    }
+}

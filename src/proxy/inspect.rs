@@ -1,0 +1,169 @@
+//! What the proxy reads from the traffic without changing it: the request's `model_id`,
+//! `request_id` and key (only to scrub the key from what is recorded), which paths poll jobs,
+//! which answers are not worth classifying, and the opt-in rewrite of `fetch_result`.
+
+use std::net::SocketAddr;
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::observe::UninspectedReason;
+
+/// Whether a path polls a job: `…/fetch/{id}` or `…/fetch`.
+pub(super) fn is_fetch_path(path: &str) -> bool {
+    path.trim_end_matches('/').rsplit('/').take(2).any(|seg| seg == "fetch")
+}
+
+/// The job id a fetch path names (`…/fetch/{id}`).
+pub(super) fn fetch_path_id(path: &str) -> Option<&str> {
+    let mut segs = path.trim_end_matches('/').rsplit('/');
+    let last = segs.next()?;
+    (segs.next() == Some("fetch") && !last.is_empty()).then_some(last)
+}
+
+/// Answers the proxy passes through without classifying: binary content and event streams.
+pub(super) fn uninspected_reason(headers: &HeaderMap) -> Option<UninspectedReason> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())?.to_ascii_lowercase();
+    if ct.starts_with("text/event-stream") {
+        Some(UninspectedReason::Stream)
+    } else if ["image/", "audio/", "video/", "application/octet-stream", "application/zip"]
+        .iter()
+        .any(|p| ct.starts_with(p))
+    {
+        Some(UninspectedReason::NotJson)
+    } else {
+        None
+    }
+}
+
+/// Rewriting needs the whole answer in memory: only plain (not compressed) JSON within the limit.
+pub(super) fn rewritable(headers: &HeaderMap, limit: usize) -> bool {
+    let plain = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|e| e.eq_ignore_ascii_case("identity"));
+    let json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.contains("json"));
+    let small = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_none_or(|n| n <= limit);
+    plain && json && small
+}
+
+static MODEL_ID: LazyLock<regex::Regex> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)] // a literal pattern, exercised by the tests
+    regex::Regex::new(r#""model_id"\s*:\s*"([^"\\]{1,128})""#).expect("model_id pattern is valid")
+});
+
+/// What the proxy reads from a request body head (even a truncated one).
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct RequestFields {
+    pub model_id: Option<String>,
+    pub request_id: Option<String>,
+    /// Only to scrub it from what is recorded.
+    pub key: Option<String>,
+}
+
+pub(super) fn request_fields(head: &[u8]) -> RequestFields {
+    if head.is_empty() {
+        return RequestFields::default();
+    }
+    if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(head) {
+        let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+        let request_id = match m.get("request_id") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        return RequestFields { model_id: text("model_id"), request_id, key: text("key") };
+    }
+    let text = String::from_utf8_lossy(head);
+    RequestFields { model_id: MODEL_ID.captures(&text).map(|c| c[1].to_owned()), ..Default::default() }
+}
+
+/// The key as it travels outside the body (header `key`, `Authorization`, query `key`), only to
+/// scrub it from what is recorded.
+pub(super) fn request_secrets(parts: &http::request::Parts) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(k) = parts.headers.get("key").and_then(|v| v.to_str().ok()) {
+        out.push(k.to_owned());
+    }
+    if let Some(a) = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        out.push(a.split_whitespace().last().unwrap_or(a).to_owned());
+    }
+    if let Some(q) = parts.uri.query() {
+        out.extend(url::form_urlencoded::parse(q.as_bytes()).filter(|(k, _)| k == "key").map(|(_, v)| v.into_owned()));
+    }
+    out
+}
+
+/// Replaces the upstream origin of `fetch_result` with the proxy's own address, keeping every
+/// other byte of the answer (PHP-style `\/` escapes included).
+pub(super) fn rewrite_fetch_result(body: &Bytes, url: &str, config: &Config, local: SocketAddr) -> Option<Bytes> {
+    let origin = config.upstream.base_url.origin().ascii_serialization();
+    let rest = url.strip_prefix(&origin)?;
+    let new = format!("http://{local}{rest}");
+    let text = std::str::from_utf8(body).ok()?;
+    for (old, replacement) in [
+        (serde_json::to_string(url).ok()?, serde_json::to_string(&new).ok()?),
+        (serde_json::to_string(url).ok()?.replace('/', "\\/"), serde_json::to_string(&new).ok()?.replace('/', "\\/")),
+    ] {
+        if text.contains(&old) {
+            return Some(Bytes::from(text.replacen(&old, &replacement, 1)));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetch_paths_and_ids() {
+        assert!(is_fetch_path("/api/v6/images/fetch/123"));
+        assert!(is_fetch_path("/api/v6/images/fetch"));
+        assert!(is_fetch_path("/api/v7/video-fusion/fetch/abc-1"));
+        assert!(!is_fetch_path("/api/v6/images/text2img"));
+        assert!(!is_fetch_path("/api/v6/fetcher/1"));
+        assert_eq!(fetch_path_id("/api/v6/images/fetch/123"), Some("123"));
+        assert_eq!(fetch_path_id("/api/v6/images/fetch"), None);
+    }
+
+    #[test]
+    fn request_fields_even_from_a_truncated_head() {
+        let full = request_fields(br#"{"key":"k","model_id":"flux","request_id":7}"#);
+        assert_eq!(
+            (full.model_id.as_deref(), full.request_id.as_deref(), full.key.as_deref()),
+            (Some("flux"), Some("7"), Some("k"))
+        );
+        let cut = request_fields(br#"{"key":"k","model_id":"sdxl","init_image":"data:image/png;base64,AAAA"#);
+        assert_eq!((cut.model_id.as_deref(), cut.request_id), (Some("sdxl"), None));
+        assert_eq!(request_fields(b"not json"), RequestFields::default());
+    }
+
+    #[test]
+    fn fetch_result_rewrites_keep_every_other_byte() {
+        let text = "upstream:\n  base_url: http://api.example:9000\n";
+        let var = |_: &str| None;
+        let env = crate::config::Environment { var: &var, base_dir: ".".into() };
+        let config = crate::config::from_yaml(text, "test", &env).unwrap();
+        let local: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let url = "http://api.example:9000/api/v6/images/fetch/7";
+        let plain = Bytes::from(format!(r#"{{"status":"processing","fetch_result":"{url}","id":7}}"#));
+        assert_eq!(
+            rewrite_fetch_result(&plain, url, &config, local).unwrap(),
+            r#"{"status":"processing","fetch_result":"http://127.0.0.1:8080/api/v6/images/fetch/7","id":7}"#
+        );
+        let escaped = Bytes::from(r#"{"fetch_result":"http:\/\/api.example:9000\/api\/v6\/images\/fetch\/7"}"#);
+        assert_eq!(
+            rewrite_fetch_result(&escaped, url, &config, local).unwrap(),
+            r#"{"fetch_result":"http:\/\/127.0.0.1:8080\/api\/v6\/images\/fetch\/7"}"#
+        );
+        assert!(rewrite_fetch_result(&plain, "https://elsewhere/x", &config, local).is_none(), "other origins stay");
+    }
+}
