@@ -1,4 +1,4 @@
-//! The command line (SPEC §1), as clap definitions only.
+//! The command line (docs/cli.md), as clap definitions only.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

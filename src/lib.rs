@@ -1,20 +1,25 @@
 //! modelslab-sentinel: a monitoring agent for the ModelsLab generation API.
 //!
-//! Data flows one way: `config → components → classify → metrics / traces`.
+//! Data flows one way: `config → components → classify → observe (metrics, spans, logs)`.
 //!
-//! | module      | its job                                                                 |
-//! |-------------|-------------------------------------------------------------------------|
-//! | [`cli`]     | clap definitions of the command line                                    |
-//! | [`app`]     | binds listeners, spawns components with cancellation tokens, reloads, shuts down in order |
-//! | [`config`]  | YAML → typed, validated [`config::Config`]; the only user of the YAML library |
-//! | [`classify`]| the API's error model: pure functions over closed enums                 |
-//! | [`metrics`] | every metric family and the bounded label helpers                       |
-//! | [`telemetry`]| logging (and trace export)                                             |
-//! | [`admin`]   | `/metrics`, `/healthz`, `/readyz`, `/api/v1/*`, `/-/reload` on their own port |
+//! | module         | its job                                                               |
+//! |----------------|-----------------------------------------------------------------------|
+//! | [`cli`]        | clap definitions of the command line                                  |
+//! | [`app`]        | binds listeners, spawns components with cancellation tokens, reloads, shuts down in order |
+//! | [`config`]     | YAML → typed, validated [`config::Config`]; the only user of the YAML library |
+//! | [`classify`]   | the API's error model: pure functions over closed enums               |
+//! | [`metrics`]    | every metric family and the bounded label helpers                     |
+//! | [`observe`]    | typed events: each one logs, counts and records its span in one call  |
+//! | [`telemetry`]  | logging and OTLP trace export for the process                         |
+//! | [`probe`]      | synthetic probes: schedule, gates, one run with its job followed      |
+//! | [`proxy`]      | the live-traffic proxy and the jobs it follows                        |
+//! | [`statuspage`] | the vendor's status page as metrics                                   |
+//! | [`admin`]      | `/metrics`, `/healthz`, `/readyz`, `/api/v1/*`, `/-/reload` on their own port |
+//! | [`sim`]        | the ModelsLab emulator (tests, demo, drills); nothing else imports it |
+//! | [`demo`]       | the emulator, the agent and a client load on an embedded config       |
 //!
-//! The components (synthetic probes, the live-traffic proxy, the status-page poller), the job
-//! tracker they share and the emulator (`sim`) are added beside these, each depending only on
-//! `config`, `classify` and `metrics`, never on one another.
+//! The components (`probe`, `proxy`, `statuspage`) depend on `config`, `classify` and `observe`,
+//! never on one another; `app` and `demo` wire everything together.
 
 pub mod admin;
 pub mod app;

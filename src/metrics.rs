@@ -1,4 +1,4 @@
-//! Every metric family of SPEC §4, on a registry the app owns, and the label helpers that keep
+//! Every metric family of docs/metrics.md, on a registry the app owns, and the label helpers that keep
 //! their cardinality bounded.
 //!
 //! Label values come only from config names and closed enums (`as_str()`), or from the two

@@ -7,7 +7,8 @@ mod common;
 use std::sync::Arc;
 
 use common::{Scrape, Served, emulator, load_config, observer, scrape_registry, serve, watched};
-use modelslab_sentinel::config::Config;
+use modelslab_sentinel::classify::PageStatus;
+use modelslab_sentinel::config::{Config, PageFormat};
 use modelslab_sentinel::metrics::Metrics;
 use modelslab_sentinel::sim::Scenario;
 use modelslab_sentinel::statuspage::StatusPage;
@@ -38,7 +39,11 @@ async fn operational_partial_major_then_unreachable_keeping_the_last_state() {
     assert_eq!(component(&m, "Image Generation API", "operational"), Some(1.0));
     assert_eq!(component(&m, "Image Generation API", "major_outage"), Some(0.0));
     assert!(m.metric("modelslab_status_page_last_success_timestamp_seconds").value().unwrap() > 1.7e9);
-    assert_eq!(page.status().unwrap().format, Some("statuspage"), "found /api/v2/summary.json beside the HTML page");
+    assert_eq!(
+        page.status().unwrap().format,
+        Some(PageFormat::Statuspage),
+        "found /api/v2/summary.json beside the HTML page"
+    );
 
     sim.set_scenario("status_page: partial_outage\n").await;
     page.poll(&settings).await;
@@ -66,7 +71,7 @@ async fn operational_partial_major_then_unreachable_keeping_the_last_state() {
     assert_eq!(component(&m, "Image Generation API", "major_outage"), Some(1.0));
     assert_eq!(m.metric("modelslab_status_page_last_success_timestamp_seconds").value(), Some(last_success));
     let status = page.status().unwrap();
-    assert_eq!((status.up, status.status), (Some(false), Some("major_outage")));
+    assert_eq!((status.up, status.status), (Some(false), Some(PageStatus::MajorOutage)));
     assert!(status.last_error.unwrap().contains("cannot fetch"));
 }
 
@@ -88,7 +93,7 @@ async fn auto_detects_instatus_better_stack_and_html() {
     .await;
     let (page, metrics, cfg) = poller(&format!("{}/summary.json", served.url), "");
     page.poll(cfg.status_page.as_ref().unwrap()).await;
-    assert_eq!(page.status().unwrap().format, Some("instatus"));
+    assert_eq!(page.status().unwrap().format, Some(PageFormat::Instatus));
     let m = scrape_registry(&metrics);
     assert_eq!(m.metric("modelslab_status_page_status").value(), Some(4.0));
     assert_eq!(component(&m, "Image Generation", "major_outage"), Some(1.0));
@@ -100,12 +105,12 @@ async fn auto_detects_instatus_better_stack_and_html() {
     .await;
     let (page, _, cfg) = poller(&format!("{}/", served.url), "");
     page.poll(cfg.status_page.as_ref().unwrap()).await;
-    assert_eq!(page.status().unwrap().format, Some("betterstack"));
+    assert_eq!(page.status().unwrap().format, Some(PageFormat::Betterstack));
 
     let served = pages(vec![("/status", "text/html", include_str!("fixtures/statuspage/html-major.html"))]).await;
     let (page, metrics, cfg) = poller(&format!("{}/status", served.url), "");
     page.poll(cfg.status_page.as_ref().unwrap()).await;
-    assert_eq!(page.status().unwrap().format, Some("html"));
+    assert_eq!(page.status().unwrap().format, Some(PageFormat::Html));
     assert_eq!(scrape_registry(&metrics).metric("modelslab_status_page_status").value(), Some(4.0));
 
     // Configured phrases replace the built-in ones.

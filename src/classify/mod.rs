@@ -1,4 +1,4 @@
-//! The API's error model (SPEC §2): one pure function from an HTTP answer (or a transport
+//! The API's error model (docs/error-model.md): one pure function from an HTTP answer (or a transport
 //! failure) to an outcome, an error class, a reason, and the fields worth extracting.
 //!
 //! Probes and the proxy both call [`classify`], so they can never disagree on what an answer

@@ -1,4 +1,4 @@
-//! YAML configuration → typed [`Config`] (SPEC §3), fully checked before anything binds.
+//! YAML configuration → typed [`Config`] (docs/configuration.md), fully checked before anything binds.
 //!
 //! Loading goes: parse YAML → substitute `${VAR}` in every string → deserialize each section (and
 //! each probe) on its own, so that one typo does not hide the next → cross-field validation →

@@ -1,4 +1,4 @@
-//! The typed configuration (SPEC §3): every section and key, with its default. Serialising a
+//! The typed configuration (docs/configuration.md): every section and key, with its default. Serialising a
 //! [`Config`] gives the effective configuration with secrets shown as `<redacted>`.
 
 use std::collections::BTreeMap;

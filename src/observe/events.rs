@@ -6,51 +6,50 @@ use tracing::Span;
 
 use super::spans::{self, SpanContext};
 use super::{Event, Observer};
-use crate::classify::{Classification, PageStatus};
-use crate::metrics::{
-    Exchange, JobEnd, JobResult, ProbeFailure, SkipReason, Source, SyntheticReason, UninspectedReason,
-};
+use crate::classify::PageStatus;
+pub use crate::metrics::{Exchange, JobEnd};
+use crate::metrics::{ProbeFailure, SkipReason, Source, SyntheticReason, UninspectedReason};
 
 /// One HTTP exchange with the API was classified (a probe's submit or poll, a proxied request).
 pub struct ExchangeObserved<'a> {
-    pub source: Source,
-    /// From [`Observer::endpoint_label`].
-    pub endpoint: &'a str,
-    /// From [`Observer::model_label`].
-    pub model: &'a str,
-    /// `None` when no answer arrived.
-    pub http_status: Option<u16>,
-    pub classification: &'a Classification,
-    pub duration: Duration,
+    /// What the metrics count (labels from [`Observer::endpoint_label`] and
+    /// [`Observer::model_label`]).
+    pub exchange: Exchange<'a>,
     /// The exchange's client span.
     pub span: &'a Span,
     /// The proxied request's server span: it takes the answer's status too.
     pub server: Option<&'a Span>,
     /// Values scrubbed from the message recorded on the span (the request's key).
     pub secrets: &'a [&'a str],
+    /// The request's `model_id`, when only the request body told it (the proxy's case).
+    pub request_model: Option<&'a str>,
+    /// The job the exchange submitted or polled, recorded on the server span.
+    pub job_id: Option<&'a str>,
 }
 
 impl Event for ExchangeObserved<'_> {
     const NAME: &'static str = "exchange_observed";
 
     fn emit(self, to: &Observer) {
-        let c = self.classification;
-        to.metrics.record_exchange(&Exchange {
-            source: self.source,
-            endpoint: self.endpoint,
-            model: self.model,
-            http_status: self.http_status,
-            classification: c,
-            duration: self.duration,
-        });
-        spans::record(self.span, self.http_status, c, self.secrets);
-        if let (Some(server), Some(status)) = (self.server, self.http_status) {
-            spans::record_server(server, status, c.error_class().map(|e| e.as_str()));
+        let ex = &self.exchange;
+        let c = ex.classification;
+        to.metrics.record_exchange(ex);
+        spans::record(self.span, ex.http_status, c, self.secrets);
+        if let Some(model) = self.request_model {
+            spans::record_model(self.span, model);
+        }
+        if let Some(server) = self.server {
+            if let Some(status) = ex.http_status {
+                spans::record_server(server, status, c.error_class().map(|e| e.as_str()));
+            }
+            if let Some(id) = self.job_id {
+                spans::record_job(server, id);
+            }
         }
         if let Some(e) = c.error() {
             tracing::debug!(
-                source = self.source.as_str(), endpoint = self.endpoint,
-                http_status = %crate::metrics::status_label(self.http_status),
+                source = ex.source.as_str(), endpoint = ex.endpoint,
+                http_status = %crate::metrics::status_label(ex.http_status),
                 error_class = e.class.as_str(), reason = e.reason.as_str(), "api error"
             );
         }
@@ -120,15 +119,8 @@ impl Event for JobStarted {
 
 /// A followed job ended: a terminal answer was seen, or it expired or was evicted.
 pub struct JobEnded<'a> {
-    pub source: Source,
-    /// The submit endpoint.
-    pub endpoint: &'a str,
-    pub model: &'a str,
-    pub result: JobResult,
-    /// Submit to the terminal answer seen (or to expiry/eviction).
-    pub duration: Duration,
-    /// The eta the first processing answer promised.
-    pub first_eta: Option<f64>,
+    /// What the metrics count.
+    pub job: JobEnd<'a>,
     /// The span of the exchange that saw the end, linked to the submission's.
     pub span: Option<&'a Span>,
     pub submitted: Option<&'a SpanContext>,
@@ -138,22 +130,16 @@ impl Event for JobEnded<'_> {
     const NAME: &'static str = "job_ended";
 
     fn emit(self, to: &Observer) {
-        to.metrics.job_ended(&JobEnd {
-            source: self.source,
-            endpoint: self.endpoint,
-            model: self.model,
-            result: self.result,
-            duration: self.duration,
-            first_eta: self.first_eta,
-        });
+        let job = &self.job;
+        to.metrics.job_ended(job);
         if let (Some(span), Some(cx)) = (self.span, self.submitted) {
             spans::link(span, cx);
         }
         tracing::debug!(
-            source = self.source.as_str(),
-            endpoint = self.endpoint,
-            result = self.result.as_str(),
-            duration_seconds = self.duration.as_secs_f64(),
+            source = job.source.as_str(),
+            endpoint = job.endpoint,
+            result = job.result.as_str(),
+            duration_seconds = job.duration.as_secs_f64(),
             "job ended"
         );
     }

@@ -1,4 +1,4 @@
-//! The span shapes of SPEC §5, shared by probes and the proxy so that both trace alike: a root
+//! The span shapes of docs/traces.md, shared by probes and the proxy so that both trace alike: a root
 //! span per probe run, a server span per proxied request, a client span per HTTP exchange with
 //! OTel HTTP and GenAI attributes plus `modelslab.*`. Components create spans here; only the
 //! events of this module's parent record on them. Spans are `tracing` spans; `telemetry` exports
@@ -125,6 +125,16 @@ pub(super) fn record(span: &Span, http_status: Option<u16>, c: &Classification, 
             span.record("modelslab.error.message", scrub(m, secrets).as_str());
         }
     }
+}
+
+/// Records the model a request asked for (cut to 64 characters).
+pub(super) fn record_model(span: &Span, model: &str) {
+    span.record("gen_ai.request.model", classify::truncate(model, 64).as_str());
+}
+
+/// Records the job a request submitted or polled.
+pub(super) fn record_job(span: &Span, id: &str) {
+    span.record("modelslab.job.id", id);
 }
 
 /// Records the outcome of a whole proxied request on its server span.

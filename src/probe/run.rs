@@ -182,12 +182,14 @@ pub async fn run(probe: &Probe, upstream: &Upstream, ctx: &RunContext) -> RunRep
             }
         };
         ctx.observer.emit(observe::JobEnded {
-            source: Source::Probe,
-            endpoint: &submit_endpoint,
-            model: &model_label,
-            result,
-            duration: job_started.elapsed(),
-            first_eta,
+            job: observe::JobEnd {
+                source: Source::Probe,
+                endpoint: &submit_endpoint,
+                model: &model_label,
+                result,
+                duration: job_started.elapsed(),
+                first_eta,
+            },
             span: None,
             submitted: None,
         });
@@ -303,15 +305,19 @@ impl Call<'_> {
         let duration = started.elapsed();
         let secrets: Vec<&str> = self.key.into_iter().collect();
         self.ctx.observer.emit(observe::ExchangeObserved {
-            source: Source::Probe,
-            endpoint,
-            model: self.model_label,
-            http_status,
-            classification: &classification,
-            duration,
+            exchange: observe::Exchange {
+                source: Source::Probe,
+                endpoint,
+                model: self.model_label,
+                http_status,
+                classification: &classification,
+                duration,
+            },
             span: &span,
             server: None,
             secrets: &secrets,
+            request_model: None,
+            job_id: None,
         });
         reports.push(ExchangeReport {
             kind,

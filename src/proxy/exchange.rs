@@ -119,9 +119,6 @@ impl Exchange {
         let RequestFields { model_id, request_id, key } = request_fields(&self.seen.head());
         let mut secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
         secrets.extend(key.as_deref());
-        if let Some(m) = &model_id {
-            self.client.record("gen_ai.request.model", classify::truncate(m, 64).as_str());
-        }
         let job_id = match self.kind {
             RequestKind::Fetch => {
                 fetch_path_id(&self.path).map(str::to_owned).or(request_id).or_else(|| c.details().id.clone())
@@ -136,18 +133,21 @@ impl Exchange {
             _ => inner.observer.model_label(model_id.as_deref()),
         };
         inner.observer.emit(observe::ExchangeObserved {
-            source: Source::Proxy,
-            endpoint: &self.endpoint,
-            model: &model,
-            http_status,
-            classification: c,
-            duration: self.started.elapsed(),
+            exchange: observe::Exchange {
+                source: Source::Proxy,
+                endpoint: &self.endpoint,
+                model: &model,
+                http_status,
+                classification: c,
+                duration: self.started.elapsed(),
+            },
             span: &self.client,
             server: Some(&self.server),
             secrets: &secrets,
+            request_model: model_id.as_deref(),
+            job_id: job_id.as_deref(),
         });
         let Some(id) = job_id else { return };
-        self.server.record("modelslab.job.id", id.as_str());
         let now = Instant::now();
         let answered_2xx = http_status.is_some_and(|s| (200..300).contains(&s));
         match (self.kind, c.outcome()) {

@@ -140,12 +140,14 @@ impl JobTracker {
 
     fn end(&self, job: &Tracked, result: JobResult, at: Instant, span: Option<&Span>) {
         self.observer.emit(observe::JobEnded {
-            source: self.source,
-            endpoint: &job.endpoint,
-            model: &job.model,
-            result,
-            duration: at.saturating_duration_since(job.submitted),
-            first_eta: job.first_eta,
+            job: observe::JobEnd {
+                source: self.source,
+                endpoint: &job.endpoint,
+                model: &job.model,
+                result,
+                duration: at.saturating_duration_since(job.submitted),
+                first_eta: job.first_eta,
+            },
             span,
             submitted: Some(&job.context),
         });

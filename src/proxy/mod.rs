@@ -1,4 +1,4 @@
-//! The live-traffic proxy (SPEC §6): a transparent reverse proxy to `upstream.base_url` that
+//! The live-traffic proxy (docs/proxy.md): a transparent reverse proxy to `upstream.base_url` that
 //! classifies every answer without changing it. Bytes stream in both directions; a bounded copy
 //! of each answer is classified when it ends. Jobs are followed across the client's own fetch
 //! polls. When the proxy must answer itself (timeout, unreachable upstream, body too large,

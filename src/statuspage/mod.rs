@@ -17,6 +17,7 @@ use url::Url;
 
 pub use parse::{ParseError, Snapshot, default_html_rules, detect, parse};
 
+use crate::classify::PageStatus;
 use crate::config::{Config, PageFormat, StatusPage as Settings};
 use crate::observe::{self, Observer};
 
@@ -52,11 +53,11 @@ struct State {
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub url: String,
-    pub format: Option<&'static str>,
+    pub format: Option<PageFormat>,
     pub up: Option<bool>,
-    pub status: Option<&'static str>,
+    pub status: Option<PageStatus>,
     pub incidents_open: Option<u32>,
-    pub components: Vec<(String, &'static str)>,
+    pub components: Vec<(String, PageStatus)>,
     pub last_error: Option<String>,
     pub last_change: Option<String>,
 }
@@ -250,15 +251,11 @@ impl StatusPage {
         let st = lock(&self.inner.state);
         Some(Status {
             url,
-            format: st.resolved.as_ref().map(|(_, f, _)| f.as_str()),
+            format: st.resolved.as_ref().map(|(_, f, _)| *f),
             up: st.up,
-            status: st.last.as_ref().map(|l| l.status.as_str()),
+            status: st.last.as_ref().map(|l| l.status),
             incidents_open: st.last.as_ref().map(|l| l.incidents_open),
-            components: st
-                .last
-                .as_ref()
-                .map(|l| l.components.iter().map(|(n, s)| (n.clone(), s.as_str())).collect())
-                .unwrap_or_default(),
+            components: st.last.as_ref().map(|l| l.components.clone()).unwrap_or_default(),
             last_error: st.last_error.clone(),
             last_change: st.last_change.clone(),
         })
