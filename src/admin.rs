@@ -1,22 +1,31 @@
 //! The admin server, on its own port: `/metrics`, `/healthz`, `/readyz`, `/api/v1/status` and
 //! `POST /-/reload`. It only reads shared state and forwards reload requests to the app; it never
-//! shows a secret (nothing it can reach holds one).
+//! shows a secret (nothing it can reach holds one but the admin token, which it only compares).
+//!
+//! `GET`s are open (scrapers, the kubelet's probes). `POST`s change things or spend credits: with
+//! `admin.token` set they need `Authorization: Bearer <token>` (401 otherwise, compared in
+//! constant time); without a token they answer loopback clients only (403 to others), which
+//! `kubectl port-forward` is.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::metrics::Metrics;
 
 /// The answer to a reload request: `Err` carries the problems, one per line.
@@ -40,6 +49,8 @@ pub struct AdminState {
     pub reload: mpsc::Sender<oneshot::Sender<ReloadResult>>,
     pub status: Arc<RwLock<AgentStatus>>,
     pub components: Arc<dyn Components>,
+    /// The running configuration (`admin.token` is read from it at each request).
+    pub config: watch::Receiver<Arc<Config>>,
 }
 
 /// What `GET /api/v1/status` reports about the agent itself.
@@ -64,6 +75,8 @@ struct StatusBody<'a> {
 #[derive(Serialize)]
 struct ConfigStatus<'a> {
     file: &'a str,
+    /// How `POST` endpoints are guarded: `token` or `loopback_only`.
+    admin_access: &'static str,
     last_reload_success: bool,
     last_reload_success_timestamp_seconds: f64,
     last_reload_error: Option<&'a str>,
@@ -76,25 +89,75 @@ GET  /healthz         liveness: 200 while the process serves\n\
 GET  /readyz          readiness: 200 once the config is loaded and listeners are bound\n\
 GET  /api/v1/status   the agent's state as JSON (config, probes, status page)\n\
 POST /api/v1/probes/NAME/run  run one probe now; answers its report as JSON\n\
-POST /-/reload        re-read the config file (a bad file keeps the running config)\n";
+POST /-/reload        re-read the config file (a bad file keeps the running config)\n\
+\n\
+POSTs need `Authorization: Bearer <admin.token>`; without a token they answer loopback only.\n";
 
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
+    let guarded = Router::new()
+        .route("/api/v1/probes/{name}/run", post(run_probe))
+        .route("/-/reload", post(reload))
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard));
     Router::new()
         .route("/", get(|| async { INDEX }))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/status", get(status))
-        .route("/api/v1/probes/{name}/run", post(run_probe))
-        .route("/-/reload", post(reload))
+        .merge(guarded)
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found: GET / lists the admin endpoints\n") })
         .with_state(state)
 }
 
 /// Serves the admin routes on an already-bound listener until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+/// Whether a `POST` from `peer` with `headers` may go through: `Err` is the answer instead.
+fn authorize(token: Option<&str>, peer: SocketAddr, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
+    match token {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .unwrap_or("");
+            if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+                Ok(())
+            } else {
+                Err((StatusCode::UNAUTHORIZED, "this endpoint needs `Authorization: Bearer <admin.token>`\n"))
+            }
+        }
+        None if peer.ip().to_canonical().is_loopback() => Ok(()),
+        None => Err((
+            StatusCode::FORBIDDEN,
+            "without admin.token this endpoint answers loopback clients only (kubectl port-forward is one)\n",
+        )),
+    }
+}
+
+async fn guard(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let token = state.config.borrow().admin.token().map(str::to_owned);
+    match authorize(token.as_deref(), peer, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err((status, why)) => {
+            tracing::debug!(%peer, path = request.uri().path(), status = status.as_u16(), "admin request refused");
+            let mut r = (status, why).into_response();
+            if status == StatusCode::UNAUTHORIZED {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            }
+            r
+        }
+    }
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
@@ -122,6 +185,7 @@ async fn status(State(state): State<AdminState>) -> Response {
         ready: state.ready.load(Ordering::Acquire),
         config: ConfigStatus {
             file: &agent.config_file,
+            admin_access: if state.config.borrow().admin.token().is_some() { "token" } else { "loopback_only" },
             last_reload_success: state.metrics.config_last_reload_success(),
             last_reload_success_timestamp_seconds: state.metrics.config_last_reload_timestamp(),
             last_reload_error: agent.last_reload_error.as_deref(),
@@ -149,5 +213,39 @@ async fn run_probe(State(state): State<AdminState>, Path(name): Path<String>) ->
         Some(report) => Json(report).into_response(),
         None => (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": format!("no probe named `{name}`") })))
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(ip: &str) -> SocketAddr {
+        SocketAddr::new(ip.parse().unwrap(), 40000)
+    }
+
+    fn bearer(t: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, format!("Bearer {t}").parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn posts_need_the_token_or_loopback() {
+        let none = HeaderMap::new();
+        assert!(authorize(None, peer("127.0.0.1"), &none).is_ok());
+        assert!(authorize(None, peer("::1"), &none).is_ok());
+        assert!(authorize(None, peer("::ffff:127.0.0.1"), &none).is_ok(), "IPv4-mapped loopback");
+        assert_eq!(authorize(None, peer("10.0.0.7"), &none).unwrap_err().0, StatusCode::FORBIDDEN);
+        assert!(authorize(Some("s3cret"), peer("10.0.0.7"), &bearer("s3cret")).is_ok());
+        assert_eq!(authorize(Some("s3cret"), peer("127.0.0.1"), &none).unwrap_err().0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            authorize(Some("s3cret"), peer("10.0.0.7"), &bearer("s3cre")).unwrap_err().0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            authorize(Some("s3cret"), peer("10.0.0.7"), &bearer("s3cretx")).unwrap_err().0,
+            StatusCode::UNAUTHORIZED
+        );
     }
 }

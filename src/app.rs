@@ -1,6 +1,7 @@
 //! Wires the agent together: binds listeners, spawns the components with child cancellation
-//! tokens, publishes reloaded configs, and shuts down in order (signal → cancel → graceful
-//! server shutdown → drain with a grace timeout).
+//! tokens, publishes reloaded configs, and shuts down in order (signal → `/readyz` 503 while
+//! still serving for the drain delay → cancel → graceful server shutdown → drain in-flight work
+//! within the grace period).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +33,9 @@ pub struct Options {
     pub config_path: PathBuf,
     /// How long in-flight work may take after a shutdown signal.
     pub grace_period: Duration,
+    /// After a shutdown signal, how long to keep serving with `/readyz` at 503 before the
+    /// listeners close, so that load balancers stop sending first (0: close at once).
+    pub drain_delay: Duration,
 }
 
 /// The listeners the agent serves on, bound by the caller.
@@ -88,7 +92,9 @@ pub fn start(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(Handle, impl std::future::Future<Output = anyhow::Result<()>>)> {
-    let Options { config, config_path, grace_period } = opts;
+    let Options { config, config_path, grace_period, drain_delay } = opts;
+    // `shutdown` is the signal; `stop` closes the listeners, after the drain delay.
+    let stop = CancellationToken::new();
     let metrics = Arc::new(Metrics::new(&config.labels).context("cannot build the metric registry")?);
     metrics.config_loaded(true);
     let observer = Observer::new(metrics.clone());
@@ -104,7 +110,7 @@ pub fn start(
 
     let runner = HttpRunner::new(observer.clone()).context("cannot build the probes' HTTP client")?;
     let probes = Probes::new(config_rx.clone(), observer.clone(), Arc::new(runner));
-    tracker.spawn(probes.clone().run(shutdown.child_token()));
+    tracker.spawn(probes.clone().run(stop.child_token()));
 
     let mut proxy_addr = None;
     let mut proxy_jobs = None;
@@ -112,12 +118,12 @@ pub fn start(
         proxy_addr = Some(listener.local_addr().context("proxy listener has no local address")?);
         let proxy = Proxy::new(&listener, config_rx.clone(), observer.clone())?;
         proxy_jobs = Some(proxy.jobs().clone());
-        tracker.spawn(proxy.serve(listener, shutdown.child_token(), tracker.clone()));
+        tracker.spawn(proxy.serve(listener, stop.child_token(), tracker.clone()));
     }
 
     // The exporter counts spans it could not deliver; publish the count with the metrics.
     let spans = metrics.clone();
-    let span_token = shutdown.child_token();
+    let span_token = stop.child_token();
     tracker.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         loop {
@@ -130,7 +136,7 @@ pub fn start(
 
     let status_page =
         StatusPage::new(config_rx.clone(), observer.clone()).context("cannot build the status page's HTTP client")?;
-    tracker.spawn(status_page.clone().run(shutdown.child_token()));
+    tracker.spawn(status_page.clone().run(stop.child_token()));
 
     let admin_state = AdminState {
         metrics: metrics.clone(),
@@ -138,8 +144,9 @@ pub fn start(
         reload: reload_tx.clone(),
         status: status.clone(),
         components: Arc::new(AgentComponents { probes, proxy_jobs, status_page }),
+        config: config_rx.clone(),
     };
-    let admin_token = shutdown.child_token();
+    let admin_token = stop.child_token();
     tracker.spawn(async move {
         if let Err(e) = admin::serve(admin_listener, admin_state, admin_token).await {
             tracing::error!(error = %e, "admin server failed");
@@ -147,14 +154,22 @@ pub fn start(
     });
 
     let reloader = Reloader { path: config_path, config: config_tx, observer: observer.clone(), status };
-    tracker.spawn(reloader.run(reload_rx, shutdown.child_token()));
+    tracker.spawn(reloader.run(reload_rx, stop.child_token()));
 
     ready.store(true, Ordering::Release);
     let handle = Handle { admin_addr, proxy_addr, metrics, config: config_rx, reload: reload_tx };
     let done = async move {
         shutdown.cancelled().await;
         ready.store(false, Ordering::Release);
+        if !drain_delay.is_zero() {
+            tracing::info!(
+                drain_delay = %humantime::format_duration(drain_delay),
+                "draining: /readyz answers 503 and requests are still served until the drain delay ends"
+            );
+            tokio::time::sleep(drain_delay).await;
+        }
         tracing::info!(grace_period = %humantime::format_duration(grace_period), "shutting down");
+        stop.cancel();
         tracker.close();
         if tokio::time::timeout(grace_period, tracker.wait()).await.is_err() {
             tracing::warn!("grace period over with work still in flight; exiting anyway");

@@ -49,6 +49,10 @@ pub struct RunArgs {
     /// On SIGTERM/SIGINT, how long in-flight work may take to finish before the agent exits.
     #[arg(long, default_value = "25s", value_parser = humantime::parse_duration)]
     pub grace_period: Duration,
+    /// On SIGTERM/SIGINT, how long to keep serving with /readyz at 503 before the listeners close,
+    /// so that load balancers and Kubernetes endpoints stop sending first (e.g. `5s`).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub drain_delay: Duration,
 }
 
 #[derive(Debug, Args, Clone)]

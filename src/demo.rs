@@ -95,8 +95,12 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
     let config =
         config::from_yaml(CONFIG, "the demo's embedded config", &Environment { var: &var, base_dir: ".".into() })?;
     let listeners = Listeners::bind(&config).await?;
-    let opts =
-        Options { config, config_path: PathBuf::from("(embedded demo config)"), grace_period: Duration::from_secs(5) };
+    let opts = Options {
+        config,
+        config_path: PathBuf::from("(embedded demo config)"),
+        grace_period: Duration::from_secs(5),
+        drain_delay: Duration::ZERO,
+    };
     let (handle, done) = app::start(opts, listeners, shutdown.clone())?;
     let proxy = handle.proxy_addr.context("the demo config enables the proxy")?;
 

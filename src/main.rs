@@ -128,7 +128,12 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(t) => t,
         Err(code) => return code,
     };
-    let opts = app::Options { config, config_path: args.config.config.clone(), grace_period: args.grace_period };
+    let opts = app::Options {
+        config,
+        config_path: args.config.config.clone(),
+        grace_period: args.grace_period,
+        drain_delay: args.drain_delay,
+    };
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         app::cancel_on_shutdown_signals(shutdown.clone());

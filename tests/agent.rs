@@ -136,3 +136,42 @@ async fn the_key_never_appears_in_logs_metrics_or_admin_endpoints() {
     assert!(!seen.contains(KEY), "the key was served:\n{seen}");
     assert!(!log.contains(KEY), "the key was logged:\n{log}");
 }
+
+#[tokio::test]
+async fn posts_need_the_admin_token_when_one_is_set_and_gets_stay_open() {
+    let token = "s3cret-admin-token-81f2";
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = write(dir.path(), "admin-token", &format!("{token}\n"));
+    for admin in [format!("  token: {token}\n"), format!("  token_file: {token_file}\n")] {
+        let text = config("flux", "debug")
+            .replace("admin:\n  listen: 127.0.0.1:0\n", &format!("admin:\n  listen: 127.0.0.1:0\n{admin}"));
+        let agent = Process::agent(&text, &[], &[]);
+        let base = &agent.admin;
+        let c = http();
+        let reload = format!("{base}/-/reload");
+        let refused = c.post(&reload).send().await.unwrap();
+        assert_eq!(refused.status(), 401, "no token");
+        assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+        assert_eq!(c.post(&reload).bearer_auth("wrong").send().await.unwrap().status(), 401);
+        assert_eq!(c.post(&reload).bearer_auth(token).send().await.unwrap().status(), 200);
+        let run = format!("{base}/api/v1/probes/nope/run");
+        assert_eq!(c.post(&run).send().await.unwrap().status(), 401);
+        assert_eq!(c.post(&run).bearer_auth(token).send().await.unwrap().status(), 404, "through, to an unknown probe");
+        for path in ["/metrics", "/healthz", "/readyz", "/api/v1/status", "/"] {
+            let (code, body) = get(&format!("{base}{path}")).await;
+            assert_eq!(code, 200, "{path} stays open");
+            assert!(!body.contains(token), "{path} shows the token");
+        }
+        let status: serde_json::Value = serde_json::from_str(&get(&format!("{base}/api/v1/status")).await.1).unwrap();
+        assert_eq!(status["config"]["admin_access"], "token");
+        let (code, shown, _) = run_to_end(&["check-config", "--config", &agent.config_path], &[]);
+        assert_eq!(code, 0);
+        assert!(!shown.contains(token) && !agent.process.log().contains(token), "the token leaked:\n{shown}");
+    }
+    // Without a token, loopback clients (as this test is) may POST.
+    let open = Process::agent(&config("flux", "info"), &[], &[]);
+    assert_eq!(post(&format!("{}/-/reload", open.admin), "").await.0, 200);
+    let status: serde_json::Value =
+        serde_json::from_str(&get(&format!("{}/api/v1/status", open.admin)).await.1).unwrap();
+    assert_eq!(status["config"]["admin_access"], "loopback_only");
+}

@@ -1,58 +1,478 @@
-//! The Helm chart: `helm lint` (through helm-sdkpy) with the default and ci/ values, the values
-//! schema (accepting ours, refusing wrong types), the chart's agent config accepted by
-//! `check-config`, and the PrometheusRule and dashboards carrying exactly the repository's files.
+//! The Helm chart as a Kubernetes user gets it: rendered by a real `helm template` (Helm v4) with
+//! the default values of the README's install, each `ci/*-values.yaml`, and values that turn every
+//! option on; every object validated against the Kubernetes schemas of several versions (PyPI
+//! `kubernetes-validate`, strict) and the Prometheus Operator's (npm
+//! `@kubernetes-models/prometheus-operator`); the rendered agent config through `check-config`,
+//! the rendered PrometheusRule through `promtool check rules`; selectors, ports, probes and names
+//! checked against each other. Then the defects rendering once found, each with its own check.
+//! `scripts/test` installs helm, kubernetes-validate and the npm package when they are missing.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 
-use std::process::Command;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
 
 const CHART: &str = "helm/modelslab-sentinel";
+/// The install the README shows: an image you pushed and the key from a Secret you made.
+const README_INSTALL: &[&str] =
+    &["image.repository=registry.example.com/platform/modelslab-sentinel", "apiKey.existingSecret=modelslab-api-key"];
+/// Kubernetes versions the objects are validated against (the chart says >= 1.23; the oldest
+/// schema kubernetes-validate ships is 1.25).
+const KUBE_VERSIONS: &[&str] = &["1.25.0", "1.30.0", "1.35.0"];
 
-#[test]
-fn helm_lint_and_the_values_schema() {
-    let out = Command::new("python3").arg("scripts/helm-check.py").output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{text}\n(scripts/test installs helm-sdkpy, cffi, jsonschema and pyyaml)");
-    for line in [
-        "helm lint ok: values.yaml",
-        "helm lint ok: ci/probe-only-values.yaml",
-        "helm lint ok: ci/proxy-values.yaml",
-        "schema refuses: replicaCount as a string",
-    ] {
-        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+fn helm() -> PathBuf {
+    if let Ok(h) = std::env::var("HELM") {
+        return h.into();
+    }
+    let local = Path::new("target/tools/bin/helm");
+    if local.exists() { local.to_owned() } else { "helm".into() }
+}
+
+/// Runs `helm template RELEASE CHART` with values files and `--set`s; the objects, or helm's
+/// error output.
+fn render_chart(chart: &str, release: &str, files: &[&str], sets: &[&str]) -> Result<Vec<Value>, String> {
+    let mut cmd = Command::new(helm());
+    cmd.args(["template", release, chart, "--namespace", "observability"]);
+    for f in files {
+        cmd.args(["-f", f]);
+    }
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().expect("helm is needed: scripts/test installs it into target/tools/bin");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut objects = Vec::new();
+    for doc in text.split("\n---") {
+        let doc = doc.trim_start_matches('-').trim();
+        if doc.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+            continue;
+        }
+        let v: Value = modelslab_sentinel::config::parse_document(doc).unwrap_or_else(|e| panic!("{e}\n{doc}"));
+        if !v.is_null() {
+            objects.push(v);
+        }
+    }
+    Ok(objects)
+}
+
+fn render(files: &[&str], sets: &[&str]) -> Result<Vec<Value>, String> {
+    render_chart(CHART, "sentinel", files, sets)
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn one<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    let all = of_kind(objects, kind);
+    assert_eq!(all.len(), 1, "exactly one {kind}");
+    all[0]
+}
+
+/// Feeds `objects` as JSON to a checker program; its output, and whether it passed.
+fn checker(program: &str, args: &[&str], objects: &[&Value]) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} is needed (scripts/test installs it): {e}"));
+    child.stdin.take().unwrap().write_all(serde_json::to_string(objects).unwrap().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Every object valid for Kubernetes (strict, several versions) or the Prometheus Operator.
+fn validate_schemas(objects: &[Value]) {
+    let (crds, core): (Vec<&Value>, Vec<&Value>) =
+        objects.iter().partition(|o| o["apiVersion"].as_str().is_some_and(|v| v.starts_with("monitoring.coreos.com")));
+    let mut args = vec!["tests/k8s/validate.py"];
+    args.extend_from_slice(KUBE_VERSIONS);
+    let (ok, out) = checker("python3", &args, &core);
+    assert!(ok, "kubernetes-validate:\n{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("valid ")).count(), core.len() * KUBE_VERSIONS.len(), "{out}");
+    if !crds.is_empty() {
+        let (ok, out) = checker("node", &["tests/k8s/validate-crds.mjs"], &crds);
+        assert!(ok, "prometheus-operator schemas:\n{out}");
     }
 }
 
-fn values_config(file: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(file).unwrap();
-    let values: serde_json::Value = modelslab_sentinel::config::parse_document(&text).unwrap();
-    values["config"].clone()
+/// The Deployment's container.
+fn container(objects: &[Value]) -> &Value {
+    &one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
 }
 
-#[test]
-fn the_charts_agent_config_is_valid() {
+/// The rendered agent config passes `check-config`, with the environment the pod would have.
+fn check_agent_config(objects: &[Value]) -> String {
+    let configmap = of_kind(objects, "ConfigMap")
+        .into_iter()
+        .find(|c| c["data"]["sentinel.yaml"].is_string())
+        .expect("the agent's ConfigMap");
+    let mut text = configmap["data"]["sentinel.yaml"].as_str().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
-    for file in [format!("{CHART}/values.yaml"), format!("{CHART}/ci/proxy-values.yaml")] {
-        // JSON is YAML: the config as the ConfigMap would carry it.
-        let path = common::write(dir.path(), "sentinel.yaml", &values_config(&file).to_string());
-        let (code, stdout, stderr) =
-            common::run_to_end(&["check-config", "--config", &path], &[("MODELSLAB_API_KEY", "sk-chart")]);
-        assert_eq!(code, 0, "{file}: {stderr}");
-        assert!(!stdout.contains("sk-chart"));
+    // A key file must lie under one of the container's mounts; here it becomes a temporary file.
+    let config: Value = modelslab_sentinel::config::parse_document(&text).unwrap();
+    if let Some(file) = config["upstream"]["api_key_file"].as_str() {
+        let mounts = container(objects)["volumeMounts"].as_array().unwrap();
+        assert!(
+            mounts.iter().any(|m| file.starts_with(m["mountPath"].as_str().unwrap())),
+            "api_key_file {file} is not under any volumeMount: {mounts:?}"
+        );
+        let local = common::write(dir.path(), "api-key", "sk-from-a-mounted-secret\n");
+        text = text.replace(file, &local);
     }
-    // The chart's defaults are config/sentinel.yaml's free probes.
-    let chart: Vec<String> = values_config(&format!("{CHART}/values.yaml"))["probes"]
+    let path = common::write(dir.path(), "sentinel.yaml", &text);
+    let env: Vec<String> = container(objects)["env"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .filter(|e| e["valueFrom"]["secretKeyRef"].is_object())
+        .map(|e| e["name"].as_str().unwrap().to_owned())
         .collect();
-    let repo: serde_json::Value =
-        modelslab_sentinel::config::parse_document(&std::fs::read_to_string("config/sentinel.yaml").unwrap()).unwrap();
-    let repo: Vec<String> =
-        repo["probes"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(chart, repo);
+    let envs: Vec<(&str, &str)> = env.iter().map(|name| (name.as_str(), "sk-from-the-secret")).collect();
+    let (code, stdout, stderr) = common::run_to_end(&["check-config", "--config", &path], &envs);
+    assert_eq!(code, 0, "the rendered config:\n{text}\n{stderr}");
+    assert!(!stdout.contains("sk-from-the-secret") && !stdout.contains("sk-from-a-mounted-secret"));
+    stdout
+}
+
+/// `promtool check rules` on the rendered PrometheusRule's groups.
+fn check_rules(objects: &[Value]) {
+    for rule in of_kind(objects, "PrometheusRule") {
+        let dir = tempfile::tempdir().unwrap();
+        let path = common::write(dir.path(), "rules.yml", &json!({ "groups": rule["spec"]["groups"] }).to_string());
+        let out = Command::new("promtool").args(["check", "rules", &path]).output().unwrap();
+        assert!(out.status.success(), "promtool check rules: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS"));
+    }
+}
+
+fn labels(v: &Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+        .unwrap_or_default()
+}
+
+/// Whether `selector` (matchLabels) selects `target`'s labels.
+fn selects(selector: &Value, target: &BTreeMap<String, String>) -> bool {
+    let wanted = labels(selector);
+    !wanted.is_empty() && wanted.iter().all(|(k, v)| target.get(k) == Some(v))
+}
+
+/// Selectors, ports, probes, names and environment agree with each other.
+fn cross_check(objects: &[Value]) {
+    let deployment = one(objects, "Deployment");
+    let pod = &deployment["spec"]["template"];
+    let pod_labels = labels(&pod["metadata"]["labels"]);
+    assert!(selects(&deployment["spec"]["selector"]["matchLabels"], &pod_labels), "the Deployment selects its pods");
+    let c = container(objects);
+    let ports: BTreeMap<String, i64> = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap().to_owned(), p["containerPort"].as_i64().unwrap()))
+        .collect();
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let port = c[probe]["httpGet"]["port"].as_str().unwrap();
+        assert!(ports.contains_key(port), "{probe} uses port {port}, not one of {ports:?}");
+    }
+    // Kubernetes expands $(VAR) only from variables defined earlier in the list.
+    let mut defined: Vec<&str> = Vec::new();
+    for e in c["env"].as_array().unwrap() {
+        for reference in e["value"].as_str().unwrap_or("").split("$(").skip(1) {
+            let name = reference.split(')').next().unwrap();
+            assert!(defined.contains(&name), "env {} uses $({name}) before it is defined", e["name"]);
+        }
+        defined.push(e["name"].as_str().unwrap());
+    }
+    let mounts: Vec<&str> = c["volumeMounts"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    let volumes: Vec<&str> =
+        pod["spec"]["volumes"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+    for m in &mounts {
+        assert!(volumes.contains(m), "volumeMount {m} has no volume");
+    }
+    assert!(pod["metadata"]["annotations"]["checksum/config"].is_string());
+    let services = of_kind(objects, "Service");
+    for s in &services {
+        assert!(selects(&s["spec"]["selector"], &pod_labels), "Service {} selects the pods", s["metadata"]["name"]);
+        for p in s["spec"]["ports"].as_array().unwrap() {
+            let target = p["targetPort"].as_str().unwrap();
+            assert!(ports.contains_key(target), "Service port {target} is not a container port");
+        }
+    }
+    for sm in of_kind(objects, "ServiceMonitor") {
+        let selected: Vec<&&Value> = services
+            .iter()
+            .filter(|s| selects(&sm["spec"]["selector"]["matchLabels"], &labels(&s["metadata"]["labels"])))
+            .collect();
+        assert_eq!(selected.len(), 1, "the ServiceMonitor selects the metrics Service alone");
+        let service = selected[0];
+        let port = sm["spec"]["endpoints"][0]["port"].as_str().unwrap();
+        assert!(service["spec"]["ports"].as_array().unwrap().iter().any(|p| p["name"] == port));
+        // The job label Prometheus gets is the one the alert rules select.
+        let job_label = sm["spec"]["jobLabel"].as_str().unwrap();
+        assert_eq!(service["metadata"]["labels"][job_label], "modelslab-sentinel", "the job label");
+    }
+    for k in ["PodDisruptionBudget", "NetworkPolicy"] {
+        for o in of_kind(objects, k) {
+            let selector = if k == "NetworkPolicy" {
+                &o["spec"]["podSelector"]["matchLabels"]
+            } else {
+                &o["spec"]["selector"]["matchLabels"]
+            };
+            assert!(selects(selector, &pod_labels), "{k} selects the pods");
+        }
+    }
+    for np in of_kind(objects, "NetworkPolicy") {
+        for rule in np["spec"]["ingress"].as_array().unwrap() {
+            assert!(rule["from"].as_array().is_some_and(|f| !f.is_empty()), "every ingress rule names its peers");
+            let port = rule["ports"][0]["port"].as_str().unwrap();
+            assert!(ports.contains_key(port));
+        }
+    }
+    for hpa in of_kind(objects, "HorizontalPodAutoscaler") {
+        assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], deployment["metadata"]["name"]);
+        assert!(hpa["spec"]["minReplicas"].as_i64() <= hpa["spec"]["maxReplicas"].as_i64());
+    }
+    let secret_names: Vec<&str> =
+        of_kind(objects, "Secret").iter().map(|s| s["metadata"]["name"].as_str().unwrap()).collect();
+    for e in c["env"].as_array().unwrap() {
+        if let Some(name) = e["valueFrom"]["secretKeyRef"]["name"].as_str() {
+            let ours = of_kind(objects, "Secret").into_iter().find(|s| s["metadata"]["name"] == name);
+            if let Some(secret) = ours {
+                let key = e["valueFrom"]["secretKeyRef"]["key"].as_str().unwrap();
+                assert!(secret["data"][key].is_string(), "Secret {name} has no key {key} ({secret_names:?})");
+            }
+        }
+    }
+    for o in objects {
+        let name = o["metadata"]["name"].as_str().unwrap();
+        assert!(name.len() <= 63, "{} {name} is longer than 63 characters", o["kind"]);
+    }
+    let admin = c["ports"].as_array().unwrap().iter().find(|p| p["name"] == "http-metrics").unwrap();
+    let grace = pod["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap();
+    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let secs = |flag: &str| -> i64 {
+        args.iter().find_map(|a| a.strip_prefix(flag)).unwrap().trim_end_matches('s').parse().unwrap()
+    };
+    assert!(grace > secs("--drain-delay=") + secs("--grace-period="), "the kubelet waits for drain and grace");
+    assert!(admin["containerPort"].as_i64().unwrap() > 0);
+}
+
+/// Everything a values set must pass.
+fn check_all(what: &str, objects: &[Value]) {
+    assert!(!objects.is_empty(), "{what}: nothing rendered");
+    validate_schemas(objects);
+    check_agent_config(objects);
+    check_rules(objects);
+    cross_check(objects);
+}
+
+#[test]
+fn every_values_set_renders_objects_that_are_valid_and_agree() {
+    let readme = render(&[], README_INSTALL).unwrap();
+    check_all("the README's install", &readme);
+    let kinds: Vec<&str> = readme.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    for k in ["ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget"] {
+        assert!(kinds.contains(&k), "{k} in {kinds:?}");
+    }
+    let mut files: Vec<String> = std::fs::read_dir(format!("{CHART}/ci"))
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| p.ends_with("-values.yaml"))
+        .collect();
+    files.sort();
+    assert!(files.iter().any(|f| f.ends_with("everything-values.yaml")));
+    for file in &files {
+        let objects = render(&[file], &[]).unwrap_or_else(|e| panic!("{file}: {e}"));
+        check_all(file, &objects);
+    }
+    let everything = render(&[&format!("{CHART}/ci/everything-values.yaml")], &[]).unwrap();
+    let kinds: Vec<&str> = everything.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    for k in [
+        "Secret",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "NetworkPolicy",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    ] {
+        assert!(kinds.contains(&k), "everything-values renders a {k}: {kinds:?}");
+    }
+    assert_eq!(of_kind(&everything, "Service").len(), 2, "the metrics and the proxy Service");
+    assert_eq!(of_kind(&everything, "ConfigMap").len(), 2, "the config and the dashboards");
+}
+
+#[test]
+fn defect_1_a_default_install_fails_at_render_with_the_reason_instead_of_crash_looping() {
+    let bare = render(&[], &[]).unwrap_err();
+    assert!(bare.contains("image.repository is required"), "{bare}");
+    let no_key = render(&[], &[README_INSTALL[0]]).unwrap_err();
+    assert!(no_key.contains("probe \"text2img-validation\" sends the API key, but none is given"), "{no_key}");
+    // Probes that bring no key need none.
+    let keyless = render(
+        &[],
+        &[
+            README_INSTALL[0],
+            "config.probes[0].name=auth",
+            "config.probes[0].request.path=/x",
+            "config.probes[0].request.inject_key=false",
+        ],
+    );
+    assert!(keyless.is_ok(), "{keyless:?}");
+}
+
+#[test]
+fn defect_2_the_pod_name_is_defined_before_the_otel_resource_attributes_that_use_it() {
+    let objects = render(&[], README_INSTALL).unwrap();
+    let env: Vec<&str> =
+        container(&objects)["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    let at = |n: &str| env.iter().position(|e| *e == n).unwrap();
+    assert!(at("POD_NAME") < at("OTEL_RESOURCE_ATTRIBUTES") && at("POD_NAMESPACE") < at("OTEL_RESOURCE_ATTRIBUTES"));
+}
+
+#[test]
+fn defect_3_the_chart_works_as_a_subchart_with_global_values() {
+    let parent = tempfile::tempdir().unwrap();
+    let charts = parent.path().join("charts");
+    std::fs::create_dir(&charts).unwrap();
+    let copy = Command::new("cp").args(["-r", CHART]).arg(&charts).status().unwrap();
+    assert!(copy.success());
+    common::write(
+        parent.path(),
+        "Chart.yaml",
+        "apiVersion: v2\nname: platform\nversion: 1.0.0\ndependencies:\n  - name: modelslab-sentinel\n    version: 0.1.0\n",
+    );
+    common::write(
+        parent.path(),
+        "values.yaml",
+        "global:\n  imageRegistry: registry.example.com\nmodelslab-sentinel:\n  image:\n    repository: registry.example.com/modelslab-sentinel\n  apiKey:\n    existingSecret: modelslab-api-key\n",
+    );
+    let objects = render_chart(parent.path().to_str().unwrap(), "platform", &[], &[]).unwrap();
+    check_all("as a subchart", &objects);
+}
+
+#[test]
+fn defect_4_names_stay_within_63_characters_for_long_release_names() {
+    let release = "a-release-name-that-is-quite-long-indeed-for-a-chart";
+    assert!(release.len() <= 53, "helm's own limit");
+    let mut sets = README_INSTALL.to_vec();
+    sets.extend(["config.proxy.enabled=true", "dashboards.enabled=true", "serviceMonitor.enabled=true"]);
+    let objects = render_chart(CHART, release, &[], &sets).unwrap();
+    let proxy =
+        of_kind(&objects, "Service").into_iter().find(|s| s["metadata"]["name"].as_str().unwrap().ends_with("-proxy"));
+    assert!(proxy.is_some(), "the proxy Service keeps its -proxy suffix");
+    cross_check(&objects);
+    validate_schemas(&objects);
+}
+
+#[test]
+fn defect_5_autoscaling_min_above_max_fails_at_render() {
+    let mut sets = README_INSTALL.to_vec();
+    sets.extend(["autoscaling.enabled=true", "autoscaling.minReplicas=5", "autoscaling.maxReplicas=2"]);
+    let e = render(&[], &sets).unwrap_err();
+    assert!(e.contains("autoscaling.minReplicas (5) is above autoscaling.maxReplicas (2)"), "{e}");
+}
+
+#[test]
+fn defect_6_the_key_can_come_from_a_mounted_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = common::write(
+        dir.path(),
+        "values.yaml",
+        "image:\n  repository: registry.example.com/modelslab-sentinel\nconfig:\n  upstream:\n    base_url: https://modelslab.com\n    api_key_file: /var/run/secrets/modelslab/api-key\n\
+         extraVolumes:\n  - { name: api-key, secret: { secretName: modelslab-api-key } }\n\
+         extraVolumeMounts:\n  - { name: api-key, mountPath: /var/run/secrets/modelslab, readOnly: true }\n",
+    );
+    let objects = render(&[&values], &[]).unwrap();
+    let shown = check_agent_config(&objects);
+    assert!(shown.contains("api_key: <redacted>"), "the key was read from the file:\n{shown}");
+    let config = one(&objects, "ConfigMap")["data"]["sentinel.yaml"].as_str().unwrap();
+    assert!(!config.contains("api_key: "), "no api_key beside api_key_file:\n{config}");
+    cross_check(&objects);
+    validate_schemas(&objects);
+}
+
+#[test]
+fn defect_7_name_override_keeps_the_job_label_the_alert_rules_select() {
+    let rules = std::fs::read_to_string("alerts/modelslab-sentinel.rules.yml").unwrap();
+    assert!(rules.contains("job=\"modelslab-sentinel\""), "the rules select job=\"modelslab-sentinel\"");
+    for name in ["", "sentinel", "something-else"] {
+        let mut sets = README_INSTALL.to_vec();
+        let o = format!("nameOverride={name}");
+        sets.extend(["serviceMonitor.enabled=true", o.as_str()]);
+        let objects = render(&[], &sets).unwrap();
+        cross_check(&objects); // checks the ServiceMonitor's job label resolves to modelslab-sentinel
+    }
+}
+
+#[test]
+fn defect_8_a_loopback_admin_address_fails_at_render() {
+    for listen in ["127.0.0.1:9477", "[::1]:9477", "localhost:9477"] {
+        let mut sets = README_INSTALL.to_vec();
+        let l = format!("config.admin.listen={listen}");
+        sets.push(&l);
+        let e = render(&[], &sets).unwrap_err();
+        assert!(e.contains("is a loopback address: the kubelet's liveness and readiness probes"), "{listen}: {e}");
+    }
+}
+
+#[test]
+fn a_network_policy_names_its_peers_or_refuses_to_render() {
+    let mut sets = README_INSTALL.to_vec();
+    sets.push("networkPolicy.enabled=true");
+    let e = render(&[], &sets).unwrap_err();
+    assert!(e.contains("networkPolicy.metricsFrom is empty"), "{e}");
+    sets.push("networkPolicy.metricsFrom[0].podSelector.matchLabels.app=prometheus");
+    let objects = render(&[], &sets).unwrap();
+    let np = one(&objects, "NetworkPolicy");
+    assert_eq!(np["spec"]["ingress"][0]["from"], json!([{"podSelector": {"matchLabels": {"app": "prometheus"}}}]));
+    sets.push("config.proxy.enabled=true");
+    let e = render(&[], &sets).unwrap_err();
+    assert!(e.contains("networkPolicy.proxyFrom is empty"), "{e}");
+}
+
+#[test]
+fn the_admin_token_reaches_the_agent_from_a_secret() {
+    let mut sets = README_INSTALL.to_vec();
+    sets.push("adminToken.existingSecret=sentinel-admin");
+    let objects = render(&[], &sets).unwrap();
+    let env = container(&objects)["env"].as_array().unwrap().clone();
+    let token = env.iter().find(|e| e["name"] == "SENTINEL_ADMIN_TOKEN").expect("SENTINEL_ADMIN_TOKEN");
+    assert_eq!(token["valueFrom"]["secretKeyRef"], json!({"name": "sentinel-admin", "key": "admin-token"}));
+    let shown = check_agent_config(&objects);
+    assert!(shown.contains("token: <redacted>"), "the config takes it:\n{shown}");
+    // A token given as a value goes into the chart's own Secret, beside the key.
+    let objects = render(&[], &["image.repository=r/x", "apiKey.value=k", "adminToken.value=t"]).unwrap();
+    let secret = one(&objects, "Secret");
+    assert!(secret["data"]["api-key"].is_string() && secret["data"]["admin-token"].is_string());
+    cross_check(&objects);
+}
+
+#[test]
+fn the_values_schema_refuses_wrong_types() {
+    for (set, why) in [
+        ("replicaCount=two", "replicaCount as a string"),
+        ("image.pullPolicy=Sometimes", "an unknown pullPolicy"),
+        ("config.telemetry.log_level=loud", "an unknown log level"),
+        ("serviceMonitor.enabled=yes", "a string for a boolean"),
+        ("colour=blue", "an unknown top-level key"),
+        ("config.probes[0].name=Bad Name", "a bad probe name"),
+    ] {
+        let mut sets = README_INSTALL.to_vec();
+        sets.push(set);
+        let e = render(&[], &sets).unwrap_err();
+        assert!(e.contains("schema"), "{why}: {e}");
+    }
 }
 
 #[test]
@@ -64,14 +484,19 @@ fn rules_and_dashboards_in_the_chart_are_the_repositorys_own() {
     for d in ["overview.json", "jobs.json"] {
         same(&format!("dashboards/{d}"), &format!("{CHART}/files/dashboards/{d}"));
     }
-    let rule = std::fs::read_to_string(format!("{CHART}/templates/prometheusrule.yaml")).unwrap();
-    assert!(rule.contains(".Files.Get \"files/modelslab-sentinel.rules.yml\""));
-    let dash = std::fs::read_to_string(format!("{CHART}/templates/dashboards-configmap.yaml")).unwrap();
-    assert!(dash.contains(".Files.Glob \"files/dashboards/*.json\"") && !dash.contains("grafana_dashboard"));
-    let values = std::fs::read_to_string(format!("{CHART}/values.yaml")).unwrap();
-    assert!(values.contains("grafana_dashboard: \"1\""), "the Grafana sidecar label");
-    let deploy = std::fs::read_to_string(format!("{CHART}/templates/deployment.yaml")).unwrap();
-    for needle in ["checksum/config", "readOnlyRootFilesystem", "/healthz", "/readyz", "automountServiceAccountToken"] {
-        assert!(deploy.contains(needle) || values.contains(needle), "deployment: {needle}");
+    let objects = render(&[&format!("{CHART}/ci/everything-values.yaml")], &[]).unwrap();
+    let rule = one(&objects, "PrometheusRule");
+    let repo: Value = modelslab_sentinel::config::parse_document(
+        &std::fs::read_to_string("alerts/modelslab-sentinel.rules.yml").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rule["spec"]["groups"], repo["groups"], "the rendered rules are the repository's");
+    let dashboards = of_kind(&objects, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .unwrap();
+    for d in ["overview.json", "jobs.json"] {
+        let rendered = dashboards["data"][format!("modelslab-sentinel-{d}")].as_str().unwrap();
+        assert_eq!(rendered.trim_end(), std::fs::read_to_string(format!("dashboards/{d}")).unwrap().trim_end());
     }
 }

@@ -146,3 +146,30 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     assert_eq!(status.code(), Some(0), "{}", process.log());
     assert!(stopped_at.elapsed() < Duration::from_secs(8), "exited once drained, not at the end of the grace period");
 }
+
+#[tokio::test]
+async fn with_a_drain_delay_it_keeps_serving_while_unready_then_stops() {
+    let sim = emulator(Scenario::default()).await;
+    let cfg = format!("upstream:\n  base_url: {}\n  api_key: k\nproxy:\n  enabled: true\n", sim.url);
+    let agent = Process::agent(&cfg, &["--drain-delay", "1500ms", "--grace-period", "5s"], &[]);
+    let url = format!("{}/api/v6/images/text2img", agent.proxy);
+    assert_eq!(get(&format!("{}/readyz", agent.admin)).await.0, 200);
+    let signalled = Instant::now();
+    agent.process.signal("TERM");
+    eventually(Duration::from_secs(1), "readiness turns 503 at once", async || {
+        get(&format!("{}/readyz", agent.admin)).await.0 == 503
+    })
+    .await;
+    // Still serving: a load balancer that has not caught up yet loses nothing.
+    let r = http().post(&url).json(&json!({"key": "k", "model_id": "flux"})).send().await.unwrap();
+    assert_eq!(r.status(), 400, "served during the drain delay");
+    assert!(signalled.elapsed() < Duration::from_millis(1500));
+    eventually(Duration::from_secs(5), "the listener closes after the drain delay", async || {
+        http().post(&url).json(&json!({})).send().await.is_err()
+    })
+    .await;
+    assert!(signalled.elapsed() >= Duration::from_millis(1400), "not before the delay: {:?}", signalled.elapsed());
+    let mut process = agent.process;
+    assert_eq!(process.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    assert!(process.log().contains("draining: /readyz answers 503"));
+}

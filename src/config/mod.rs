@@ -238,10 +238,10 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
         }
     };
 
-    let mut upstream = upstream;
+    let (mut upstream, mut admin) = (upstream, admin);
     validate::all(
         upstream.as_mut(),
-        admin.as_ref(),
+        admin.as_mut(),
         proxy.as_ref(),
         jobs.as_ref(),
         labels.as_ref(),
@@ -251,12 +251,19 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
         problems,
     );
     let mut upstream = upstream?;
-    resolve_secret_file(&mut upstream, env, problems);
+    if upstream.api_key.is_none() {
+        upstream.api_key =
+            read_secret_file(upstream.api_key_file.as_deref(), &["upstream", "api_key_file"], env, problems);
+    }
     validate::key_needed(&upstream, &probes, problems);
+    let mut admin = admin?;
+    if admin.token.is_none() {
+        admin.token = read_secret_file(admin.token_file.as_deref(), &["admin", "token_file"], env, problems);
+    }
 
     Some(Config {
         upstream,
-        admin: admin?,
+        admin,
         proxy: proxy?,
         jobs: jobs?,
         labels: labels?,
@@ -330,19 +337,27 @@ fn substitute_all(value: &mut Value, path: &mut Vec<Seg>, env: &Environment<'_>,
     }
 }
 
-/// Reads `upstream.api_key_file` into `upstream.api_key`.
-fn resolve_secret_file(upstream: &mut Upstream, env: &Environment<'_>, problems: &mut Problems<'_>) {
-    let Some(file) = &upstream.api_key_file else { return };
-    if upstream.api_key.is_some() {
-        return; // validate::all reported "not both"
-    }
-    let path = if file.is_absolute() { file.clone() } else { env.base_dir.join(file) };
+/// Reads a `*_file` secret (a mounted Kubernetes Secret): relative paths from the config file's
+/// folder, trailing newlines dropped.
+fn read_secret_file(
+    file: Option<&Path>,
+    at: &[&str],
+    env: &Environment<'_>,
+    problems: &mut Problems<'_>,
+) -> Option<Secret> {
+    let file = file?;
+    let path = if file.is_absolute() { file.to_owned() } else { env.base_dir.join(file) };
+    let at: Vec<Seg> = at.iter().map(|k| key(k)).collect();
     match std::fs::read_to_string(&path) {
         Ok(s) if s.trim().is_empty() => {
-            problems.add(&[key("upstream"), key("api_key_file")], format!("{} is empty", path.display()))
+            problems.add(&at, format!("{} is empty", path.display()));
+            None
         }
-        Ok(s) => upstream.api_key = Some(Secret::new(s.trim_end_matches(['\r', '\n']))),
-        Err(e) => problems.add(&[key("upstream"), key("api_key_file")], format!("cannot read {}: {e}", path.display())),
+        Ok(s) => Some(Secret::new(s.trim_end_matches(['\r', '\n']))),
+        Err(e) => {
+            problems.add(&at, format!("cannot read {}: {e}", path.display()));
+            None
+        }
     }
 }
 

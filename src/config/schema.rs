@@ -196,11 +196,24 @@ impl Upstream {
 pub struct Admin {
     /// Where `/metrics`, `/healthz`, `/readyz`, `/api/v1/*` and `/-/reload` are served.
     pub listen: SocketAddr,
+    /// Bearer token the `POST` endpoints require. Without one they answer loopback clients only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// A file holding the token (a mounted Kubernetes Secret); read at load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for Admin {
     fn default() -> Self {
-        Admin { listen: SocketAddr::from(([0, 0, 0, 0], 9477)) }
+        Admin { listen: SocketAddr::from(([0, 0, 0, 0], 9477)), token: None, token_file: None }
+    }
+}
+
+impl Admin {
+    /// The token the `POST` endpoints require, when one is set and not empty.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_ref().map(Secret::expose).filter(|t| !t.is_empty())
     }
 }
 

@@ -60,6 +60,8 @@ fn example_documents_every_key_and_loads() {
     // And every key of the schema defaults appears too, including the optional ones.
     for k in [
         "api_key_file",
+        "token",
+        "token_file",
         "retry_rate_limited",
         "max_tracked",
         "max_endpoints",

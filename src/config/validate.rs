@@ -20,7 +20,7 @@ fn at(base: &[Seg], more: &[&str]) -> Vec<Seg> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn all(
     upstream: Option<&mut Upstream>,
-    admin: Option<&Admin>,
+    admin: Option<&mut Admin>,
     proxy: Option<&Proxy>,
     jobs: Option<&Jobs>,
     labels: Option<&Labels>,
@@ -32,6 +32,10 @@ pub(crate) fn all(
     if let Some(upstream) = upstream {
         check_upstream(upstream, p);
     }
+    let admin = admin.map(|a| {
+        check_admin(a, p);
+        &*a
+    });
     if let (Some(admin), Some(proxy)) = (admin, proxy) {
         if proxy.enabled && admin.listen == proxy.listen && admin.listen.port() != 0 {
             p.add(
@@ -106,6 +110,16 @@ fn check_upstream(u: &mut Upstream, p: &mut Problems<'_>) {
     }
     if u.api_key.as_ref().is_some_and(Secret::is_empty) {
         u.api_key = None;
+    }
+}
+
+fn check_admin(admin: &mut Admin, p: &mut Problems<'_>) {
+    if admin.token.is_some() && admin.token_file.is_some() {
+        p.add(&[key("admin"), key("token_file")], "give either `token` or `token_file`, not both");
+    }
+    // `${SENTINEL_ADMIN_TOKEN:-}` unset: no token.
+    if admin.token.as_ref().is_some_and(Secret::is_empty) {
+        admin.token = None;
     }
 }
 

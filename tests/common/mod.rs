@@ -133,7 +133,12 @@ impl Agent {
         let config = config::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
         let listeners = Listeners::bind(&config).await.unwrap();
         let shutdown = CancellationToken::new();
-        let opts = Options { config, config_path: config_path.clone(), grace_period: Duration::from_secs(5) };
+        let opts = Options {
+            config,
+            config_path: config_path.clone(),
+            grace_period: Duration::from_secs(5),
+            drain_delay: Duration::ZERO,
+        };
         let (handle, done) = app::start(opts, listeners, shutdown.clone()).unwrap();
         let done = tokio::spawn(async move { done.await.unwrap() });
         let admin = format!("http://{}", handle.admin_addr);

@@ -66,3 +66,75 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "modelslab-sentinel.proxyEnabled" -}}
 {{- if dig "proxy" "enabled" false .Values.config }}true{{ end }}
 {{- end }}
+
+{{/*
+A name of the release's with a suffix (`-proxy`, `-dashboards`), within the 63 characters of a
+DNS label: the full name is cut first, so that the suffix always stays.
+*/}}
+{{- define "modelslab-sentinel.suffixedName" -}}
+{{- $ctx := index . 0 }}
+{{- $suffix := index . 1 }}
+{{- $room := sub 62 (len $suffix) | int }}
+{{- printf "%s-%s" (include "modelslab-sentinel.fullname" $ctx | trunc $room | trimSuffix "-") $suffix }}
+{{- end }}
+
+{{/* The Secret holding the admin token, if any (the chart's own one holds both). */}}
+{{- define "modelslab-sentinel.adminTokenSecretName" -}}
+{{- if .Values.adminToken.existingSecret }}
+{{- .Values.adminToken.existingSecret }}
+{{- else if .Values.adminToken.value }}
+{{- include "modelslab-sentinel.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The agent's configuration as the ConfigMap carries it: values.config, with
+`upstream.api_key: ${MODELSLAB_API_KEY}` added when the chart passes a key and the config names
+neither api_key nor api_key_file.
+*/}}
+{{- define "modelslab-sentinel.config" -}}
+{{- $cfg := deepCopy .Values.config }}
+{{- $upstream := $cfg.upstream | default dict }}
+{{- if and (include "modelslab-sentinel.secretName" .) (not (hasKey $upstream "api_key")) (not (hasKey $upstream "api_key_file")) }}
+{{- $_ := set $upstream "api_key" "${MODELSLAB_API_KEY}" }}
+{{- $_ := set $cfg "upstream" $upstream }}
+{{- end }}
+{{- toYaml $cfg }}
+{{- end }}
+
+{{/*
+Refuses, at render time and with the reason, values that would make a release that cannot run.
+Included by the Deployment.
+*/}}
+{{- define "modelslab-sentinel.validate" -}}
+{{- if not .Values.image.repository }}
+{{- fail "image.repository is required: no public image is published. Build the Dockerfile, push it to a registry your cluster pulls from, and set image.repository (README: Kubernetes)." }}
+{{- end }}
+{{- $listen := dig "admin" "listen" "0.0.0.0:9477" .Values.config }}
+{{- $host := regexReplaceAll ":[0-9]+$" $listen "" | trimPrefix "[" | trimSuffix "]" }}
+{{- if or (hasPrefix "127." $host) (eq $host "::1") (eq $host "localhost") }}
+{{- fail (printf "config.admin.listen %s is a loopback address: the kubelet's liveness and readiness probes, and Prometheus, could never reach it. Listen on 0.0.0.0:PORT (POSTs still need admin.token or a loopback client)." $listen) }}
+{{- end }}
+{{- $upstream := .Values.config.upstream | default dict }}
+{{- $hasKey := or (include "modelslab-sentinel.secretName" .) (hasKey $upstream "api_key_file") (and (hasKey $upstream "api_key") (not (hasPrefix "${" (toString $upstream.api_key)))) }}
+{{- if not $hasKey }}
+{{- range (.Values.config.probes | default list) }}
+{{- $request := .request | default dict }}
+{{- $body := $request.body | default dict }}
+{{- if and (ne (toString (dig "inject_key" true $request)) "false") (not (hasKey $body "key")) }}
+{{- fail (printf "probe %q sends the API key, but none is given: set apiKey.existingSecret (a Secret you made: kubectl create secret generic modelslab-api-key --from-literal=api-key=...) or apiKey.value, or config.upstream.api_key_file with extraVolumes; or give the probe `inject_key: false`." .name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
+{{- fail (printf "autoscaling.minReplicas (%d) is above autoscaling.maxReplicas (%d)." (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
+{{- end }}
+{{- if .Values.networkPolicy.enabled }}
+{{- if not .Values.networkPolicy.metricsFrom }}
+{{- fail "networkPolicy.metricsFrom is empty: list the peers that scrape the agent (e.g. a namespaceSelector for your monitoring namespace); an empty list would admit every source." }}
+{{- end }}
+{{- if and (include "modelslab-sentinel.proxyEnabled" .) (not .Values.networkPolicy.proxyFrom) }}
+{{- fail "networkPolicy.proxyFrom is empty: list the peers that send API calls through the proxy (e.g. a podSelector for your application); an empty list would admit every source." }}
+{{- end }}
+{{- end }}
+{{- end }}
