@@ -19,6 +19,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::admin::{self, AdminState, AgentStatus, Components, ReloadResult};
+use crate::cluster::Cluster;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::observe::{self, Observer};
@@ -108,15 +109,18 @@ pub fn start(
     let ready = Arc::new(AtomicBool::new(false));
     let tracker = TaskTracker::new();
 
+    let cluster = Cluster::new(&config_rx.borrow().cluster, observer.clone())?;
+    tracker.spawn(cluster.clone().run_lease(stop.child_token()));
+
     let runner = HttpRunner::new(observer.clone()).context("cannot build the probes' HTTP client")?;
-    let probes = Probes::new(config_rx.clone(), observer.clone(), Arc::new(runner));
+    let probes = Probes::new(config_rx.clone(), observer.clone(), Arc::new(runner), cluster.clone());
     tracker.spawn(probes.clone().run(stop.child_token()));
 
     let mut proxy_addr = None;
     let mut proxy_jobs = None;
     if let Some(listener) = proxy_listener {
         proxy_addr = Some(listener.local_addr().context("proxy listener has no local address")?);
-        let proxy = Proxy::new(&listener, config_rx.clone(), observer.clone())?;
+        let proxy = Proxy::new(&listener, config_rx.clone(), observer.clone(), cluster.clone())?;
         proxy_jobs = Some(proxy.jobs().clone());
         tracker.spawn(proxy.serve(listener, stop.child_token(), tracker.clone()));
     }
@@ -143,7 +147,7 @@ pub fn start(
         ready: ready.clone(),
         reload: reload_tx.clone(),
         status: status.clone(),
-        components: Arc::new(AgentComponents { probes, proxy_jobs, status_page }),
+        components: Arc::new(AgentComponents { probes, proxy_jobs, status_page, cluster }),
         config: config_rx.clone(),
     };
     let admin_token = stop.child_token();
@@ -185,6 +189,7 @@ struct AgentComponents {
     probes: Probes,
     proxy_jobs: Option<Arc<JobTracker>>,
     status_page: StatusPage,
+    cluster: Cluster,
 }
 
 impl Components for AgentComponents {
@@ -196,6 +201,9 @@ impl Components for AgentComponents {
         }
         if let Some(jobs) = &self.proxy_jobs {
             out.insert("proxy".into(), serde_json::json!({ "jobs_tracked": jobs.len() }));
+        }
+        if let Some(cluster) = self.cluster.status() {
+            out.insert("cluster".into(), cluster);
         }
         out
     }

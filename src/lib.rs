@@ -11,6 +11,7 @@
 //! | [`metrics`]    | every metric family and the bounded label helpers                     |
 //! | [`observe`]    | typed events: each one logs, counts and records its span in one call  |
 //! | [`telemetry`]  | logging and OTLP trace export for the process                         |
+//! | [`cluster`]    | state shared by replicas through Redis: jobs, the probe lease         |
 //! | [`probe`]      | synthetic probes: schedule, gates, one run with its job followed      |
 //! | [`proxy`]      | the live-traffic proxy and the jobs it follows                        |
 //! | [`statuspage`] | the vendor's status page as metrics                                   |
@@ -25,6 +26,7 @@ pub mod admin;
 pub mod app;
 pub mod classify;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod metrics;

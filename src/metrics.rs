@@ -74,6 +74,22 @@ label_enum! {
 }
 
 label_enum! {
+    /// What a replica asked Redis for (`op` label of the cluster errors).
+    pub enum ClusterOp {
+        /// Take, renew or give up the probe lease.
+        Lease => "lease",
+        /// Track a job.
+        JobWrite => "job_write",
+        /// Read or end a job.
+        JobRead => "job_read",
+        /// End expired jobs.
+        JobSweep => "job_sweep",
+        /// Share a probe's backoff and day budget.
+        ProbeState => "probe_state",
+    }
+}
+
+label_enum! {
     /// Why a probe tick did not run.
     pub enum SkipReason {
         Overlap => "overlap",
@@ -178,6 +194,10 @@ pub struct Metrics {
     proxy_synthetic: IntCounterVec,
     proxy_uninspected: IntCounterVec,
     proxy_retries: IntCounterVec,
+
+    cluster_up: GaugeVec,
+    cluster_leader: GaugeVec,
+    cluster_errors: IntCounterVec,
 
     config_reload_success: GaugeVec,
     config_reload_timestamp: GaugeVec,
@@ -381,6 +401,24 @@ impl Metrics {
                 "modelslab_proxy_rate_limit_retries_total",
                 "Rate-limited requests the proxy held and sent again after retry_after (proxy.retry_rate_limited).",
                 &[],
+            )?,
+            cluster_up: gauge(
+                &r,
+                "modelslab_sentinel_cluster_up",
+                "1 while Redis answers (cluster.redis_url), else 0.",
+                &[],
+            )?,
+            cluster_leader: gauge(
+                &r,
+                "modelslab_sentinel_cluster_leader",
+                "1 on the replica holding the probe lease (it runs the `replicas: one` probes), else 0.",
+                &[],
+            )?,
+            cluster_errors: counter(
+                &r,
+                "modelslab_sentinel_cluster_errors_total",
+                "Redis operations that failed or timed out, by operation.",
+                &["op"],
             )?,
             config_reload_success: gauge(
                 &r,
@@ -610,6 +648,21 @@ impl Metrics {
         for reason in SkipReason::ALL {
             let _ = self.probe_skipped.remove_label_values(&[probe, reason.as_str()]);
         }
+    }
+
+    /// Redis answered, or stopped answering.
+    pub fn cluster_up(&self, up: bool) {
+        self.cluster_up.with_label_values(NO_LABELS).set(if up { 1.0 } else { 0.0 });
+    }
+
+    /// This replica took or lost the probe lease.
+    pub fn cluster_leader(&self, leader: bool) {
+        self.cluster_leader.with_label_values(NO_LABELS).set(if leader { 1.0 } else { 0.0 });
+    }
+
+    /// A Redis operation failed.
+    pub fn cluster_error(&self, op: ClusterOp) {
+        self.cluster_errors.with_label_values(&[op.as_str()]).inc();
     }
 
     /// Raises the dropped-spans counter to `total` (the exporter counts; this publishes).

@@ -138,7 +138,10 @@ fn check_agent_config(objects: &[Value]) -> String {
         .filter(|e| e["valueFrom"]["secretKeyRef"].is_object())
         .map(|e| e["name"].as_str().unwrap().to_owned())
         .collect();
-    let envs: Vec<(&str, &str)> = env.iter().map(|name| (name.as_str(), "sk-from-the-secret")).collect();
+    // What each Secret would hold.
+    let value =
+        |name: &str| if name == "SENTINEL_REDIS_URL" { "redis://127.0.0.1:6379/0" } else { "sk-from-the-secret" };
+    let envs: Vec<(&str, &str)> = env.iter().map(|name| (name.as_str(), value(name))).collect();
     let (code, stdout, stderr) = common::run_to_end(&["check-config", "--config", &path], &envs);
     assert_eq!(code, 0, "the rendered config:\n{text}\n{stderr}");
     assert!(!stdout.contains("sk-from-the-secret") && !stdout.contains("sk-from-a-mounted-secret"));
@@ -378,7 +381,12 @@ fn defect_4_names_stay_within_63_characters_for_long_release_names() {
 #[test]
 fn defect_5_autoscaling_min_above_max_fails_at_render() {
     let mut sets = README_INSTALL.to_vec();
-    sets.extend(["autoscaling.enabled=true", "autoscaling.minReplicas=5", "autoscaling.maxReplicas=2"]);
+    sets.extend([
+        "autoscaling.enabled=true",
+        "autoscaling.minReplicas=5",
+        "autoscaling.maxReplicas=2",
+        "cluster.existingSecret=redis",
+    ]);
     let e = render(&[], &sets).unwrap_err();
     assert!(e.contains("autoscaling.minReplicas (5) is above autoscaling.maxReplicas (2)"), "{e}");
 }
@@ -423,6 +431,27 @@ fn defect_8_a_loopback_admin_address_fails_at_render() {
         sets.push(&l);
         let e = render(&[], &sets).unwrap_err();
         assert!(e.contains("is a loopback address: the kubelet's liveness and readiness probes"), "{listen}: {e}");
+    }
+}
+
+#[test]
+fn several_replicas_need_redis_or_an_explicit_no() {
+    for several in [vec!["replicaCount=3"], vec!["autoscaling.enabled=true", "autoscaling.maxReplicas=4"]] {
+        let mut sets = README_INSTALL.to_vec();
+        sets.extend(several.iter().copied());
+        let e = render(&[], &sets).unwrap_err();
+        assert!(e.contains("several replicas need Redis to agree"), "{several:?}: {e}");
+        let mut with_redis = sets.clone();
+        with_redis.push("cluster.existingSecret=sentinel-redis");
+        let objects = render(&[], &with_redis).unwrap();
+        let env = container(&objects)["env"].as_array().unwrap().clone();
+        let url = env.iter().find(|e| e["name"] == "SENTINEL_REDIS_URL").expect("SENTINEL_REDIS_URL");
+        assert_eq!(url["valueFrom"]["secretKeyRef"], json!({"name": "sentinel-redis", "key": "redis-url"}));
+        let config = one(&objects, "ConfigMap")["data"]["sentinel.yaml"].as_str().unwrap();
+        assert!(config.contains("redis_url: ${SENTINEL_REDIS_URL}"), "{config}");
+        check_all("several replicas with Redis", &objects);
+        sets.push("cluster.allowReplicasWithoutRedis=true");
+        assert!(render(&[], &sets).is_ok(), "said so explicitly");
     }
 }
 

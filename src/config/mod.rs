@@ -165,7 +165,8 @@ fn segs(path: &serde_path_to_error::Path) -> Vec<Seg> {
         .collect()
 }
 
-const SECTIONS: &[&str] = &["upstream", "admin", "proxy", "jobs", "labels", "probes", "status_page", "telemetry"];
+const SECTIONS: &[&str] =
+    &["upstream", "admin", "proxy", "jobs", "labels", "probes", "status_page", "telemetry", "cluster"];
 
 fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Option<Config> {
     let value: Value = match serde_yaml::from_str(text) {
@@ -203,6 +204,7 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
     let probes_value = section("probes");
     let status_value = section("status_page");
     let telemetry_value = section("telemetry");
+    let cluster_value = section("cluster");
 
     let upstream: Option<Upstream> = match upstream_value {
         None | Some(Value::Null) => {
@@ -216,6 +218,7 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
     let jobs = typed_or_default::<Jobs>(jobs_value, "jobs", problems);
     let labels = typed_or_default::<Labels>(labels_value, "labels", problems);
     let telemetry = typed_or_default::<Telemetry>(telemetry_value, "telemetry", problems);
+    let cluster = typed_or_default::<Cluster>(cluster_value, "cluster", problems);
     let status_page = match status_value {
         None => Some(None),
         Some(Value::Null) => Some(Some(StatusPage::default())),
@@ -238,7 +241,10 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
         }
     };
 
-    let (mut upstream, mut admin) = (upstream, admin);
+    let (mut upstream, mut admin, mut cluster) = (upstream, admin, cluster);
+    if let Some(c) = &mut cluster {
+        validate::check_cluster(c, problems);
+    }
     validate::all(
         upstream.as_mut(),
         admin.as_mut(),
@@ -260,6 +266,12 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
     if admin.token.is_none() {
         admin.token = read_secret_file(admin.token_file.as_deref(), &["admin", "token_file"], env, problems);
     }
+    let mut cluster = cluster?;
+    if cluster.redis_url.is_none() {
+        cluster.redis_url =
+            read_secret_file(cluster.redis_url_file.as_deref(), &["cluster", "redis_url_file"], env, problems);
+        validate::check_redis_url(&cluster, problems);
+    }
 
     Some(Config {
         upstream,
@@ -270,6 +282,7 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
         probes: probes.into_iter().collect::<Option<Vec<_>>>()?,
         status_page: status_page?,
         telemetry: telemetry?,
+        cluster,
     })
 }
 
@@ -376,6 +389,9 @@ impl Config {
         }
         if self.telemetry != new.telemetry {
             out.push("telemetry");
+        }
+        if self.cluster != new.cluster {
+            out.push("cluster");
         }
         out
     }

@@ -24,6 +24,7 @@ pub struct Config {
     /// `None`: no status-page poller.
     pub status_page: Option<StatusPage>,
     pub telemetry: Telemetry,
+    pub cluster: Cluster,
 }
 
 /// A value that must never be shown: `Debug` and `Serialize` print `<redacted>`.
@@ -315,6 +316,20 @@ pub struct Probe {
     /// 0 = no cap; set it on probes that spend credits.
     #[serde(default)]
     pub max_runs_per_day: u32,
+    /// With several replicas: run on the lease holder only (`one`), or on every replica (`all`).
+    #[serde(default)]
+    pub replicas: Replicas,
+}
+
+/// Which replicas run a probe (`cluster`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Replicas {
+    /// Only the replica holding the probe lease: N replicas spend what one would.
+    #[default]
+    One,
+    /// Every replica, e.g. to measure each node's path to the API.
+    All,
 }
 
 impl Probe {
@@ -549,6 +564,38 @@ impl Default for StatusPage {
             max_components: 50,
             html_rules: Vec::new(),
         }
+    }
+}
+
+/// Several replicas sharing job state and probe leadership through Redis.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cluster {
+    /// `redis://[:password@]host:port[/db]` or `rediss://…`; `None`: one replica, state in memory.
+    /// A secret, since the URL may carry a password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<Secret>,
+    /// A file holding the URL (a mounted Kubernetes Secret); read at load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url_file: Option<PathBuf>,
+    /// Prefix of every key, so that several deployments may share one Redis.
+    pub key_prefix: String,
+    /// How long the probe lease lasts without renewal (renewed every third of it): another
+    /// replica takes over within this after the holder dies.
+    #[serde(with = "duration")]
+    pub lease_ttl: Duration,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster { redis_url: None, redis_url_file: None, key_prefix: "modelslab-sentinel".into(), lease_ttl: secs(15) }
+    }
+}
+
+impl Cluster {
+    /// The Redis URL, when several replicas share state.
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis_url.as_ref().map(Secret::expose).filter(|u| !u.is_empty())
     }
 }
 

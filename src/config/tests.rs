@@ -76,6 +76,30 @@ fn example_documents_every_key_and_loads() {
 }
 
 #[test]
+fn cluster_settings_are_checked_and_never_show_the_password() {
+    let base = "upstream:\n  base_url: https://modelslab.com\n";
+    let ok = load_with(&format!("{base}cluster:\n  redis_url: redis://:s3cret@redis:6379/2\n"), &[]).unwrap();
+    assert_eq!(ok.cluster.redis_url(), Some("redis://:s3cret@redis:6379/2"));
+    assert!(!to_redacted_yaml(&ok).contains("s3cret"), "the URL's password is never shown");
+    let unset = load_with(&format!("{base}cluster:\n  redis_url: ${{SENTINEL_REDIS_URL:-}}\n"), &[]).unwrap();
+    assert_eq!(unset.cluster.redis_url(), None, "an empty URL: one replica");
+    let bad = problems(&format!(
+        "{base}cluster:\n  redis_url: http://:s3cret@redis:6379\n  key_prefix: \"a b\"\n  lease_ttl: 1s\n"
+    ));
+    assert_eq!(bad.len(), 3, "{bad:?}");
+    assert!(bad[0].contains("cluster.redis_url: scheme must be redis or rediss, not `http`"), "{bad:?}");
+    assert!(bad[1].contains("cluster.key_prefix: `a b` must be 1 to 64 of"), "{bad:?}");
+    assert!(bad[2].contains("cluster.lease_ttl: 1s is too short"), "{bad:?}");
+    assert!(!bad.concat().contains("s3cret"));
+    let replicas = load_with(
+        &format!("{base}probes:\n  - {{ name: a, request: {{ path: /x, inject_key: false }}, replicas: all }}\n  - {{ name: b, request: {{ path: /x, inject_key: false }} }}\n"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!((replicas.probes[0].replicas, replicas.probes[1].replicas), (Replicas::All, Replicas::One));
+}
+
+#[test]
 fn shipped_production_config_loads_and_spends_no_credits() {
     let c = load_with(include_str!("../../config/sentinel.yaml"), &[("MODELSLAB_API_KEY", "sk-prod")]).unwrap();
     assert_eq!(c.upstream.base_url.as_str(), "https://modelslab.com/");
@@ -162,7 +186,7 @@ unknown: 1
     assert_eq!(
         p,
         [
-            "18: unknown: unknown section `unknown`, expected one of `upstream`, `admin`, `proxy`, `jobs`, `labels`, `probes`, `status_page`, `telemetry`",
+            "18: unknown: unknown section `unknown`, expected one of `upstream`, `admin`, `proxy`, `jobs`, `labels`, `probes`, `status_page`, `telemetry`, `cluster`",
             "3: upstream.timeout: invalid duration `soon`: expected number at 0 (write e.g. `500ms`, `60s`, `5m`)",
             "13: probes[1].expect.status: unknown variant `ok`, expected one of `success`, `processing`, `error`",
             "5: probes[0].name: `Bad Name` is not a valid probe name: use 1 to 63 of a-z, 0-9, `_` and `-`",

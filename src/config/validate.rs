@@ -123,6 +123,54 @@ fn check_admin(admin: &mut Admin, p: &mut Problems<'_>) {
     }
 }
 
+pub(crate) fn check_cluster(c: &mut Cluster, p: &mut Problems<'_>) {
+    let base = [key("cluster")];
+    if c.redis_url.is_some() && c.redis_url_file.is_some() {
+        p.add(&at(&base, &["redis_url_file"]), "give either `redis_url` or `redis_url_file`, not both");
+    }
+    // `${SENTINEL_REDIS_URL:-}` unset: one replica.
+    if c.redis_url.as_ref().is_some_and(Secret::is_empty) {
+        c.redis_url = None;
+    }
+    check_redis_url(c, p);
+    if c.key_prefix.is_empty()
+        || c.key_prefix.len() > 64
+        || !c.key_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    {
+        p.add(
+            &at(&base, &["key_prefix"]),
+            format!("`{}` must be 1 to 64 of A-Z, a-z, 0-9, `-`, `_`, `.`, `:`", c.key_prefix),
+        );
+    }
+    if c.lease_ttl < Duration::from_secs(3) {
+        p.add(
+            &at(&base, &["lease_ttl"]),
+            format!(
+                "{} is too short: the lease is renewed every third of it; use at least 3s (e.g. 15s)",
+                d(c.lease_ttl)
+            ),
+        );
+    }
+}
+
+/// The Redis URL (given, or read from `redis_url_file`) is one a client can use. The URL may
+/// carry a password: no message repeats it.
+pub(crate) fn check_redis_url(c: &Cluster, p: &mut Problems<'_>) {
+    let Some(u) = c.redis_url() else { return };
+    let field = if c.redis_url_file.is_some() { "redis_url_file" } else { "redis_url" };
+    let path = [key("cluster"), key(field)];
+    match url::Url::parse(u.trim()) {
+        Ok(url) if matches!(url.scheme(), "redis" | "rediss") && url.host_str().is_some_and(|h| !h.is_empty()) => {}
+        Ok(url) if matches!(url.scheme(), "redis" | "rediss") => {
+            p.add(&path, "must name a host: redis://HOST:PORT[/DB]")
+        }
+        Ok(url) => {
+            p.add(&path, format!("scheme must be redis or rediss, not `{}` (e.g. redis://redis:6379/0)", url.scheme()))
+        }
+        Err(e) => p.add(&path, format!("not a URL ({e}): write redis://[:PASSWORD@]HOST:PORT[/DB]")),
+    }
+}
+
 fn check_proxy(proxy: &Proxy, p: &mut Problems<'_>) {
     let base = [key("proxy")];
     if proxy.upstream_timeout.is_zero() {

@@ -7,8 +7,8 @@ use tracing::Span;
 use super::spans::{self, SpanContext};
 use super::{Event, Observer};
 use crate::classify::PageStatus;
+use crate::metrics::{ClusterOp, ProbeFailure, SkipReason, Source, SyntheticReason, UninspectedReason};
 pub use crate::metrics::{Exchange, JobEnd};
-use crate::metrics::{ProbeFailure, SkipReason, Source, SyntheticReason, UninspectedReason};
 
 /// One HTTP exchange with the API was classified (a probe's submit or poll, a proxied request).
 pub struct ExchangeObserved<'a> {
@@ -361,5 +361,69 @@ impl Event for ConfigReloadFailed<'_> {
     fn emit(self, to: &Observer) {
         to.metrics.config_loaded(false);
         tracing::error!("configuration reload failed, keeping the running configuration: {}", self.problems);
+    }
+}
+
+/// Redis answered again, or stopped answering.
+pub struct ClusterReachable {
+    pub up: bool,
+}
+
+impl Event for ClusterReachable {
+    const NAME: &'static str = "cluster_reachable";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.cluster_up(self.up);
+        if self.up {
+            tracing::info!("cluster: Redis answers; job state and probe leadership are shared");
+        } else {
+            tracing::warn!(
+                "cluster: Redis does not answer; jobs are tracked locally and the probe lease stays as it was until it does"
+            );
+        }
+    }
+}
+
+/// A Redis operation failed (`kind`: the client's error kind, or `timeout`; never a URL).
+pub struct ClusterError {
+    pub op: ClusterOp,
+    pub kind: String,
+}
+
+impl Event for ClusterError {
+    const NAME: &'static str = "cluster_error";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.cluster_error(self.op);
+        tracing::debug!(op = self.op.as_str(), kind = %self.kind, "cluster: redis operation failed");
+    }
+}
+
+/// This replica took or gave up the probe lease (or learned its role the first time).
+pub struct ClusterRole<'a> {
+    pub replica: &'a str,
+    pub leader: bool,
+    /// The holder as Redis says (`replica#epoch`).
+    pub holder: Option<&'a str>,
+}
+
+impl Event for ClusterRole<'_> {
+    const NAME: &'static str = "cluster_role";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.cluster_leader(self.leader);
+        if self.leader {
+            tracing::info!(
+                replica = self.replica,
+                lease = self.holder.unwrap_or("-"),
+                "cluster: this replica holds the probe lease and runs the `replicas: one` probes"
+            );
+        } else {
+            tracing::info!(
+                replica = self.replica,
+                lease_holder = self.holder.unwrap_or("-"),
+                "cluster: standby; the lease holder runs the `replicas: one` probes"
+            );
+        }
     }
 }

@@ -14,11 +14,11 @@ pub mod spans;
 use std::sync::{Arc, Mutex, PoisonError};
 
 pub use events::*;
-pub use spans::{SpanContext, exchange_span, probe_span, server_span, span_context};
+pub use spans::{SpanContext, exchange_span, from_traceparent, probe_span, server_span, span_context, traceparent};
 
 use crate::metrics::Metrics;
 pub use crate::metrics::{
-    BackoffReason, JobResult, ProbeFailure, SkipReason, Source, SyntheticReason, UninspectedReason,
+    BackoffReason, ClusterOp, JobResult, ProbeFailure, SkipReason, Source, SyntheticReason, UninspectedReason,
 };
 
 /// Something that happened, with what its log line, metrics and span need.

@@ -151,6 +151,31 @@ pub fn span_context(span: &Span) -> SpanContext {
     span.context().span().span_context().clone()
 }
 
+/// A span context as a W3C `traceparent` (`00-TRACE-SPAN-FLAGS`), to keep it where spans cannot
+/// go (Redis); `None` for an invalid context (tracing off).
+pub fn traceparent(cx: &SpanContext) -> Option<String> {
+    cx.is_valid().then(|| format!("00-{}-{}-{:02x}", cx.trace_id(), cx.span_id(), cx.trace_flags().to_u8()))
+}
+
+/// The span context a `traceparent` names (remote: it may come from another replica).
+pub fn from_traceparent(text: &str) -> Option<SpanContext> {
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+    let mut parts = text.split('-');
+    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if version != "00" || parts.next().is_some() {
+        return None;
+    }
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    let cx = SpanContext::new(
+        TraceId::from_hex(trace).ok()?,
+        SpanId::from_hex(span).ok()?,
+        TraceFlags::new(flags),
+        true,
+        TraceState::default(),
+    );
+    cx.is_valid().then_some(cx)
+}
+
 /// Links `span` to an earlier span (a job's submission).
 pub(super) fn link(span: &Span, to: &SpanContext) {
     if to.is_valid() {
@@ -182,6 +207,16 @@ impl Extractor for HeaderExtractor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn traceparents_round_trip() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let cx = from_traceparent(tp).unwrap();
+        assert_eq!(traceparent(&cx).as_deref(), Some(tp));
+        assert!(from_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
+        assert!(from_traceparent("garbage").is_none());
+        assert_eq!(traceparent(&SpanContext::empty_context()), None);
+    }
 
     #[test]
     fn messages_are_cut_and_scrubbed() {

@@ -3,8 +3,13 @@
 //! `retry_after`; a 402 pauses credit-spending probes; `max_runs_per_day` caps them). Reloaded
 //! configs add, remove and change probes without touching the unchanged ones.
 //!
-//! This module uses `config`, `classify` and `observe`; it knows nothing of the proxy, the status
-//! page or the admin server (the app exposes [`Probes::status`] and [`Probes::run_now`]).
+//! With several replicas (`cluster`), `replicas: one` probes run only on the replica that holds
+//! the probe lease; their backoff and day budget are shared through Redis, so that a failover
+//! neither runs early nor spends twice.
+//!
+//! This module uses `config`, `classify`, `cluster` and `observe`; it knows nothing of the proxy,
+//! the status page or the admin server (the app exposes [`Probes::status`] and
+//! [`Probes::run_now`]).
 
 mod run;
 
@@ -25,7 +30,8 @@ use tracing::Instrument;
 pub use run::{ExchangeReport, RunContext, RunReport};
 
 use crate::classify::ErrorClass;
-use crate::config::{Config, Probe, Upstream};
+use crate::cluster::{Cluster, unix_ms};
+use crate::config::{Config, Probe, Replicas, Upstream};
 use crate::observe::{self, BackoffReason, Observer, SkipReason};
 
 /// How long a credit-spending probe pauses after a 402.
@@ -76,6 +82,10 @@ struct ProbeState {
     running: AtomicBool,
     gates: Mutex<Gates>,
     last: Mutex<Option<RunReport>>,
+    /// Set when this replica takes over a `replicas: one` probe: when its next run is due, from
+    /// the last run of the replica that held it. The schedule picks it up at once.
+    resume_at: Mutex<Option<Instant>>,
+    resume: tokio::sync::Notify,
 }
 
 /// A probe's state as `/api/v1/status` shows it.
@@ -99,6 +109,10 @@ pub struct Probes {
 
 struct Inner {
     observer: Observer,
+    cluster: Cluster,
+    /// Whether this replica runs the `replicas: one` probes: always with one replica; with
+    /// several, once it holds the lease *and* has taken over their shared state.
+    leading: AtomicBool,
     runner: Arc<dyn Runner>,
     config: watch::Receiver<Arc<Config>>,
     states: Mutex<HashMap<String, Arc<ProbeState>>>,
@@ -113,12 +127,23 @@ fn utc_day() -> u64 {
 }
 
 impl Probes {
-    pub fn new(config: watch::Receiver<Arc<Config>>, observer: Observer, runner: Arc<dyn Runner>) -> Self {
-        Probes { inner: Arc::new(Inner { observer, runner, config, states: Mutex::new(HashMap::new()) }) }
+    pub fn new(
+        config: watch::Receiver<Arc<Config>>,
+        observer: Observer,
+        runner: Arc<dyn Runner>,
+        cluster: Cluster,
+    ) -> Self {
+        let leading = AtomicBool::new(!cluster.is_shared());
+        Probes {
+            inner: Arc::new(Inner { observer, cluster, leading, runner, config, states: Mutex::new(HashMap::new()) }),
+        }
     }
 
     /// Schedules the configured probes and follows config changes until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
+        if let Some(roles) = self.inner.cluster.roles() {
+            tokio::spawn(self.clone().adopt_shared_state(roles, shutdown.clone()));
+        }
         let mut config = self.inner.config.clone();
         let mut tasks: HashMap<String, (Probe, CancellationToken)> = HashMap::new();
         loop {
@@ -166,6 +191,8 @@ impl Probes {
                         running: AtomicBool::new(false),
                         gates: Mutex::default(),
                         last: Mutex::new(None),
+                        resume_at: Mutex::new(None),
+                        resume: tokio::sync::Notify::new(),
                     })
                 })
                 .clone();
@@ -173,6 +200,54 @@ impl Probes {
             let token = shutdown.child_token();
             tokio::spawn(schedule(self.inner.clone(), state, def.clone(), token.clone()));
             tasks.insert(name.to_owned(), (def.clone(), token));
+        }
+    }
+
+    /// Each time this replica takes the probe lease, takes over the shared backoff and day budget
+    /// of the `replicas: one` probes, so that the new holder neither runs early nor spends twice.
+    async fn adopt_shared_state(self, mut roles: watch::Receiver<crate::cluster::Role>, shutdown: CancellationToken) {
+        loop {
+            let leader = roles.borrow_and_update().leader;
+            if !leader {
+                self.inner.leading.store(false, Ordering::Release);
+            } else if !self.inner.leading.load(Ordering::Acquire) {
+                self.adopt().await;
+                self.inner.leading.store(roles.borrow().leader, Ordering::Release);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = roles.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// Takes over the shared backoff, day budget and rhythm of every `replicas: one` probe.
+    async fn adopt(&self) {
+        let probes: Vec<Probe> =
+            self.inner.config.borrow().probes.iter().filter(|p| p.replicas == Replicas::One).cloned().collect();
+        let day = utc_day();
+        for p in probes {
+            let Some(shared) = self.inner.cluster.probe_state(&p.name, day).await else { continue };
+            let Some(state) = lock(&self.inner.states).get(&p.name).cloned() else { continue };
+            if let Some(last_ms) = shared.last_run_ms {
+                // Keep the last holder's rhythm: run when its next run was due (now, if past).
+                let since = Duration::from_millis(unix_ms().saturating_sub(last_ms));
+                *lock(&state.resume_at) = Some(Instant::now() + p.interval.saturating_sub(since));
+                state.resume.notify_one();
+            }
+            let mut g = lock(&state.gates);
+            if g.day != day {
+                g.day = day;
+                g.runs_today = 0;
+            }
+            g.runs_today = g.runs_today.max(shared.runs_today);
+            if let Some((until_ms, reason)) = shared.backoff {
+                let until = Instant::now() + Duration::from_millis(until_ms.saturating_sub(unix_ms()));
+                if g.backoff_until.is_none_or(|t| t < until) {
+                    g.backoff_until = Some(until);
+                    g.backoff_reason = reason.parse().ok();
+                }
+            }
         }
     }
 
@@ -223,8 +298,19 @@ async fn schedule(inner: Arc<Inner>, state: Arc<ProbeState>, def: Probe, token: 
         tokio::select! {
             _ = token.cancelled() => return,
             _ = ticker.tick() => {}
+            _ = state.resume.notified() => {
+                // Taken over from another replica: keep its rhythm, and catch up if it is due.
+                if let Some(at) = lock(&state.resume_at).take() {
+                    ticker.reset_at(at);
+                }
+                continue;
+            }
         }
-        if let Some(skip) = gate(&state, &def) {
+        // With several replicas, a `replicas: one` probe runs on the lease holder only.
+        if def.replicas == Replicas::One && !inner.leading.load(Ordering::Acquire) {
+            continue;
+        }
+        if let Some(skip) = gate(&inner, &state, &def) {
             inner.observer.emit(observe::ProbeSkipped { probe: &def.name, reason: skip });
             continue;
         }
@@ -244,7 +330,7 @@ async fn schedule(inner: Arc<Inner>, state: Arc<ProbeState>, def: Probe, token: 
 }
 
 /// Why this tick must not run, if it must not; counts the run against the day's budget if it may.
-fn gate(state: &ProbeState, def: &Probe) -> Option<SkipReason> {
+fn gate(inner: &Inner, state: &ProbeState, def: &Probe) -> Option<SkipReason> {
     let mut g = lock(&state.gates);
     if g.backoff_until.is_some_and(|t| Instant::now() < t) {
         return Some(SkipReason::Backoff);
@@ -259,13 +345,36 @@ fn gate(state: &ProbeState, def: &Probe) -> Option<SkipReason> {
             return Some(SkipReason::Budget);
         }
         g.runs_today += 1;
+        share(inner, def, |c, name| {
+            let (day, runs) = (g.day, g.runs_today);
+            async move { c.save_runs(&name, day, runs).await }
+        });
     }
     None
+}
+
+/// Writes a `replicas: one` probe's state to Redis (off the scheduler's path), when replicas share
+/// state.
+fn share<F, Fut>(inner: &Inner, def: &Probe, write: F)
+where
+    F: FnOnce(Cluster, String) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    if inner.cluster.is_shared() && def.replicas == Replicas::One {
+        tokio::spawn(write(inner.cluster.clone(), def.name.clone()));
+    }
+}
+
+fn share_backoff(inner: &Inner, def: &Probe, wait: Duration, reason: BackoffReason) {
+    let until_ms = unix_ms() + wait.as_millis() as u64;
+    share(inner, def, |c, name| async move { c.save_backoff(&name, until_ms, reason.as_str()).await });
 }
 
 async fn run_and_record(inner: &Inner, state: &ProbeState, def: &Probe) -> RunReport {
     let upstream = inner.config.borrow().upstream.clone();
     let started_at = crate::metrics::unix_now();
+    let started_ms = unix_ms();
+    share(inner, def, |c, name| async move { c.save_last_run(&name, started_ms).await });
     let root = observe::probe_span(&def.name);
     let run = tokio::time::timeout(def.timeout, inner.runner.run(def, &upstream)).instrument(root.clone());
     let report = match run.await {
@@ -281,10 +390,12 @@ async fn run_and_record(inner: &Inner, state: &ProbeState, def: &Probe) -> RunRe
                 let wait = report.retry_after_seconds.map(Duration::from_secs_f64).unwrap_or(def.interval);
                 g.backoff_until = Some(Instant::now() + wait);
                 g.backoff_reason = Some(BackoffReason::RateLimited);
+                share_backoff(inner, def, wait, BackoffReason::RateLimited);
             }
             Some(ErrorClass::PaymentRequired) if def.max_runs_per_day > 0 => {
                 g.backoff_until = Some(Instant::now() + PAYMENT_PAUSE);
                 g.backoff_reason = Some(BackoffReason::PaymentRequired);
+                share_backoff(inner, def, PAYMENT_PAUSE, BackoffReason::PaymentRequired);
             }
             _ => {}
         }

@@ -92,7 +92,7 @@ fn start(cfg: Arc<Config>, runner: Arc<FakeRunner>) -> Harness {
     let (tx, rx) = watch::channel(cfg);
     let metrics = metrics();
     let (observer, journal) = Observer::recording(metrics.clone());
-    let probes = Probes::new(rx, observer, runner);
+    let probes = Probes::new(rx, observer, runner, crate::cluster::Cluster::single());
     let shutdown = CancellationToken::new();
     tokio::spawn(probes.clone().run(shutdown.clone()));
     Harness { tx, metrics, journal, probes, shutdown }
@@ -149,6 +149,13 @@ async fn the_hard_timeout_cuts_a_run() {
     let runner = FakeRunner::new(Duration::from_secs(5), |n, _| ok(n));
     let h = start(config(&probe_yaml("hang", "10s", "")), runner.clone());
     advance(Duration::from_secs(12)).await;
+    // A run may have started just now: let it reach its timeout (500 ms) before counting.
+    for _ in 0..10 {
+        if !h.probes.status()[0].running {
+            break;
+        }
+        advance(Duration::from_millis(100)).await;
+    }
     let runs = f64::from(runner.runs("hang"));
     assert!(runs >= 1.0);
     assert_eq!(counter(&h.metrics, "modelslab_probe_failures_total", "probe=\"hang\",reason=\"timeout\""), runs);

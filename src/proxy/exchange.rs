@@ -17,6 +17,7 @@ use super::inspect::{RequestFields, fetch_path_id, request_fields, request_secre
 use super::jobs::Tracked;
 use super::{Proxy, ProxyBody, Synthetic};
 use crate::classify::{self, ApiStatus, Classification, Context, Failure, Outcome, RequestKind};
+use crate::cluster::unix_ms;
 use crate::config::Config;
 use crate::observe::{self, JobResult, ResponseUninspected, Source, UninspectedReason};
 
@@ -30,6 +31,8 @@ pub(super) struct Exchange {
     seen: Arc<RequestSeen>,
     secrets: Vec<String>,
     started: Instant,
+    /// Wall-clock start (jobs shared through Redis measure from it).
+    started_ms: u64,
     pub config: Arc<Config>,
     /// The proxied request's span; ends when the answer's body has gone through.
     pub server: Span,
@@ -52,7 +55,20 @@ impl Exchange {
         let method = parts.method.as_str().to_owned();
         let client = Self::client_span(&server, &method, &path, &config);
         let secrets = request_secrets(parts);
-        Exchange { proxy, method, path, endpoint, kind, seen, secrets, started: Instant::now(), config, server, client }
+        Exchange {
+            proxy,
+            method,
+            path,
+            endpoint,
+            kind,
+            seen,
+            secrets,
+            started: Instant::now(),
+            started_ms: unix_ms(),
+            config,
+            server,
+            client,
+        }
     }
 
     fn client_span(server: &Span, method: &str, path: &str, config: &Config) -> Span {
@@ -71,6 +87,7 @@ impl Exchange {
             seen: self.seen.clone(),
             secrets: self.secrets.clone(),
             started: Instant::now(),
+            started_ms: unix_ms(),
             config: self.config.clone(),
             server: self.server.clone(),
             client: Self::client_span(&self.server, &self.method, &self.path, &self.config),
@@ -113,18 +130,41 @@ impl Exchange {
     }
 
     /// Records the classified exchange (one event: metrics, both spans, the log) and follows its
-    /// job.
+    /// job. A poll of a job this replica does not know, with replicas sharing state, is recorded
+    /// once Redis has said which job it is: off the response path, in a task of its own.
     fn record(&self, http_status: Option<u16>, c: &Classification) {
         let inner = &self.proxy.inner;
         let RequestFields { model_id, request_id, key } = request_fields(&self.seen.head());
-        let mut secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-        secrets.extend(key.as_deref());
         let job_id = match self.kind {
             RequestKind::Fetch => {
                 fetch_path_id(&self.path).map(str::to_owned).or(request_id).or_else(|| c.details().id.clone())
             }
             RequestKind::Submit => c.details().id.clone(),
         };
+        let ends = job_end(self.kind, http_status, c);
+        let duration = self.started.elapsed();
+        if let (RequestKind::Fetch, Some(id)) = (self.kind, &job_id) {
+            if inner.jobs.model_of(id).is_none() && inner.jobs.is_shared() {
+                let mut secrets = self.secrets.clone();
+                secrets.extend(key);
+                let later = Later {
+                    proxy: self.proxy.clone(),
+                    endpoint: self.endpoint.clone(),
+                    server: self.server.clone(),
+                    client: self.client.clone(),
+                    secrets,
+                    request_model: model_id,
+                    http_status,
+                    classification: c.clone(),
+                    duration,
+                };
+                let id = id.clone();
+                tokio::spawn(async move { later.record(id, ends).await });
+                return;
+            }
+        }
+        let mut secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        secrets.extend(key.as_deref());
         // A fetch takes its job's model.
         let model = match (self.kind, &job_id) {
             (RequestKind::Fetch, Some(id)) => {
@@ -139,7 +179,7 @@ impl Exchange {
                 model: &model,
                 http_status,
                 classification: c,
-                duration: self.started.elapsed(),
+                duration,
             },
             span: &self.client,
             server: Some(&self.server),
@@ -148,26 +188,74 @@ impl Exchange {
             job_id: job_id.as_deref(),
         });
         let Some(id) = job_id else { return };
-        let now = Instant::now();
-        let answered_2xx = http_status.is_some_and(|s| (200..300).contains(&s));
-        match (self.kind, c.outcome()) {
-            (RequestKind::Submit, Outcome::Processing) => {
-                let context = observe::span_context(&self.server);
-                let endpoint = self.endpoint.clone();
-                let job = Tracked { submitted: self.started, endpoint, model, first_eta: c.eta(), context };
-                inner.jobs.track(&id, job);
-            }
-            (RequestKind::Fetch, Outcome::Success) => {
-                inner.jobs.complete(&id, JobResult::Success, now, Some(&self.server));
-            }
-            (RequestKind::Fetch, Outcome::Error) if answered_2xx => {
-                let result = match c.details().api_status {
-                    Some(ApiStatus::Failed) => JobResult::Failed,
-                    _ => JobResult::Error,
-                };
-                inner.jobs.complete(&id, result, now, Some(&self.server));
-            }
-            _ => {}
+        if self.kind == RequestKind::Submit && c.outcome() == Outcome::Processing {
+            let job = Tracked {
+                submitted: self.started,
+                submitted_ms: self.started_ms,
+                endpoint: self.endpoint.clone(),
+                model,
+                first_eta: c.eta(),
+                context: observe::span_context(&self.server),
+                fallback: false,
+            };
+            inner.jobs.track(&id, job);
+        } else if let Some(result) = ends {
+            inner.jobs.complete(&id, result, Instant::now(), Some(&self.server));
+        }
+    }
+}
+
+/// How the job a fetch polls ended, if this answer ends it: `success`, or a 2xx error (`failed`
+/// or `error`). Other errors (a 5xx, a timeout) say nothing about the job.
+fn job_end(kind: RequestKind, http_status: Option<u16>, c: &Classification) -> Option<JobResult> {
+    if kind != RequestKind::Fetch {
+        return None;
+    }
+    match c.outcome() {
+        Outcome::Success => Some(JobResult::Success),
+        Outcome::Error if http_status.is_some_and(|s| (200..300).contains(&s)) => {
+            Some(if c.details().api_status == Some(ApiStatus::Failed) { JobResult::Failed } else { JobResult::Error })
+        }
+        _ => None,
+    }
+}
+
+/// A poll's exchange recorded once Redis has said which job it polls (shared state).
+struct Later {
+    proxy: Proxy,
+    endpoint: String,
+    server: Span,
+    client: Span,
+    secrets: Vec<String>,
+    request_model: Option<String>,
+    http_status: Option<u16>,
+    classification: Classification,
+    duration: std::time::Duration,
+}
+
+impl Later {
+    async fn record(self, id: String, ends: Option<JobResult>) {
+        let inner = &self.proxy.inner;
+        let job = inner.jobs.shared(&id, ends.is_some()).await;
+        let model = job.as_ref().map_or_else(|| inner.observer.model_label(None), |j| j.model.clone());
+        let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        inner.observer.emit(observe::ExchangeObserved {
+            exchange: observe::Exchange {
+                source: Source::Proxy,
+                endpoint: &self.endpoint,
+                model: &model,
+                http_status: self.http_status,
+                classification: &self.classification,
+                duration: self.duration,
+            },
+            span: &self.client,
+            server: Some(&self.server),
+            secrets: &secrets,
+            request_model: self.request_model.as_deref(),
+            job_id: Some(&id),
+        });
+        if let (Some(job), Some(result)) = (job, ends) {
+            inner.jobs.end_shared(&job, result, Some(&self.server));
         }
     }
 }

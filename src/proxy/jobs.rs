@@ -2,25 +2,47 @@
 //! (or they expire after `jobs.ttl`, or are evicted beyond `jobs.max_tracked`), and reports each
 //! end as an event. The proxy sees a job's submission and its polls in separate exchanges, so it
 //! follows them here; it keeps no request data but ids, labels and times.
+//!
+//! With one replica the jobs live here, in memory. With several (`cluster.redis_url`) they live in
+//! Redis, so that whichever replica sees a job's end counts it, exactly once; Redis is only ever
+//! waited for off the response path. While Redis does not answer, new jobs are tracked here (and
+//! can be ended by this replica only); once it answers again they are moved there.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tracing::Span;
 
+use crate::cluster::{Cluster, SharedJob, unix_ms};
 use crate::observe::{self, JobResult, Observer, Source, SpanContext};
 
 /// A job being followed.
 #[derive(Debug, Clone)]
 pub struct Tracked {
     pub submitted: Instant,
+    /// The submission's wall-clock time (for Redis, where instants do not travel).
+    pub submitted_ms: u64,
     /// The submit endpoint label.
     pub endpoint: String,
     pub model: String,
     pub first_eta: Option<f64>,
     /// The submission's span, for linking its completion to it.
     pub context: SpanContext,
+    /// Kept here only because Redis did not answer: moved there once it does.
+    pub fallback: bool,
+}
+
+impl Tracked {
+    fn shared(&self) -> SharedJob {
+        SharedJob {
+            submitted_ms: self.submitted_ms,
+            endpoint: self.endpoint.clone(),
+            model: self.model.clone(),
+            first_eta: self.first_eta,
+            traceparent: observe::traceparent(&self.context),
+        }
+    }
 }
 
 struct Inner {
@@ -35,14 +57,16 @@ struct Inner {
 pub struct JobTracker {
     source: Source,
     observer: Observer,
+    cluster: Cluster,
     inner: Mutex<Inner>,
 }
 
 impl JobTracker {
-    pub fn new(source: Source, observer: Observer, ttl: Duration, max_tracked: usize) -> Self {
+    pub fn new(source: Source, observer: Observer, cluster: Cluster, ttl: Duration, max_tracked: usize) -> Self {
         JobTracker {
             source,
             observer,
+            cluster,
             inner: Mutex::new(Inner {
                 jobs: HashMap::new(),
                 order: VecDeque::new(),
@@ -63,8 +87,38 @@ impl JobTracker {
         inner.max_tracked = max_tracked.max(1);
     }
 
-    /// Starts following job `id`; a job already followed keeps its first submission.
-    pub fn track(&self, id: &str, job: Tracked) {
+    /// Whether jobs are shared with other replicas through Redis.
+    pub fn is_shared(&self) -> bool {
+        self.cluster.is_shared()
+    }
+
+    /// Starts following job `id`: in Redis when replicas share state (off the caller's path),
+    /// else here. A job already followed keeps its first submission.
+    pub fn track(self: &Arc<Self>, id: &str, job: Tracked) {
+        if !self.cluster.is_shared() {
+            return self.track_local(id, job);
+        }
+        let (this, id) = (self.clone(), id.to_owned());
+        tokio::spawn(async move {
+            let (ttl, max) = {
+                let inner = this.lock();
+                (inner.ttl, inner.max_tracked)
+            };
+            match this.cluster.track_job(&id, &job.shared(), ttl, max).await {
+                Some((new, evicted)) => {
+                    if new {
+                        this.observer.emit(observe::JobStarted { source: this.source });
+                    }
+                    for e in evicted {
+                        this.end_shared(&e, JobResult::Evicted, None);
+                    }
+                }
+                None => this.track_local(&id, Tracked { fallback: true, ..job }),
+            }
+        });
+    }
+
+    fn track_local(&self, id: &str, job: Tracked) {
         let mut evicted = Vec::new();
         {
             let mut inner = self.lock();
@@ -86,8 +140,59 @@ impl JobTracker {
         }
     }
 
-    /// Ends job `id` with `result` if it is tracked, linking `span` (the exchange that saw the
-    /// end) to the submission; returns the job.
+    /// The shared record of job `id` (taken out with `end`, so that one replica ends it), when
+    /// replicas share state and Redis answers.
+    pub async fn shared(&self, id: &str, end: bool) -> Option<SharedJob> {
+        self.cluster.job(id, end).await.flatten()
+    }
+
+    /// Counts the end of a job taken out of Redis, linking `span` to its submission.
+    pub fn end_shared(&self, job: &SharedJob, result: JobResult, span: Option<&Span>) {
+        let context = job.traceparent.as_deref().and_then(observe::from_traceparent);
+        self.observer.emit(observe::JobEnded {
+            job: observe::JobEnd {
+                source: self.source,
+                endpoint: &job.endpoint,
+                model: &job.model,
+                result,
+                duration: Duration::from_millis(unix_ms().saturating_sub(job.submitted_ms)),
+                first_eta: job.first_eta,
+            },
+            span,
+            submitted: context.as_ref(),
+        });
+    }
+
+    /// With shared state: ends the jobs past the TTL in Redis (whichever replica sweeps first
+    /// counts each once), and moves jobs kept here while Redis was down into it.
+    pub async fn sweep_shared(&self) {
+        if !self.cluster.is_shared() {
+            return;
+        }
+        let (ttl, max) = {
+            let inner = self.lock();
+            (inner.ttl, inner.max_tracked)
+        };
+        let cutoff = unix_ms().saturating_sub(ttl.as_millis() as u64);
+        for job in self.cluster.sweep_jobs(cutoff, 1000).await {
+            self.end_shared(&job, JobResult::Expired, None);
+        }
+        if !self.cluster.is_up() {
+            return;
+        }
+        let fallback: Vec<(String, Tracked)> =
+            self.lock().jobs.iter().filter(|(_, j)| j.fallback).map(|(id, j)| (id.clone(), j.clone())).collect();
+        for (id, job) in fallback {
+            let Some((_, evicted)) = self.cluster.track_job(&id, &job.shared(), ttl, max).await else { break };
+            self.lock().jobs.remove(&id);
+            for e in evicted {
+                self.end_shared(&e, JobResult::Evicted, None);
+            }
+        }
+    }
+
+    /// Ends job `id` with `result` if it is tracked here, linking `span` (the exchange that saw
+    /// the end) to the submission; returns the job.
     pub fn complete(&self, id: &str, result: JobResult, at: Instant, span: Option<&Span>) -> Option<Tracked> {
         let job = self.lock().jobs.remove(id)?;
         self.end(&job, result, at, span);
@@ -124,7 +229,7 @@ impl JobTracker {
         n
     }
 
-    /// The model label of a tracked job (a fetch is labelled with its job's model).
+    /// The model label of a job tracked here (a fetch is labelled with its job's model).
     pub fn model_of(&self, id: &str) -> Option<String> {
         self.lock().jobs.get(id).map(|j| j.model.clone())
     }
@@ -156,24 +261,25 @@ impl JobTracker {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::config::Labels;
     use crate::metrics::Metrics;
 
-    fn tracker(ttl: u64, max: usize) -> (JobTracker, Arc<Metrics>) {
+    fn tracker(ttl: u64, max: usize) -> (Arc<JobTracker>, Arc<Metrics>) {
         let m = Arc::new(Metrics::new(&Labels::default()).unwrap());
-        (JobTracker::new(Source::Proxy, Observer::new(m.clone()), Duration::from_secs(ttl), max), m)
+        let observer = Observer::new(m.clone());
+        (Arc::new(JobTracker::new(Source::Proxy, observer, Cluster::single(), Duration::from_secs(ttl), max)), m)
     }
 
     fn job(at: Instant) -> Tracked {
         Tracked {
             submitted: at,
+            submitted_ms: 0,
             endpoint: "/api/v6/images/text2img".into(),
             model: "flux".into(),
             first_eta: Some(2.0),
             context: SpanContext::empty_context(),
+            fallback: false,
         }
     }
 

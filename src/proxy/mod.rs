@@ -45,6 +45,7 @@ use tokio_util::task::TaskTracker;
 pub use body::BoxError;
 pub use jobs::{JobTracker, Tracked};
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::observe::{self, Observer, Source, SyntheticReason};
 
@@ -143,10 +144,12 @@ impl Proxy {
         listener: &TcpListener,
         config: watch::Receiver<Arc<Config>>,
         observer: Observer,
+        cluster: Cluster,
     ) -> Result<Self, ProxyError> {
         let local = listener.local_addr().map_err(ProxyError::Listener)?;
         let jobs_cfg = config.borrow().jobs.clone();
-        let jobs = Arc::new(JobTracker::new(Source::Proxy, observer.clone(), jobs_cfg.ttl, jobs_cfg.max_tracked));
+        let jobs =
+            Arc::new(JobTracker::new(Source::Proxy, observer.clone(), cluster, jobs_cfg.ttl, jobs_cfg.max_tracked));
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -231,7 +234,10 @@ impl Proxy {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tick.tick() => { self.inner.jobs.expire(Instant::now()); }
+                _ = tick.tick() => {
+                    self.inner.jobs.expire(Instant::now());
+                    self.inner.jobs.sweep_shared().await;
+                }
             }
         }
     }

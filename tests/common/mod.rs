@@ -82,6 +82,67 @@ pub async fn serve(app: axum::Router) -> Served {
     Served { url: format!("http://{addr}"), addr, _guard: token.drop_guard() }
 }
 
+// ---------------------------------------------------------------- redis
+
+/// A real `redis-server` (Debian `redis-server`) on 127.0.0.1 and a free port, with nothing
+/// saved to disk; killed on drop. It can be stopped and started again on the same port.
+pub struct Redis {
+    pub port: u16,
+    /// `redis://127.0.0.1:PORT/0`
+    pub url: String,
+    process: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub async fn start() -> Redis {
+        let port = free_port();
+        let mut r = Redis {
+            port,
+            url: format!("redis://127.0.0.1:{port}/0"),
+            process: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        r.restart().await;
+        r
+    }
+
+    /// Starts the server (again) on its port and waits until it answers.
+    pub async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is needed: apt-get install redis-server (scripts/test does)");
+        self.process = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        eventually(Duration::from_secs(10), "redis-server answers PING", async || {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else { return false };
+            let mut buf = [0u8; 7];
+            s.write_all(b"PING\r\n").await.is_ok() && s.read_exact(&mut buf).await.is_ok() && &buf == b"+PONG\r\n"
+        })
+        .await;
+    }
+
+    /// Stops the server (its data goes with it).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 // ---------------------------------------------------------------- configs and components
 
 /// Loads configuration text (no environment variables), panicking with the problems.

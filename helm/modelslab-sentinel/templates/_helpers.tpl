@@ -78,7 +78,16 @@ DNS label: the full name is cut first, so that the suffix always stays.
 {{- printf "%s-%s" (include "modelslab-sentinel.fullname" $ctx | trunc $room | trimSuffix "-") $suffix }}
 {{- end }}
 
-{{/* The Secret holding the admin token, if any (the chart's own one holds both). */}}
+{{/* The Secret holding the Redis URL, if any. */}}
+{{- define "modelslab-sentinel.redisSecretName" -}}
+{{- if .Values.cluster.existingSecret }}
+{{- .Values.cluster.existingSecret }}
+{{- else if .Values.cluster.redisUrl }}
+{{- include "modelslab-sentinel.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the admin token, if any (the chart's own one holds every secret value). */}}
 {{- define "modelslab-sentinel.adminTokenSecretName" -}}
 {{- if .Values.adminToken.existingSecret }}
 {{- .Values.adminToken.existingSecret }}
@@ -98,6 +107,11 @@ neither api_key nor api_key_file.
 {{- if and (include "modelslab-sentinel.secretName" .) (not (hasKey $upstream "api_key")) (not (hasKey $upstream "api_key_file")) }}
 {{- $_ := set $upstream "api_key" "${MODELSLAB_API_KEY}" }}
 {{- $_ := set $cfg "upstream" $upstream }}
+{{- end }}
+{{- $cluster := $cfg.cluster | default dict }}
+{{- if and (include "modelslab-sentinel.redisSecretName" .) (not (hasKey $cluster "redis_url")) (not (hasKey $cluster "redis_url_file")) }}
+{{- $_ := set $cluster "redis_url" "${SENTINEL_REDIS_URL}" }}
+{{- $_ := set $cfg "cluster" $cluster }}
 {{- end }}
 {{- toYaml $cfg }}
 {{- end }}
@@ -125,6 +139,12 @@ Included by the Deployment.
 {{- fail (printf "probe %q sends the API key, but none is given: set apiKey.existingSecret (a Secret you made: kubectl create secret generic modelslab-api-key --from-literal=api-key=...) or apiKey.value, or config.upstream.api_key_file with extraVolumes; or give the probe `inject_key: false`." .name) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- $several := or (gt (int .Values.replicaCount) 1) (and .Values.autoscaling.enabled (gt (int .Values.autoscaling.maxReplicas) 1)) }}
+{{- $cluster := .Values.config.cluster | default dict }}
+{{- $redis := or (include "modelslab-sentinel.redisSecretName" .) $cluster.redis_url $cluster.redis_url_file }}
+{{- if and $several (not $redis) (not .Values.cluster.allowReplicasWithoutRedis) }}
+{{- fail "several replicas need Redis to agree: without it each replica runs every probe (spending N times the credits of a generation probe) and follows only the jobs whose polls reach it (behind a plain Service, half look expired in one pod and untracked in another). Set cluster.existingSecret (or cluster.redisUrl) to a Redis URL, or set cluster.allowReplicasWithoutRedis=true to accept that." }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail (printf "autoscaling.minReplicas (%d) is above autoscaling.maxReplicas (%d)." (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}

@@ -1,0 +1,96 @@
+//! The Lua scripts that make each shared operation atomic. Job keys are `{prefix}:job:ID`, the
+//! index of tracked jobs (by submission time) is the sorted set `{prefix}:jobs`.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Tracks a job unless it is tracked already; evicts the oldest beyond the cap.
+/// KEYS: job key, index. ARGV: value, key lifetime ms, submitted ms, id, max tracked, job key
+/// prefix. Returns `["1"|"0", evicted values…]`.
+pub static TRACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'0'} end
+        redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+        local out = {'1'}
+        local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
+        if over > 0 then
+          local oldest = redis.call('ZPOPMIN', KEYS[2], over)
+          for i = 1, #oldest, 2 do
+            local k = ARGV[6] .. oldest[i]
+            local v = redis.call('GET', k)
+            if v then redis.call('DEL', k); table.insert(out, v) end
+          end
+        end
+        return out
+        ",
+    )
+});
+
+/// A job's value; with ARGV[2] = 1 also deleted (get-and-delete: one caller ends it).
+/// KEYS: job key, index. ARGV: id, end (0|1).
+pub static FETCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local v = redis.call('GET', KEYS[1])
+        if v and ARGV[2] == '1' then
+          redis.call('DEL', KEYS[1])
+          redis.call('ZREM', KEYS[2], ARGV[1])
+        end
+        return v
+        ",
+    )
+});
+
+/// Takes out the jobs submitted before a cutoff. KEYS: index. ARGV: cutoff ms, job key prefix,
+/// limit. Returns the values of the jobs it deleted (ids already ended leave nothing).
+pub static SWEEP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+        local out = {}
+        for _, id in ipairs(ids) do
+          redis.call('ZREM', KEYS[1], id)
+          local k = ARGV[2] .. id
+          local v = redis.call('GET', k)
+          if v then redis.call('DEL', k); table.insert(out, v) end
+        end
+        return out
+        ",
+    )
+});
+
+/// Takes the lease if nobody holds it, with a new fencing epoch. KEYS: lease, epoch counter.
+/// ARGV: replica, ttl ms. Returns `replica#epoch`, or nil.
+pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+        local v = ARGV[1] .. '#' .. redis.call('INCR', KEYS[2])
+        redis.call('SET', KEYS[1], v, 'PX', ARGV[2])
+        return v
+        ",
+    )
+});
+
+/// Extends the lease if this holder still has it. KEYS: lease. ARGV: value held, ttl ms.
+/// Returns 1, or 0 when another holds it.
+pub static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+        return 0
+        ",
+    )
+});
+
+/// Gives the lease up if this holder still has it. KEYS: lease. ARGV: value held.
+pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+        return 0
+        ",
+    )
+});

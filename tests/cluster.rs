@@ -1,0 +1,295 @@
+//! Several agent processes sharing one real `redis-server` (`cluster.redis_url`): jobs followed
+//! across replicas and counted once, `replicas: one` probes run by one replica at a time and
+//! moved when it dies, and Redis going away and coming back without a lost request or a restart.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use modelslab_sentinel::sim::{Scenario, Span};
+use serde_json::{Value, json};
+
+/// An agent replica with its proxy, sharing `redis`.
+fn replica(sim: &str, redis: &str, extra: &str) -> AgentProcess {
+    let cfg = format!(
+        "upstream:\n  base_url: {sim}\n  api_key: cluster-key\n  timeout: 5s\nproxy:\n  enabled: true\n\
+         labels:\n  models: [flux]\ncluster:\n  redis_url: {redis}\n  lease_ttl: 3s\n{extra}"
+    );
+    Process::agent(&cfg, &["--grace-period", "2s"], &[])
+}
+
+async fn status(agent: &AgentProcess) -> Value {
+    serde_json::from_str(&get(&format!("{}/api/v1/status", agent.admin)).await.1).unwrap()
+}
+
+/// The sum of a family's matching series over every replica.
+async fn total(agents: &[&AgentProcess], name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut sum = 0.0;
+    for a in agents {
+        let m = a.metrics().await;
+        let mut sel = m.metric(name);
+        for (k, v) in labels {
+            sel = sel.label(k, v);
+        }
+        sum += sel.sum();
+    }
+    sum
+}
+
+async fn submit(proxy: &str) -> u64 {
+    let v = post_json(
+        &format!("{proxy}/api/v6/images/text2img"),
+        &json!({"key": "sim-premium-cluster", "model_id": "flux", "prompt": "p"}),
+    )
+    .await;
+    v["id"].as_u64().unwrap_or_else(|| panic!("no job id: {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_submitted_through_one_replica_and_polled_through_another_is_counted_once() {
+    let sim =
+        emulator(Scenario { job_duration: Span::fixed(Duration::from_millis(1200)), ..Scenario::default() }).await;
+    let redis = Redis::start().await;
+    let (a, b) = (replica(&sim.url, &redis.url, ""), replica(&sim.url, &redis.url, ""));
+    let id = submit(&a.proxy).await;
+    eventually(Duration::from_secs(5), "the job is in flight on A", async || {
+        a.metrics().await.metric("modelslab_jobs_in_flight").label("source", "proxy").value() == Some(1.0)
+    })
+    .await;
+    let done = poll_job(
+        &format!("{}/api/v6/images/fetch/{id}", b.proxy),
+        &json!({"key": "sim-premium-cluster"}),
+        Duration::from_millis(200),
+        50,
+    )
+    .await;
+    assert_eq!(done["status"], "success");
+    let success = [("result", "success"), ("source", "proxy")];
+    eventually(Duration::from_secs(5), "counted on B", async || {
+        b.metrics().await.metric("modelslab_jobs_total").label("result", "success").sum() == 1.0
+    })
+    .await;
+    assert_eq!(total(&[&a, &b], "modelslab_jobs_total", &success).await, 1.0, "counted once over both replicas");
+    let mb = b.metrics().await;
+    let duration = mb.metric("modelslab_job_duration_seconds_sum").label("result", "success").value().unwrap();
+    assert!((1.0..5.0).contains(&duration), "the real duration, submit (on A) to end (on B): {duration}");
+    assert_eq!(
+        mb.metric("modelslab_jobs_total").label("model", "flux").label("endpoint", "/api/v6/images/text2img").sum(),
+        1.0,
+        "B labels the job with the model A saw"
+    );
+    assert_eq!(
+        mb.metric("modelslab_requests_total")
+            .label("endpoint", "/api/v6/images/fetch/{id}")
+            .label("model", "flux")
+            .sum()
+            >= 1.0,
+        true,
+        "B's polls carry the job's model"
+    );
+    assert_eq!(total(&[&a, &b], "modelslab_jobs_in_flight", &[]).await, 0.0, "in flight sums to none");
+    for r in [&a, &b] {
+        let s = status(r).await;
+        assert_eq!(s["cluster"]["mode"], "redis");
+        assert_eq!(s["cluster"]["redis_up"], true);
+        assert_eq!(r.metrics().await.metric("modelslab_sentinel_cluster_up").value(), Some(1.0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_jobs_spread_over_three_replicas_are_each_counted_once() {
+    let sim = emulator(Scenario { job_duration: Span::fixed(Duration::from_millis(800)), ..Scenario::default() }).await;
+    let redis = Redis::start().await;
+    let replicas: Vec<AgentProcess> = (0..3).map(|_| replica(&sim.url, &redis.url, "")).collect();
+    // sim-premium keys queue 15 jobs each: spread the submissions over keys.
+    let mut jobs = Vec::new();
+    for n in 0..200usize {
+        let via = &replicas[n % 3].proxy;
+        let body = json!({"key": format!("sim-premium-{}", n / 10), "model_id": "flux", "prompt": "p"});
+        let v = post_json(&format!("{via}/api/v6/images/text2img"), &body).await;
+        jobs.push((n, v["id"].as_u64().unwrap_or_else(|| panic!("{v}")), format!("sim-premium-{}", n / 10)));
+    }
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let mut polls = Vec::new();
+    for (n, id, key) in jobs {
+        // Polled through another replica than the one that saw the submission.
+        let via = replicas[(n + 1) % 3].proxy.clone();
+        polls.push(tokio::spawn(async move {
+            poll_job(&format!("{via}/api/v6/images/fetch/{id}"), &json!({"key": key}), Duration::from_millis(200), 30)
+                .await
+        }));
+    }
+    for p in polls {
+        assert_eq!(p.await.unwrap()["status"], "success");
+    }
+    let all: Vec<&AgentProcess> = replicas.iter().collect();
+    let mut last = 0.0;
+    eventually(Duration::from_secs(10), "200 jobs counted", async || {
+        last = total(&all, "modelslab_jobs_total", &[("result", "success")]).await;
+        last >= 200.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(total(&all, "modelslab_jobs_total", &[("result", "success")]).await, 200.0, "each counted once");
+    assert_eq!(total(&all, "modelslab_jobs_total", &[]).await, 200.0, "nothing expired or evicted");
+}
+
+/// The replica that holds the probe lease, by its `/api/v1/status`.
+async fn leader(replicas: &[AgentProcess]) -> Option<usize> {
+    for (i, r) in replicas.iter().enumerate() {
+        if status(r).await["cluster"]["role"] == "leader" {
+            return Some(i);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicas_one_probe_runs_on_one_replica_and_moves_when_it_dies() {
+    let sim = emulator(Scenario::default()).await;
+    let redis = Redis::start().await;
+    let probe = "probes:\n  - name: validation\n    interval: 1s\n    timeout: 900ms\n    request: { path: /api/v6/images/text2img, body: { model_id: flux } }\n    expect: { reason: missing_parameter }\n";
+    let mut replicas: Vec<AgentProcess> = (0..3).map(|_| replica(&sim.url, &redis.url, probe)).collect();
+    let mut lead = None;
+    eventually(Duration::from_secs(10), "one replica takes the lease", async || {
+        lead = leader(&replicas).await;
+        lead.is_some()
+    })
+    .await;
+    let lead = lead.unwrap();
+    // Upstream hits over a window: one replica's schedule, not three. (The probe's requests are
+    // the emulator's only 400s.)
+    let hits = async || -> u64 {
+        let s: Value = serde_json::from_str(&get(&format!("{}/_sim/stats", sim.url)).await.1).unwrap();
+        s["by_status"]["400"].as_u64().unwrap_or(0)
+    };
+    let (before, window) = (hits().await, Duration::from_secs(10));
+    tokio::time::sleep(window).await;
+    let ran = hits().await - before;
+    assert!((8..=12).contains(&ran), "{ran} probe requests in 10 s at a 1 s interval over 3 replicas");
+    let mut leaders = 0;
+    for r in &replicas {
+        leaders += u32::from(r.metrics().await.metric("modelslab_sentinel_cluster_leader").value() == Some(1.0));
+    }
+    assert_eq!(leaders, 1, "one lease holder");
+    let holder = status(&replicas[lead]).await["cluster"]["lease_holder"].as_str().unwrap().to_owned();
+    for r in &replicas {
+        assert_eq!(status(r).await["cluster"]["lease_holder"], holder.as_str(), "every replica knows the holder");
+    }
+
+    // Kill the holder: another replica probes within lease_ttl (3 s) and one interval (1 s).
+    let dead = replicas.remove(lead);
+    let killed = Instant::now();
+    dead.process.signal("KILL");
+    drop(dead);
+    let base = hits().await;
+    eventually(Duration::from_secs(8), "another replica probes", async || hits().await > base).await;
+    let took = killed.elapsed();
+    println!("probing moved after {took:?}");
+    assert!(took <= Duration::from_millis(4000), "probing moved after {took:?} (lease_ttl 3 s + interval 1 s)");
+    let mut statuses = Vec::new();
+    for r in &replicas {
+        statuses.push(status(r).await["cluster"].clone());
+    }
+    assert!(leader(&replicas).await.is_some(), "a new lease holder: {statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_going_away_loses_no_request_and_coming_back_needs_no_restart() {
+    let sim = emulator(Scenario { job_duration: Span::fixed(Duration::from_millis(500)), ..Scenario::default() }).await;
+    let mut redis = Redis::start().await;
+    let (a, b) = (replica(&sim.url, &redis.url, ""), replica(&sim.url, &redis.url, ""));
+    eventually(Duration::from_secs(5), "both connected", async || {
+        a.metrics().await.metric("modelslab_sentinel_cluster_up").value() == Some(1.0)
+            && b.metrics().await.metric("modelslab_sentinel_cluster_up").value() == Some(1.0)
+    })
+    .await;
+    redis.stop();
+    // Every proxied request is answered, quickly, while Redis is gone.
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for n in 0..60 {
+        let via = if n % 2 == 0 { &a.proxy } else { &b.proxy };
+        let r = http()
+            .post(format!("{via}/api/v6/images/text2img"))
+            .json(&json!({"key": format!("sim-premium-down-{}", n / 10), "model_id": "flux", "prompt": "p"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        ids.push((n, r.json::<Value>().await.unwrap()["id"].as_u64().unwrap()));
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "Redis down slowed the proxy: {:?}", started.elapsed());
+    // Polled through the replica that saw the submission: tracked locally meanwhile, counted.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for (n, id) in &ids {
+        let via = if n % 2 == 0 { &a.proxy } else { &b.proxy };
+        let key = format!("sim-premium-down-{}", n / 10);
+        let done =
+            poll_job(&format!("{via}/api/v6/images/fetch/{id}"), &json!({"key": key}), Duration::from_millis(100), 20)
+                .await;
+        assert_eq!(done["status"], "success");
+    }
+    eventually(Duration::from_secs(5), "jobs counted while Redis is down", async || {
+        total(&[&a, &b], "modelslab_jobs_total", &[("result", "success")]).await == 60.0
+    })
+    .await;
+    for r in [&a, &b] {
+        assert_eq!(get(&format!("{}/healthz", r.admin)).await.0, 200, "alive");
+        let m = r.metrics().await;
+        assert_eq!(m.metric("modelslab_sentinel_cluster_up").value(), Some(0.0));
+        assert!(m.metric("modelslab_sentinel_cluster_errors_total").sum() > 0.0, "errors counted");
+    }
+    assert!(a.process.log().contains("cluster: Redis does not answer"), "{}", a.process.log());
+
+    // Back: both reconnect by themselves, and jobs are shared again.
+    redis.restart().await;
+    eventually(Duration::from_secs(15), "both reconnected", async || {
+        a.metrics().await.metric("modelslab_sentinel_cluster_up").value() == Some(1.0)
+            && b.metrics().await.metric("modelslab_sentinel_cluster_up").value() == Some(1.0)
+    })
+    .await;
+    let id = submit(&a.proxy).await;
+    let done = poll_job(
+        &format!("{}/api/v6/images/fetch/{id}", b.proxy),
+        &json!({"key": "sim-premium-cluster"}),
+        Duration::from_millis(200),
+        30,
+    )
+    .await;
+    assert_eq!(done["status"], "success");
+    eventually(Duration::from_secs(5), "the cross-replica job is counted once", async || {
+        total(&[&a, &b], "modelslab_jobs_total", &[("result", "success")]).await == 61.0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_day_budget_is_shared_so_a_failover_does_not_spend_twice() {
+    let sim = emulator(Scenario::default()).await;
+    let redis = Redis::start().await;
+    let probe = "probes:\n  - name: paid\n    interval: 1s\n    timeout: 900ms\n    max_runs_per_day: 3\n    request: { path: /api/v6/images/text2img, body: { model_id: flux } }\n";
+    let mut replicas: Vec<AgentProcess> = (0..2).map(|_| replica(&sim.url, &redis.url, probe)).collect();
+    let hits = async || -> u64 {
+        let s: Value = serde_json::from_str(&get(&format!("{}/_sim/stats", sim.url)).await.1).unwrap();
+        s["by_status"]["400"].as_u64().unwrap_or(0)
+    };
+    eventually(Duration::from_secs(10), "the day's 3 runs are spent", async || hits().await == 3).await;
+    let mut lead = None;
+    eventually(Duration::from_secs(5), "a lease holder", async || {
+        lead = leader(&replicas).await;
+        lead.is_some()
+    })
+    .await;
+    let dead = replicas.remove(lead.unwrap());
+    dead.process.signal("KILL");
+    drop(dead);
+    eventually(Duration::from_secs(8), "the other replica takes over", async || leader(&replicas).await.is_some())
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(hits().await, 3, "the new holder knows the budget is spent");
+    let m = replicas[0].metrics().await;
+    assert!(m.metric("modelslab_probe_skipped_total").label("probe", "paid").label("reason", "budget").sum() >= 1.0);
+}
