@@ -80,13 +80,12 @@ async fn a_job_submitted_through_one_replica_and_polled_through_another_is_count
         1.0,
         "B labels the job with the model A saw"
     );
-    assert_eq!(
+    assert!(
         mb.metric("modelslab_requests_total")
             .label("endpoint", "/api/v6/images/fetch/{id}")
             .label("model", "flux")
             .sum()
             >= 1.0,
-        true,
         "B's polls carry the job's model"
     );
     assert_eq!(total(&[&a, &b], "modelslab_jobs_in_flight", &[]).await, 0.0, "in flight sums to none");
