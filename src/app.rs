@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::account::Account;
 use crate::admin::{self, AdminState, AgentStatus, Components, ReloadResult};
 use crate::cluster::Cluster;
 use crate::config::{self, Config};
@@ -99,6 +100,7 @@ pub fn start(
     let metrics = Arc::new(Metrics::new(&config.labels).context("cannot build the metric registry")?);
     metrics.config_loaded(true);
     let observer = Observer::new(metrics.clone());
+    observer.set_slos(&config.slos);
     let Listeners { admin: admin_listener, proxy: proxy_listener } = listeners;
     let admin_addr = admin_listener.local_addr().context("admin listener has no local address")?;
 
@@ -142,12 +144,16 @@ pub fn start(
         StatusPage::new(config_rx.clone(), observer.clone()).context("cannot build the status page's HTTP client")?;
     tracker.spawn(status_page.clone().run(stop.child_token()));
 
+    let account = Account::new(config_rx.clone(), observer.clone(), cluster.clone())
+        .context("cannot build the balance poller's HTTP client")?;
+    tracker.spawn(account.clone().run(stop.child_token()));
+
     let admin_state = AdminState {
         metrics: metrics.clone(),
         ready: ready.clone(),
         reload: reload_tx.clone(),
         status: status.clone(),
-        components: Arc::new(AgentComponents { probes, proxy_jobs, status_page, cluster }),
+        components: Arc::new(AgentComponents { probes, proxy_jobs, status_page, account, cluster }),
         config: config_rx.clone(),
     };
     let admin_token = stop.child_token();
@@ -189,6 +195,7 @@ struct AgentComponents {
     probes: Probes,
     proxy_jobs: Option<Arc<JobTracker>>,
     status_page: StatusPage,
+    account: Account,
     cluster: Cluster,
 }
 
@@ -201,6 +208,9 @@ impl Components for AgentComponents {
         }
         if let Some(jobs) = &self.proxy_jobs {
             out.insert("proxy".into(), serde_json::json!({ "jobs_tracked": jobs.len() }));
+        }
+        if let Some(balance) = self.account.status() {
+            out.insert("account".into(), serde_json::json!({ "balance": balance }));
         }
         if let Some(cluster) = self.cluster.status() {
             out.insert("cluster".into(), cluster);
@@ -242,6 +252,7 @@ impl Reloader {
             Ok(new) => {
                 let restart = self.config.borrow().restart_required_changes(&new);
                 self.observer.metrics().set_label_policy(&new.labels);
+                self.observer.set_slos(&new.slos);
                 self.config.send_replace(Arc::new(new));
                 if let Ok(mut s) = self.status.write() {
                     s.last_reload_error = None;

@@ -67,6 +67,12 @@ status_page:
   url: http://${SIM}/status
   interval: 5s
   timeout: 2s
+account:
+  balance: { enabled: true, interval: 5s, timeout: 2s }
+slos:
+  - { name: proxy-availability, objective: 99, sli: { requests: { source: proxy } } }
+  - { name: job-latency, objective: 95, sli: { jobs: { max_duration: 10s } } }
+  - { name: generation-probe, objective: 99, window: 7d, sli: { probes: [text2img-generate] } }
 telemetry:
   log_level: warn
 ";

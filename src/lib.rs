@@ -15,13 +15,15 @@
 //! | [`probe`]      | synthetic probes: schedule, gates, one run with its job followed      |
 //! | [`proxy`]      | the live-traffic proxy and the jobs it follows                        |
 //! | [`statuspage`] | the vendor's status page as metrics                                   |
+//! | [`account`]    | the account's credit balance, polled                                  |
 //! | [`admin`]      | `/metrics`, `/healthz`, `/readyz`, `/api/v1/*`, `/-/reload` on their own port |
 //! | [`sim`]        | the ModelsLab emulator (tests, demo, drills); nothing else imports it |
 //! | [`demo`]       | the emulator, the agent and a client load on an embedded config       |
 //!
-//! The components (`probe`, `proxy`, `statuspage`) depend on `config`, `classify` and `observe`,
-//! never on one another; `app` and `demo` wire everything together.
+//! The components (`probe`, `proxy`, `statuspage`, `account`) depend on `config`, `classify`,
+//! `observe` and `cluster`, never on one another; `app` and `demo` wire everything together.
 
+pub mod account;
 pub mod admin;
 pub mod app;
 pub mod classify;

@@ -199,6 +199,15 @@ pub struct Metrics {
     cluster_leader: GaugeVec,
     cluster_errors: IntCounterVec,
 
+    slo_events: IntCounterVec,
+    slo_objective: GaugeVec,
+    slo_window: GaugeVec,
+    slo_min_events: GaugeVec,
+
+    balance: GaugeVec,
+    balance_up: GaugeVec,
+    balance_last_success: GaugeVec,
+
     config_reload_success: GaugeVec,
     config_reload_timestamp: GaugeVec,
     spans_dropped: IntCounterVec,
@@ -420,6 +429,48 @@ impl Metrics {
                 "Redis operations that failed or timed out, by operation.",
                 &["op"],
             )?,
+            slo_events: counter(
+                &r,
+                "modelslab_slo_events_total",
+                "Events each SLO judged, good or bad (exchanges, jobs or probe runs, as the SLO says).",
+                &["slo", "result"],
+            )?,
+            slo_objective: gauge(
+                &r,
+                "modelslab_slo_objective_ratio",
+                "The SLO's objective as a ratio (99.5 % is 0.995).",
+                &["slo"],
+            )?,
+            slo_window: gauge(
+                &r,
+                "modelslab_slo_window_seconds",
+                "The period the SLO's error budget spans.",
+                &["slo"],
+            )?,
+            slo_min_events: gauge(
+                &r,
+                "modelslab_slo_min_events",
+                "Events a burn-rate alert of the SLO needs in its long window before it may fire.",
+                &["slo"],
+            )?,
+            balance: gauge(
+                &r,
+                "modelslab_account_balance",
+                "The account's credit balance from the wallet endpoint (kept at the last value when a poll fails).",
+                &["currency"],
+            )?,
+            balance_up: gauge(
+                &r,
+                "modelslab_account_balance_up",
+                "1 if the last balance poll succeeded, else 0.",
+                &[],
+            )?,
+            balance_last_success: gauge(
+                &r,
+                "modelslab_account_balance_last_success_timestamp_seconds",
+                "Unix time of the last successful balance poll.",
+                &[],
+            )?,
             config_reload_success: gauge(
                 &r,
                 "modelslab_sentinel_config_last_reload_success",
@@ -636,9 +687,7 @@ impl Metrics {
 
     /// A probe was removed from the config: its series go too.
     pub fn forget_probe(&self, probe: &str) {
-        for g in [&self.probe_success, &self.probe_duration, &self.probe_last_run] {
-            let _ = g.remove_label_values(&[probe]);
-        }
+        self.forget_probe_state(probe);
         for result in ["success", "failure"] {
             let _ = self.probe_runs.remove_label_values(&[probe, result]);
         }
@@ -647,6 +696,50 @@ impl Metrics {
         }
         for reason in SkipReason::ALL {
             let _ = self.probe_skipped.remove_label_values(&[probe, reason.as_str()]);
+        }
+    }
+
+    /// An SLO is (re)declared: its objective, window and threshold, and its counters at 0.
+    pub fn slo_declared(&self, slo: &str, objective_ratio: f64, window_seconds: f64, min_events: u32) {
+        self.slo_objective.with_label_values(&[slo]).set(objective_ratio);
+        self.slo_window.with_label_values(&[slo]).set(window_seconds);
+        self.slo_min_events.with_label_values(&[slo]).set(f64::from(min_events));
+        for result in ["good", "bad"] {
+            self.slo_events.with_label_values(&[slo, result]);
+        }
+    }
+
+    /// An SLO left the configuration: its series go.
+    pub fn slo_removed(&self, slo: &str) {
+        for g in [&self.slo_objective, &self.slo_window, &self.slo_min_events] {
+            let _ = g.remove_label_values(&[slo]);
+        }
+        for result in ["good", "bad"] {
+            let _ = self.slo_events.remove_label_values(&[slo, result]);
+        }
+    }
+
+    /// An SLO judged one event.
+    pub fn slo_event(&self, slo: &str, good: bool) {
+        self.slo_events.with_label_values(&[slo, if good { "good" } else { "bad" }]).inc();
+    }
+
+    /// A balance poll succeeded.
+    pub fn balance(&self, balance: f64, currency: &str) {
+        self.balance.with_label_values(&[currency]).set(balance);
+        self.balance_up.with_label_values(NO_LABELS).set(1.0);
+        self.balance_last_success.with_label_values(NO_LABELS).set(unix_now());
+    }
+
+    /// A balance poll failed: `up` goes to 0, the last value stays.
+    pub fn balance_down(&self) {
+        self.balance_up.with_label_values(NO_LABELS).set(0.0);
+    }
+
+    /// A probe's last-run gauges go (its counters stay): this replica stopped running it.
+    pub fn forget_probe_state(&self, probe: &str) {
+        for g in [&self.probe_success, &self.probe_duration, &self.probe_last_run] {
+            let _ = g.remove_label_values(&[probe]);
         }
     }
 

@@ -117,7 +117,12 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
          \x20 - {{ name: validation, interval: 2s, timeout: 1s, request: {{ path: /api/v6/images/text2img, body: {{ model_id: flux }} }}, expect: {{ reason: missing_parameter }} }}\n\
          \x20 - name: generate\n    interval: 4s\n    timeout: 3500ms\n    request: {{ path: /api/v6/images/text2img, body: {{ model_id: flux, prompt: p }} }}\n\
          \x20   follow: {{ fetch_path: \"/api/v6/images/fetch/{{id}}\", poll_interval: 200ms, max_wait: 3s }}\n\
-         status_page:\n  url: {sim_base}/status\n  interval: 2s\n  timeout: 1s\n"
+         status_page:\n  url: {sim_base}/status\n  interval: 2s\n  timeout: 1s\n\
+         account:\n  balance: {{ enabled: true, interval: 2s, timeout: 1s }}\n\
+         slos:\n\
+         \x20 - {{ name: proxy-availability, objective: 99, sli: {{ requests: {{ source: proxy }} }} }}\n\
+         \x20 - {{ name: jobs-in-time, objective: 95, window: 28d, sli: {{ jobs: {{ max_duration: 10s }} }} }}\n\
+         \x20 - {{ name: generate-probe, objective: 99, window: 7d, sli: {{ probes: [generate] }} }}\n"
     );
     let agent = Process::agent(&cfg, &[], &[]);
     let (admin, proxy, dir) =
@@ -164,9 +169,26 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         "modelslab-sentinel.probes",
         "modelslab-sentinel.jobs",
         "modelslab-sentinel.status-page",
+        "modelslab-sentinel.slo-recordings",
+        "modelslab-sentinel.slo",
+        "modelslab-sentinel.credits",
         "modelslab-sentinel.agent",
     ] {
         assert!(groups.contains(&g), "rule group {g} not loaded: {groups:?}");
+    }
+
+    // The SLO recordings (Sloth's names, one series per SLO) and the balance.
+    for (q, want) in [
+        ("slo:sli_error:ratio_rate5m", 3),
+        ("slo:sli_error:ratio_rate30d", 3),
+        ("slo:objective:ratio", 3),
+        ("slo:error_budget:ratio", 3),
+        ("slo:period_error_budget_remaining:ratio", 3),
+        ("sloth_slo_info{sloth_service=\"modelslab\"}", 3),
+        ("modelslab_account_balance{currency=\"USD\"}", 1),
+        ("modelslab_account_balance_up == 1", 1),
+    ] {
+        assert_eq!(query(&prom, q).await, Ok(want), "{q}");
     }
 
     let mut report = String::from("| dashboard | panel | query | result |\n|---|---|---|---|\n");
@@ -175,7 +197,7 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         let d: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
         let mut checks: Vec<(String, String)> = Vec::new();
         for p in d["panels"].as_array().unwrap() {
-            for t in p["targets"].as_array().unwrap() {
+            for t in p["targets"].as_array().into_iter().flatten() {
                 checks.push((p["title"].as_str().unwrap().to_owned(), substitute(t["expr"].as_str().unwrap())));
             }
         }

@@ -431,8 +431,52 @@ async fn sim_command_serves_a_scenario_file_and_refuses_a_bad_one() {
         &[],
     );
     let addr = p.wait_for_log("sim listening on http://", Duration::from_secs(20));
-    let a = post(&format!("http://{addr}/api/v6/images/text2img"), json!({"key": "anything", "prompt": "p"})).await;
-    assert_eq!(a.status, 402);
+    // The wallet pays for 5 images, falling with each one; then 402, and a balance of 0.
+    let wallet = async || {
+        post(&format!("http://{addr}/api/wallet_balance"), json!({"key": "sim-premium-drill"})).await.json()["data"]
+            ["balance"]
+            .as_f64()
+            .unwrap()
+    };
+    let mut balances = vec![wallet().await];
+    for _ in 0..5 {
+        let a =
+            post(&format!("http://{addr}/api/v6/images/text2img"), json!({"key": "sim-premium-drill", "prompt": "p"}))
+                .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        balances.push(wallet().await);
+    }
+    assert_eq!(balances, [0.01, 0.008, 0.006, 0.004, 0.002, 0.0]);
+    let a = post(&format!("http://{addr}/api/v6/images/text2img"), json!({"key": "sim-premium-drill", "prompt": "p"}))
+        .await;
+    assert_eq!(
+        (a.status, a.json()["message"].clone()),
+        (402, json!("Insufficient credits. Please add more credits to continue."))
+    );
+    assert_eq!(labels(&a.classified(RequestKind::Submit)), ("error", "payment_required", "insufficient_credits"));
+}
+
+#[tokio::test]
+async fn wallets_fall_with_each_image_and_a_new_scenario_tops_them_up() {
+    let sim = start(Scenario { wallet: modelslab_sentinel::sim::Wallet { balance: 1.0, cost: 0.25 }, ..fast() }).await;
+    let wallet = async |key: &str| {
+        post(&format!("{}/api/wallet_balance", sim.url), json!({"key": key})).await.json()["data"]["balance"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(wallet("w").await, 1.0);
+    let a =
+        post(&format!("{}/api/v6/images/text2img", sim.url), json!({"key": "w", "prompt": "p", "samples": 2})).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(wallet("w").await, 0.5, "two images at 0.25");
+    assert_eq!(wallet("another-key").await, 1.0, "each key has its own wallet");
+    let a =
+        post(&format!("{}/api/v6/images/text2img", sim.url), json!({"key": "w", "prompt": "p", "samples": 3})).await;
+    assert_eq!(a.status, 402, "three images cost more than is left");
+    assert_eq!(wallet("w").await, 0.5, "a refused generation costs nothing");
+    sim.set_scenario("wallet: { balance: 5, cost: 0.25 }\njob_duration: 300ms\n").await;
+    assert_eq!(wallet("w").await, 5.0, "topped up");
+    assert_eq!(wallet("sim-broke-x").await, 0.0, "a broke key has nothing");
 }
 
 /// The official CLI (`modelslab-cli` from PyPI) completes a generation against the emulator.

@@ -165,8 +165,19 @@ fn segs(path: &serde_path_to_error::Path) -> Vec<Seg> {
         .collect()
 }
 
-const SECTIONS: &[&str] =
-    &["upstream", "admin", "proxy", "jobs", "labels", "probes", "status_page", "telemetry", "cluster"];
+const SECTIONS: &[&str] = &[
+    "upstream",
+    "admin",
+    "proxy",
+    "jobs",
+    "labels",
+    "probes",
+    "status_page",
+    "telemetry",
+    "cluster",
+    "account",
+    "slos",
+];
 
 fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Option<Config> {
     let value: Value = match serde_yaml::from_str(text) {
@@ -205,6 +216,8 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
     let status_value = section("status_page");
     let telemetry_value = section("telemetry");
     let cluster_value = section("cluster");
+    let account_value = section("account");
+    let slos_value = section("slos");
 
     let upstream: Option<Upstream> = match upstream_value {
         None | Some(Value::Null) => {
@@ -219,6 +232,22 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
     let labels = typed_or_default::<Labels>(labels_value, "labels", problems);
     let telemetry = typed_or_default::<Telemetry>(telemetry_value, "telemetry", problems);
     let cluster = typed_or_default::<Cluster>(cluster_value, "cluster", problems);
+    let account = typed_or_default::<Account>(account_value, "account", problems);
+    let slos: Vec<Option<Slo>> = match slos_value {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Sequence(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| typed::<Slo>(item, &[key("slos"), Seg::Index(i)], problems))
+            .collect(),
+        Some(_) => {
+            problems.add(&[key("slos")], "expected a list of SLOs (`- name: …` items)");
+            Vec::new()
+        }
+    };
+    if let Some(a) = &account {
+        validate::check_account(a, problems);
+    }
     let status_page = match status_value {
         None => Some(None),
         Some(Value::Null) => Some(Some(StatusPage::default())),
@@ -241,6 +270,7 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
         }
     };
 
+    validate::check_slos(&slos, &probes, problems);
     let (mut upstream, mut admin, mut cluster) = (upstream, admin, cluster);
     if let Some(c) = &mut cluster {
         validate::check_cluster(c, problems);
@@ -262,6 +292,12 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
             read_secret_file(upstream.api_key_file.as_deref(), &["upstream", "api_key_file"], env, problems);
     }
     validate::key_needed(&upstream, &probes, problems);
+    if account.as_ref().is_some_and(|a| a.balance.enabled) && upstream.api_key.is_none() {
+        problems.add(
+            &[key("account"), key("balance"), key("enabled")],
+            "the balance is polled with the API key: set upstream.api_key (or api_key_file)",
+        );
+    }
     let mut admin = admin?;
     if admin.token.is_none() {
         admin.token = read_secret_file(admin.token_file.as_deref(), &["admin", "token_file"], env, problems);
@@ -283,6 +319,8 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
         status_page: status_page?,
         telemetry: telemetry?,
         cluster,
+        account: account?,
+        slos: slos.into_iter().collect::<Option<Vec<_>>>()?,
     })
 }
 

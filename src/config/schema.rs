@@ -25,6 +25,9 @@ pub struct Config {
     pub status_page: Option<StatusPage>,
     pub telemetry: Telemetry,
     pub cluster: Cluster,
+    pub account: Account,
+    /// Service-level objectives the agent judges its events against.
+    pub slos: Vec<Slo>,
 }
 
 /// A value that must never be shown: `Debug` and `Serialize` print `<redacted>`.
@@ -565,6 +568,140 @@ impl Default for StatusPage {
             html_rules: Vec::new(),
         }
     }
+}
+
+/// The account's credits.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Account {
+    pub balance: Balance,
+}
+
+/// Polling the wallet balance, to see the credits run out before the first 402.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Balance {
+    pub enabled: bool,
+    /// `POST` with `{"key": …}`; answers `{"status":"success","data":{"balance":43.6,"currency":"USD"}}`.
+    pub path: String,
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for Balance {
+    fn default() -> Self {
+        Balance { enabled: false, path: "/api/wallet_balance".into(), interval: secs(300), timeout: secs(30) }
+    }
+}
+
+/// A service-level objective: a share of good events over a window.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    /// `[a-z0-9_-]`, unique: the `slo` label.
+    pub name: String,
+    /// Percent of good events, e.g. 99.5.
+    pub objective: f64,
+    /// The period the error budget spans: 7d, 28d or 30d.
+    #[serde(default = "Slo::default_window", with = "duration")]
+    pub window: Duration,
+    /// Burn-rate alerts need at least this many events in their long window.
+    #[serde(default = "Slo::default_min_events")]
+    pub min_events: u32,
+    pub sli: Sli,
+}
+
+impl Slo {
+    fn default_window() -> Duration {
+        secs(30 * 86_400)
+    }
+    fn default_min_events() -> u32 {
+        10
+    }
+    /// The windows the static rule file computes error ratios over.
+    pub const WINDOWS: [(&'static str, u64); 3] = [("7d", 7 * 86_400), ("28d", 28 * 86_400), ("30d", 30 * 86_400)];
+}
+
+/// What an SLO counts: exactly one kind of event. Written as a mapping with one key
+/// (`requests:`, `jobs:` or `probes:`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", try_from = "RawSli")]
+pub enum Sli {
+    /// API exchanges: bad when their error class is one of `bad_classes`.
+    Requests(RequestsSli),
+    /// Async jobs: good when they succeed within `max_duration`.
+    Jobs(JobsSli),
+    /// Probe runs of these probes: good when they succeed.
+    Probes(Vec<String>),
+}
+
+/// `sli:` as written, before it is known to name exactly one kind.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSli {
+    requests: Option<RequestsSli>,
+    jobs: Option<JobsSli>,
+    probes: Option<Vec<String>>,
+}
+
+impl TryFrom<RawSli> for Sli {
+    type Error = String;
+
+    fn try_from(raw: RawSli) -> Result<Self, String> {
+        match (raw.requests, raw.jobs, raw.probes) {
+            (Some(r), None, None) => Ok(Sli::Requests(r)),
+            (None, Some(j), None) => Ok(Sli::Jobs(j)),
+            (None, None, Some(p)) => Ok(Sli::Probes(p)),
+            _ => Err("give exactly one of `requests`, `jobs` or `probes`".into()),
+        }
+    }
+}
+
+/// Which component's events an SLI counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SliSource {
+    Proxy,
+    Probe,
+    #[default]
+    Any,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestsSli {
+    #[serde(default)]
+    pub source: SliSource,
+    /// Endpoint templates (`/api/v6/images/text2img`, `/api/v6/images/fetch/{id}`); empty = all.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// Error classes that are the API's fault. A 400 from a bad request is the caller's.
+    #[serde(default = "RequestsSli::default_bad_classes")]
+    pub bad_classes: Vec<ErrorClass>,
+}
+
+impl RequestsSli {
+    pub fn default_bad_classes() -> Vec<ErrorClass> {
+        vec![
+            ErrorClass::ServerError,
+            ErrorClass::Unavailable,
+            ErrorClass::Timeout,
+            ErrorClass::Transport,
+            ErrorClass::InvalidResponse,
+        ]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsSli {
+    #[serde(default)]
+    pub source: SliSource,
+    /// A job that succeeds later than this is bad too; none = any success is good.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration::option")]
+    pub max_duration: Option<Duration>,
 }
 
 /// Several replicas sharing job state and probe leadership through Redis.

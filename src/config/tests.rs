@@ -186,7 +186,7 @@ unknown: 1
     assert_eq!(
         p,
         [
-            "18: unknown: unknown section `unknown`, expected one of `upstream`, `admin`, `proxy`, `jobs`, `labels`, `probes`, `status_page`, `telemetry`, `cluster`",
+            "18: unknown: unknown section `unknown`, expected one of `upstream`, `admin`, `proxy`, `jobs`, `labels`, `probes`, `status_page`, `telemetry`, `cluster`, `account`, `slos`",
             "3: upstream.timeout: invalid duration `soon`: expected number at 0 (write e.g. `500ms`, `60s`, `5m`)",
             "13: probes[1].expect.status: unknown variant `ok`, expected one of `success`, `processing`, `error`",
             "5: probes[0].name: `Bad Name` is not a valid probe name: use 1 to 63 of a-z, 0-9, `_` and `-`",

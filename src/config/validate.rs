@@ -171,6 +171,93 @@ pub(crate) fn check_redis_url(c: &Cluster, p: &mut Problems<'_>) {
     }
 }
 
+pub(crate) fn check_account(a: &Account, p: &mut Problems<'_>) {
+    let base = [key("account"), key("balance")];
+    let b = &a.balance;
+    if !b.path.starts_with('/') || b.path.contains("://") {
+        p.add(
+            &at(&base, &["path"]),
+            format!("`{}` must be a path starting with `/`, e.g. /api/wallet_balance", b.path),
+        );
+    }
+    if b.interval.is_zero() {
+        p.add(&at(&base, &["interval"]), "must be longer than 0s (e.g. `5m`)");
+    }
+    if b.timeout.is_zero() || b.timeout >= b.interval {
+        p.add(
+            &at(&base, &["timeout"]),
+            format!("{} must be longer than 0s and shorter than the interval ({})", d(b.timeout), d(b.interval)),
+        );
+    }
+}
+
+pub(crate) fn check_slos(slos: &[Option<Slo>], probes: &[Option<Probe>], p: &mut Problems<'_>) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let probe_names: Vec<&str> = probes.iter().flatten().map(|pr| pr.name.as_str()).collect();
+    for (i, slo) in slos.iter().enumerate() {
+        let Some(slo) = slo else { continue };
+        let base = [key("slos"), Seg::Index(i)];
+        if !valid_probe_name(&slo.name) {
+            p.add(
+                &at(&base, &["name"]),
+                format!("`{}` is not a valid SLO name: use 1 to 63 of a-z, 0-9, `_` and `-`", slo.name),
+            );
+        }
+        if let Some(first) = seen.insert(slo.name.as_str(), i) {
+            p.add(&at(&base, &["name"]), format!("duplicate SLO name `{}` (also slos[{first}])", slo.name));
+        }
+        if !(slo.objective > 0.0 && slo.objective < 100.0) {
+            p.add(
+                &at(&base, &["objective"]),
+                format!("{} is not a percentage between 0 and 100 (exclusive), e.g. 99.5", slo.objective),
+            );
+        }
+        if !Slo::WINDOWS.iter().any(|(_, s)| Duration::from_secs(*s) == slo.window) {
+            p.add(
+                &at(&base, &["window"]),
+                format!("{} is not a window the SLO rules compute: use 7d, 28d or 30d", d(slo.window)),
+            );
+        }
+        match &slo.sli {
+            Sli::Requests(r) => {
+                for (j, e) in r.endpoints.iter().enumerate() {
+                    if !e.starts_with('/') || e.contains('?') {
+                        let mut path = at(&base, &["sli", "requests", "endpoints"]);
+                        path.push(Seg::Index(j));
+                        p.add(
+                            &path,
+                            format!("`{e}` is not an endpoint template: write e.g. /api/v6/images/fetch/{{id}}"),
+                        );
+                    }
+                }
+                if r.bad_classes.is_empty() {
+                    p.add(
+                        &at(&base, &["sli", "requests", "bad_classes"]),
+                        "list at least one error class (or leave it out for the default)",
+                    );
+                }
+            }
+            Sli::Jobs(j) => {
+                if j.max_duration.is_some_and(|m| m.is_zero()) {
+                    p.add(&at(&base, &["sli", "jobs", "max_duration"]), "must be longer than 0s (or left out)");
+                }
+            }
+            Sli::Probes(names) => {
+                if names.is_empty() {
+                    p.add(&at(&base, &["sli", "probes"]), "list at least one probe");
+                }
+                for (j, n) in names.iter().enumerate() {
+                    if !probe_names.contains(&n.as_str()) {
+                        let mut path = at(&base, &["sli", "probes"]);
+                        path.push(Seg::Index(j));
+                        p.add(&path, format!("no probe named `{n}` (probes: {})", probe_names.join(", ")));
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn check_proxy(proxy: &Proxy, p: &mut Problems<'_>) {
     let base = [key("proxy")];
     if proxy.upstream_timeout.is_zero() {

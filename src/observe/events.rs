@@ -34,6 +34,10 @@ impl Event for ExchangeObserved<'_> {
         let ex = &self.exchange;
         let c = ex.classification;
         to.metrics.record_exchange(ex);
+        let slos = to.slos();
+        for (slo, good) in slos.exchange(ex) {
+            to.metrics.slo_event(slo, good);
+        }
         spans::record(self.span, ex.http_status, c, self.secrets);
         if let Some(model) = self.request_model {
             spans::record_model(self.span, model);
@@ -132,6 +136,10 @@ impl Event for JobEnded<'_> {
     fn emit(self, to: &Observer) {
         let job = &self.job;
         to.metrics.job_ended(job);
+        let slos = to.slos();
+        for (slo, good) in slos.job(job) {
+            to.metrics.slo_event(slo, good);
+        }
         if let (Some(span), Some(cx)) = (self.span, self.submitted) {
             spans::link(span, cx);
         }
@@ -179,6 +187,21 @@ impl Event for ProbeRemoved<'_> {
     }
 }
 
+/// This replica stopped running a `replicas: one` probe (another holds the lease): its last
+/// result stops being exported here, so that a stale failure cannot keep an alert firing.
+pub struct ProbeStandby<'a> {
+    pub probe: &'a str,
+}
+
+impl Event for ProbeStandby<'_> {
+    const NAME: &'static str = "probe_standby";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.forget_probe_state(self.probe);
+        tracing::debug!(probe = self.probe, "probe runs on the lease holder: its last result here is dropped");
+    }
+}
+
 /// A probe tick did not run.
 pub struct ProbeSkipped<'a> {
     pub probe: &'a str,
@@ -222,6 +245,10 @@ impl Event for ProbeRunFinished<'_> {
         );
         if !self.success {
             self.span.record("otel.status_code", "error");
+        }
+        let slos = to.slos();
+        for (slo, good) in slos.probe(self.probe, self.success) {
+            to.metrics.slo_event(slo, good);
         }
         let reason = self.failure.map_or("-", ProbeFailure::as_str);
         match (self.previous_success, self.success) {
@@ -424,6 +451,45 @@ impl Event for ClusterRole<'_> {
                 lease_holder = self.holder.unwrap_or("-"),
                 "cluster: standby; the lease holder runs the `replicas: one` probes"
             );
+        }
+    }
+}
+
+/// A wallet balance poll succeeded.
+pub struct BalancePolled<'a> {
+    pub balance: f64,
+    pub currency: &'a str,
+    /// The poll before had failed.
+    pub recovered: bool,
+}
+
+impl Event for BalancePolled<'_> {
+    const NAME: &'static str = "balance_polled";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.balance(self.balance, self.currency);
+        if self.recovered {
+            tracing::info!("account balance readable again");
+        }
+        tracing::debug!(balance = self.balance, currency = self.currency, "account balance");
+    }
+}
+
+/// A wallet balance poll failed; the last balance stays.
+pub struct BalanceFailed<'a> {
+    /// In the error model's words (class/reason and the scrubbed message), never the raw answer.
+    pub why: &'a str,
+    /// The poll before succeeded (or this is the first): logged once.
+    pub first: bool,
+}
+
+impl Event for BalanceFailed<'_> {
+    const NAME: &'static str = "balance_failed";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.balance_down();
+        if self.first {
+            tracing::warn!("account balance poll failed, keeping the last balance: {}", self.why);
         }
     }
 }

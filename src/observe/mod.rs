@@ -9,17 +9,20 @@
 //! messages reach spans cut to 256 characters with the request's key scrubbed.
 
 mod events;
+pub mod slo;
 pub mod spans;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 pub use events::*;
 pub use spans::{SpanContext, exchange_span, from_traceparent, probe_span, server_span, span_context, traceparent};
 
+use crate::config::Slo;
 use crate::metrics::Metrics;
 pub use crate::metrics::{
     BackoffReason, ClusterOp, JobResult, ProbeFailure, SkipReason, Source, SyntheticReason, UninspectedReason,
 };
+use slo::SloSet;
 
 /// Something that happened, with what its log line, metrics and span need.
 pub trait Event {
@@ -33,19 +36,41 @@ pub trait Event {
 #[derive(Clone)]
 pub struct Observer {
     metrics: Arc<Metrics>,
+    /// The SLOs events are judged against (replaced on reload).
+    slos: Arc<RwLock<Arc<SloSet>>>,
     journal: Option<Arc<Mutex<Vec<&'static str>>>>,
 }
 
 impl Observer {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Observer { metrics, journal: None }
+        Observer { metrics, slos: Arc::default(), journal: None }
     }
 
     /// An observer that also notes the name of every event emitted, for tests that check which
     /// events a piece of work produced.
     pub fn recording(metrics: Arc<Metrics>) -> (Self, Journal) {
         let journal = Arc::new(Mutex::new(Vec::new()));
-        (Observer { metrics, journal: Some(journal.clone()) }, Journal(journal))
+        (Observer { metrics, slos: Arc::default(), journal: Some(journal.clone()) }, Journal(journal))
+    }
+
+    /// Judges events against `slos` from now on: new SLOs get their series, removed ones lose
+    /// them, changed ones are declared anew.
+    pub fn set_slos(&self, slos: &[Slo]) {
+        let mut current = self.slos.write().unwrap_or_else(PoisonError::into_inner);
+        for old in current.names() {
+            if !slos.iter().any(|s| s.name == old) {
+                self.metrics.slo_removed(&old);
+            }
+        }
+        for s in slos {
+            self.metrics.slo_declared(&s.name, s.objective / 100.0, s.window.as_secs_f64(), s.min_events);
+        }
+        *current = Arc::new(SloSet::new(slos));
+    }
+
+    /// The SLOs now in force.
+    fn slos(&self) -> Arc<SloSet> {
+        self.slos.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Emits one event.

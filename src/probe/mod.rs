@@ -209,7 +209,12 @@ impl Probes {
         loop {
             let leader = roles.borrow_and_update().leader;
             if !leader {
-                self.inner.leading.store(false, Ordering::Release);
+                if self.inner.leading.swap(false, Ordering::AcqRel) {
+                    let probes = self.inner.config.borrow().probes.clone();
+                    for p in probes.iter().filter(|p| p.replicas == Replicas::One) {
+                        self.inner.observer.emit(observe::ProbeStandby { probe: &p.name });
+                    }
+                }
             } else if !self.inner.leading.load(Ordering::Acquire) {
                 self.adopt().await;
                 self.inner.leading.store(roles.borrow().leader, Ordering::Release);

@@ -294,6 +294,23 @@ pub(super) async fn generate(
         (sync, duration, fate)
     };
 
+    // The wallet pays for the images first: a generation it cannot pay for is refused.
+    let price = scenario.wallet.cost * samples as f64;
+    {
+        let mut wallets = sim.wallets();
+        let start = if account == Account::Broke { 0.0 } else { scenario.wallet.balance };
+        let left = wallets.entry(key.clone()).or_insert(start);
+        if *left + 1e-9 < price {
+            return error(
+                &sim,
+                StatusCode::PAYMENT_REQUIRED,
+                "Insufficient credits. Please add more credits to continue.",
+            )
+            .into();
+        }
+        *left = (*left - price).max(0.0);
+    }
+
     let now = Instant::now();
     let mut jobs = sim.jobs();
     let limit = account.queue_limit();
@@ -424,12 +441,19 @@ pub(super) async fn wallet_balance(State(sim): State<Arc<Sim>>, headers: HeaderM
         Ok(b) => b,
         Err(r) => return r.into(),
     };
-    match api_key(&body, &headers).map(|k| Account::of_key(&k, sim.scenario().account)) {
-        Some(Account::Revoked) => error(&sim, StatusCode::UNAUTHORIZED, "Invalid API key").into(),
-        Some(account) => {
-            let balance = if account == Account::Broke { 0.0 } else { 42.5 };
-            json_response(StatusCode::OK, json!({"status": "success", "data": {"balance": balance, "currency": "USD"}}))
+    let Some(key) = api_key(&body, &headers) else {
+        return error(&sim, StatusCode::UNAUTHORIZED, "key is required").into();
+    };
+    let scenario = sim.scenario();
+    match Account::of_key(&key, scenario.account) {
+        Account::Revoked => error(&sim, StatusCode::UNAUTHORIZED, "Invalid API key").into(),
+        account => {
+            let start = if account == Account::Broke { 0.0 } else { scenario.wallet.balance };
+            let balance = *sim.wallets().get(&key).unwrap_or(&start);
+            json_response(
+                StatusCode::OK,
+                json!({"status": "success", "data": {"balance": (balance * 10_000.0).round() / 10_000.0, "currency": "USD"}}),
+            )
         }
-        None => error(&sim, StatusCode::UNAUTHORIZED, "key is required").into(),
     }
 }

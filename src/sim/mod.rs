@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-pub use scenario::{Fault, Faults, PageState, Scenario, Span};
+pub use scenario::{Fault, Faults, PageState, Scenario, Span, Wallet};
 
 use api::{Family, Kind};
 
@@ -43,6 +43,8 @@ pub struct Sim {
     scenario: RwLock<Arc<Scenario>>,
     rng: Mutex<SmallRng>,
     jobs: Mutex<api::Jobs>,
+    /// Each key's credits left (a key's wallet starts at the scenario's balance).
+    wallets: Mutex<std::collections::HashMap<String, f64>>,
     stats: Stats,
     shutdown: CancellationToken,
 }
@@ -102,7 +104,13 @@ impl Sim {
         if self.scenario().legacy_messege { "messege" } else { "message" }
     }
 
+    fn wallets(&self) -> MutexGuard<'_, std::collections::HashMap<String, f64>> {
+        self.wallets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new scenario starts every wallet afresh (a drill can top up or drain them that way).
     fn set_scenario(&self, s: Scenario) {
+        self.wallets().clear();
         *self.rng() = SmallRng::seed_from_u64(s.seed);
         *self.scenario.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(s);
     }
@@ -122,6 +130,7 @@ pub fn spawn(listener: TcpListener, scenario: Scenario, shutdown: CancellationTo
         rng: Mutex::new(SmallRng::seed_from_u64(scenario.seed)),
         scenario: RwLock::new(Arc::new(scenario)),
         jobs: Mutex::new(api::Jobs::default()),
+        wallets: Mutex::default(),
         stats: Stats::default(),
         shutdown: shutdown.clone(),
     });

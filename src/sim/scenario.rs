@@ -32,6 +32,25 @@ pub struct Scenario {
     pub models: Vec<String>,
     /// The account every key belongs to, unless a magic key prefix (`sim-broke…`) says otherwise.
     pub account: Account,
+    /// Each key's credits: they start at `balance` and every generated image costs `cost`; a
+    /// generation the wallet cannot pay for answers 402.
+    pub wallet: Wallet,
+}
+
+/// Credits per key.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Wallet {
+    /// A key's credits before its first generation (USD).
+    pub balance: f64,
+    /// What one generated image costs.
+    pub cost: f64,
+}
+
+impl Default for Wallet {
+    fn default() -> Self {
+        Wallet { balance: 42.5, cost: 0.002 }
+    }
 }
 
 /// An account's plan and standing: decides queue limits, 402s, 401s and 403s.
@@ -92,6 +111,7 @@ impl Default for Scenario {
             status_page: PageState::Operational,
             models: ["flux", "sdxl", "sd-1.5", "realistic-vision-v51", "dreamshaper-8"].map(String::from).to_vec(),
             account: Account::PayAsYouGo,
+            wallet: Wallet::default(),
         }
     }
 }
@@ -235,6 +255,11 @@ impl Scenario {
         }
         if !(self.eta_bias.is_finite() && self.eta_bias > 0.0) {
             problems.push(format!("eta_bias: {} must be a number above 0 (1 = honest)", self.eta_bias));
+        }
+        for (name, v) in [("wallet.balance", self.wallet.balance), ("wallet.cost", self.wallet.cost)] {
+            if !(v.is_finite() && v >= 0.0) {
+                problems.push(format!("{name}: {v} must be a number of credits, 0 or more"));
+            }
         }
         if self.models.is_empty() {
             problems.push("models: list at least one model id".to_owned());
