@@ -7,9 +7,7 @@
 //! constant time); without a token they answer loopback clients only (403 to others), which
 //! `kubectl port-forward` is.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -25,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::BoxFuture;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -37,7 +36,7 @@ pub trait Components: Send + Sync {
     /// Fields added to `GET /api/v1/status` (`probes`, `status_page`, …).
     fn status(&self) -> serde_json::Map<String, serde_json::Value>;
     /// Runs one probe now; `None` if there is no probe of that name.
-    fn run_probe<'a>(&'a self, name: &'a str) -> Pin<Box<dyn Future<Output = Option<serde_json::Value>> + Send + 'a>>;
+    fn run_probe<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<serde_json::Value>>;
 }
 
 /// What the admin server reads and where it sends reload requests.

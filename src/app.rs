@@ -15,18 +15,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use std::future::Future;
-use std::pin::Pin;
-
+use crate::BoxFuture;
 use crate::account::Account;
 use crate::admin::{self, AdminState, AgentStatus, Components, ReloadResult};
 use crate::cluster::Cluster;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::observe::{self, Observer};
-use crate::probe::{HttpRunner, Probes};
+use crate::probe::{Callback, HttpRunner, Probes, WebhookWatch};
 use crate::proxy::{JobTracker, Proxy};
 use crate::statuspage::StatusPage;
+use crate::webhook::Webhooks;
 
 /// What the running agent needs from its caller: a loaded config and where it came from.
 pub struct Options {
@@ -45,6 +44,8 @@ pub struct Listeners {
     pub admin: TcpListener,
     /// Present when `proxy.enabled`.
     pub proxy: Option<TcpListener>,
+    /// Present when `webhooks.listen` is set.
+    pub webhooks: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -62,7 +63,13 @@ impl Listeners {
         } else {
             None
         };
-        Ok(Listeners { admin, proxy })
+        let webhooks = match config.webhooks.listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr).await.with_context(|| format!("cannot listen on webhooks.listen {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { admin, proxy, webhooks })
     }
 }
 
@@ -70,6 +77,7 @@ impl Listeners {
 pub struct Handle {
     pub admin_addr: SocketAddr,
     pub proxy_addr: Option<SocketAddr>,
+    pub webhooks_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub config: watch::Receiver<Arc<Config>>,
     /// Ask for a reload, as SIGHUP does.
@@ -83,6 +91,9 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     tracing::info!("admin server listening on http://{}", handle.admin_addr);
     if let Some(addr) = handle.proxy_addr {
         tracing::info!("proxy listening on http://{addr}");
+    }
+    if let Some(addr) = handle.webhooks_addr {
+        tracing::info!("webhook receiver listening on http://{addr}");
     }
     done.await
 }
@@ -101,7 +112,7 @@ pub fn start(
     metrics.config_loaded(true);
     let observer = Observer::new(metrics.clone());
     observer.set_slos(&config.slos);
-    let Listeners { admin: admin_listener, proxy: proxy_listener } = listeners;
+    let Listeners { admin: admin_listener, proxy: proxy_listener, webhooks: webhooks_listener } = listeners;
     let admin_addr = admin_listener.local_addr().context("admin listener has no local address")?;
 
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
@@ -114,7 +125,17 @@ pub fn start(
     let cluster = Cluster::new(&config_rx.borrow().cluster, observer.clone())?;
     tracker.spawn(cluster.clone().run_lease(stop.child_token()));
 
-    let runner = HttpRunner::new(observer.clone()).context("cannot build the probes' HTTP client")?;
+    let mut runner = HttpRunner::new(observer.clone()).context("cannot build the probes' HTTP client")?;
+    let mut webhooks_addr = None;
+    let mut webhooks = None;
+    if let Some(listener) = webhooks_listener {
+        webhooks_addr = Some(listener.local_addr().context("webhook listener has no local address")?);
+        let hooks = Webhooks::new(&listener, config_rx.clone(), observer.clone(), cluster.clone())
+            .context("webhook listener has no local address")?;
+        runner = runner.with_webhooks(Arc::new(WebhookAdapter(hooks.clone())));
+        tracker.spawn(hooks.clone().serve(listener, stop.child_token()));
+        webhooks = Some(hooks);
+    }
     let probes = Probes::new(config_rx.clone(), observer.clone(), Arc::new(runner), cluster.clone());
     tracker.spawn(probes.clone().run(stop.child_token()));
 
@@ -153,7 +174,7 @@ pub fn start(
         ready: ready.clone(),
         reload: reload_tx.clone(),
         status: status.clone(),
-        components: Arc::new(AgentComponents { probes, proxy_jobs, status_page, account, cluster }),
+        components: Arc::new(AgentComponents { probes, proxy_jobs, status_page, account, cluster, webhooks }),
         config: config_rx.clone(),
     };
     let admin_token = stop.child_token();
@@ -167,7 +188,7 @@ pub fn start(
     tracker.spawn(reloader.run(reload_rx, stop.child_token()));
 
     ready.store(true, Ordering::Release);
-    let handle = Handle { admin_addr, proxy_addr, metrics, config: config_rx, reload: reload_tx };
+    let handle = Handle { admin_addr, proxy_addr, webhooks_addr, metrics, config: config_rx, reload: reload_tx };
     let done = async move {
         shutdown.cancelled().await;
         ready.store(false, Ordering::Release);
@@ -197,6 +218,7 @@ struct AgentComponents {
     status_page: StatusPage,
     account: Account,
     cluster: Cluster,
+    webhooks: Option<Webhooks>,
 }
 
 impl Components for AgentComponents {
@@ -215,11 +237,34 @@ impl Components for AgentComponents {
         if let Some(cluster) = self.cluster.status() {
             out.insert("cluster".into(), cluster);
         }
+        if let Some(hooks) = &self.webhooks {
+            out.insert("webhooks".into(), serde_json::json!({ "waiting": hooks.waiting() }));
+        }
         out
     }
 
-    fn run_probe<'a>(&'a self, name: &'a str) -> Pin<Box<dyn Future<Output = Option<serde_json::Value>> + Send + 'a>> {
+    fn run_probe<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<serde_json::Value>> {
         Box::pin(async move { self.probes.run_now(name).await.and_then(|r| serde_json::to_value(r).ok()) })
+    }
+}
+
+/// The webhook receiver, as probe runs ask for webhooks.
+struct WebhookAdapter(Webhooks);
+
+impl WebhookWatch for WebhookAdapter {
+    fn expect<'a>(&'a self, probe: &'a str) -> BoxFuture<'a, Callback> {
+        Box::pin(async move {
+            let e = self.0.expect(probe).await;
+            Callback { url: e.url, track_id: e.track_id, token: e.token }
+        })
+    }
+
+    fn finished(&self, token: &str, job_id: Option<&str>) {
+        self.0.finished(token, job_id);
+    }
+
+    fn abandon(&self, token: &str) {
+        self.0.abandon(token);
     }
 }
 

@@ -61,12 +61,15 @@ probes:
     interval: 15s
     timeout: 14s
     request: { path: /api/v6/images/text2img, body: { model_id: flux, prompt: a lighthouse at dawn, width: 512, height: 512 } }
-    follow: { fetch_path: \"/api/v6/images/fetch/{id}\", poll_interval: 1s, max_wait: 12s }
-    expect: { status: success, json: [ { pointer: /output/0, exists: true } ] }
+    follow: { fetch_path: \"/api/v6/images/fetch/{id}\", poll_interval: 1s, max_wait: 12s, webhook: true }
+    expect: { status: success, output: { count: 1, size: from_request, timeout: 5s } }
 status_page:
   url: http://${SIM}/status
   interval: 5s
   timeout: 2s
+webhooks:
+  listen: 127.0.0.1:${WEBHOOK_PORT:-0}
+  grace: 20s
 account:
   balance: { enabled: true, interval: 5s, timeout: 2s }
 slos:

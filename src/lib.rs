@@ -16,6 +16,7 @@
 //! | [`proxy`]      | the live-traffic proxy and the jobs it follows                        |
 //! | [`statuspage`] | the vendor's status page as metrics                                   |
 //! | [`account`]    | the account's credit balance, polled                                  |
+//! | [`webhook`]    | the webhook receiver: did the API call back, on time?                 |
 //! | [`admin`]      | `/metrics`, `/healthz`, `/readyz`, `/api/v1/*`, `/-/reload` on their own port |
 //! | [`sim`]        | the ModelsLab emulator (tests, demo, drills); nothing else imports it |
 //! | [`demo`]       | the emulator, the agent and a client load on an embedded config       |
@@ -38,3 +39,8 @@ pub mod proxy;
 pub mod sim;
 pub mod statuspage;
 pub mod telemetry;
+pub mod webhook;
+
+/// A boxed future, for the traits that join components (`probe::Runner`, `admin::Components`,
+/// `probe::WebhookWatch`) and so must be object-safe.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

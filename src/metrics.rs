@@ -31,6 +31,12 @@ pub mod buckets {
     pub const JOB_DURATION: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0];
     /// Actual job duration / first promised eta: 1 is on time; alerts look at 2 and beyond.
     pub const ETA_RATIO: &[f64] = &[0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0];
+    /// Downloading a generated image or video from the CDN: tens of milliseconds to the 30 s
+    /// default timeout of an output check.
+    pub const DOWNLOAD: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+    /// A webhook's arrival after the job was seen finished: usually under a second (it may come
+    /// before the poll), late ones up to the default 120 s grace.
+    pub const WEBHOOK_DELAY: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
 }
 
 label_enum! {
@@ -60,6 +66,40 @@ label_enum! {
         Transport => "transport",
         JobFailed => "job_failed",
         JobTimeout => "job_timeout",
+        /// An output check failed: the media the answer names is missing, broken or wrong.
+        Output => "output",
+    }
+}
+
+label_enum! {
+    /// How checking one generated file ended (`result` of the output checks).
+    pub enum OutputResult {
+        Ok => "ok",
+        /// Fewer URLs than expected, or the URL answers 404.
+        NotFound => "not_found",
+        /// The download failed (transport, timeout, another status, a host not allowed).
+        DownloadFailed => "download_failed",
+        TooLarge => "too_large",
+        Undecodable => "undecodable",
+        WrongSize => "wrong_size",
+        /// A near-uniform image: a black frame, a flat placeholder.
+        Blank => "blank",
+    }
+}
+
+label_enum! {
+    /// How a run's webhook delivery ended (`result` of the webhook deliveries).
+    pub enum WebhookResult {
+        /// Before the job was seen finished (or just after).
+        OnTime => "on_time",
+        /// After, within `webhooks.grace`.
+        Late => "late",
+        /// Not within `webhooks.grace`.
+        Missing => "missing",
+        /// A delivery after the first.
+        Duplicate => "duplicate",
+        /// No run waits for it: forged, replayed, malformed, or over the size limit.
+        Unknown => "unknown",
     }
 }
 
@@ -86,6 +126,8 @@ label_enum! {
         JobSweep => "job_sweep",
         /// Share a probe's backoff and day budget.
         ProbeState => "probe_state",
+        /// Share, judge or end a webhook run.
+        Webhook => "webhook",
     }
 }
 
@@ -207,6 +249,11 @@ pub struct Metrics {
     balance: GaugeVec,
     balance_up: GaugeVec,
     balance_last_success: GaugeVec,
+
+    output_checks: IntCounterVec,
+    output_download: HistogramVec,
+    webhook_deliveries: IntCounterVec,
+    webhook_delay: HistogramVec,
 
     config_reload_success: GaugeVec,
     config_reload_timestamp: GaugeVec,
@@ -471,6 +518,32 @@ impl Metrics {
                 "Unix time of the last successful balance poll.",
                 &[],
             )?,
+            output_checks: counter(
+                &r,
+                "modelslab_output_checks_total",
+                "Generated files a probe downloaded and checked, by result.",
+                &["probe", "result"],
+            )?,
+            output_download: histogram(
+                &r,
+                "modelslab_output_download_duration_seconds",
+                "Downloading one generated file from where the answer pointed.",
+                &["probe"],
+                buckets::DOWNLOAD,
+            )?,
+            webhook_deliveries: counter(
+                &r,
+                "modelslab_webhook_deliveries_total",
+                "Webhook deliveries of probe runs, by result (probe=\"none\" for unknown ones).",
+                &["probe", "result"],
+            )?,
+            webhook_delay: histogram(
+                &r,
+                "modelslab_webhook_delay_seconds",
+                "A webhook's arrival after the job was seen finished (0 when it came first).",
+                &["probe"],
+                buckets::WEBHOOK_DELAY,
+            )?,
             config_reload_success: gauge(
                 &r,
                 "modelslab_sentinel_config_last_reload_success",
@@ -722,6 +795,22 @@ impl Metrics {
     /// An SLO judged one event.
     pub fn slo_event(&self, slo: &str, good: bool) {
         self.slo_events.with_label_values(&[slo, if good { "good" } else { "bad" }]).inc();
+    }
+
+    /// One generated file checked.
+    pub fn output_checked(&self, probe: &str, result: OutputResult, download: Option<Duration>) {
+        self.output_checks.with_label_values(&[probe, result.as_str()]).inc();
+        if let Some(d) = download {
+            self.output_download.with_label_values(&[probe]).observe(d.as_secs_f64());
+        }
+    }
+
+    /// A webhook delivery's verdict.
+    pub fn webhook(&self, probe: &str, result: WebhookResult, delay: Option<Duration>) {
+        self.webhook_deliveries.with_label_values(&[probe, result.as_str()]).inc();
+        if let Some(d) = delay {
+            self.webhook_delay.with_label_values(&[probe]).observe(d.as_secs_f64());
+        }
     }
 
     /// A balance poll succeeded.

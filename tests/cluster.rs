@@ -1,6 +1,7 @@
 //! Several agent processes sharing one real `redis-server` (`cluster.redis_url`): jobs followed
 //! across replicas and counted once, `replicas: one` probes run by one replica at a time and
-//! moved when it dies, and Redis going away and coming back without a lost request or a restart.
+//! moved when it dies, webhooks judged by whichever replica the API calls, and Redis going away
+//! and coming back without a lost request or a restart.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
@@ -8,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use modelslab_sentinel::sim::{Scenario, Span};
+use modelslab_sentinel::sim::{Hooks, Scenario, Span};
 use serde_json::{Value, json};
 
 /// An agent replica with its proxy, sharing `redis`.
@@ -291,4 +292,51 @@ async fn the_day_budget_is_shared_so_a_failover_does_not_spend_twice() {
     assert_eq!(hits().await, 3, "the new holder knows the budget is spent");
     let m = replicas[0].metrics().await;
     assert!(m.metric("modelslab_probe_skipped_total").label("probe", "paid").label("reason", "budget").sum() >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_delivered_to_another_replica_is_judged_there_and_not_missed_by_the_prober() {
+    // Every webhook is sent twice; each replica tells the API to call the *other* one, as a
+    // Service in front of several replicas would pick one at random.
+    let hooks = Hooks { duplicate: 1.0, ..Hooks::default() };
+    let sim = emulator(Scenario {
+        job_duration: Span::fixed(Duration::from_millis(300)),
+        webhooks: hooks,
+        ..Scenario::default()
+    })
+    .await;
+    let redis = Redis::start().await;
+    let ports = [free_port(), free_port()];
+    let probe = |own: u16, other: u16| {
+        format!(
+            "webhooks:\n  listen: 127.0.0.1:{own}\n  public_url: http://127.0.0.1:{other}\n  grace: 2s\n\
+             probes:\n  - name: gen\n    interval: 2s\n    timeout: 1900ms\n\
+             \x20   request: {{ path: /api/v6/images/text2img, body: {{ model_id: flux, prompt: p }} }}\n\
+             \x20   follow: {{ fetch_path: \"/api/v6/images/fetch/{{id}}\", poll_interval: 100ms, max_wait: 1500ms, webhook: true }}\n"
+        )
+    };
+    let replicas = [
+        replica(&sim.url, &redis.url, &probe(ports[0], ports[1])),
+        replica(&sim.url, &redis.url, &probe(ports[1], ports[0])),
+    ];
+    let all: Vec<&AgentProcess> = replicas.iter().collect();
+    let count = async |result: &str| total(&all, "modelslab_webhook_deliveries_total", &[("result", result)]).await;
+    eventually(Duration::from_secs(15), "three runs' webhooks judged", async || count("on_time").await >= 3.0).await;
+    // Every run's grace (2 s) has passed for the first runs: none was missed by the replica that
+    // ran it, although the delivery reached the other.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (on_time, duplicate) = (count("on_time").await, count("duplicate").await);
+    assert_eq!(count("missing").await, 0.0, "delivered elsewhere is not missing");
+    assert_eq!(count("unknown").await, 0.0, "the other replica knows the run");
+    assert!(
+        duplicate >= on_time - 1.0 && duplicate <= on_time + 1.0,
+        "each sent twice: {on_time} on time, {duplicate} duplicates"
+    );
+    let lead = leader(&replicas).await.unwrap();
+    let m = replicas[1 - lead].metrics().await;
+    assert!(
+        m.metric("modelslab_webhook_deliveries_total").label("probe", "gen").label("result", "on_time").sum() >= 3.0,
+        "the standby judged the leader's runs"
+    );
+    assert_eq!(m.metric("modelslab_probe_runs_total").label("probe", "gen").sum(), 0.0, "the standby ran none");
 }

@@ -242,6 +242,20 @@ fn cross_check(objects: &[Value]) {
             assert!(ports.contains_key(port));
         }
     }
+    for ingress in of_kind(objects, "Ingress") {
+        for rule in ingress["spec"]["rules"].as_array().unwrap() {
+            for path in rule["http"]["paths"].as_array().unwrap() {
+                let backend = &path["backend"]["service"];
+                let service = services
+                    .iter()
+                    .find(|s| s["metadata"]["name"] == backend["name"])
+                    .unwrap_or_else(|| panic!("Ingress backend {} is no Service", backend["name"]));
+                let port = backend["port"]["name"].as_str().unwrap();
+                assert!(service["spec"]["ports"].as_array().unwrap().iter().any(|p| p["name"] == port));
+                assert_eq!(path["path"], "/hooks/", "only the receiver's paths are exposed");
+            }
+        }
+    }
     for hpa in of_kind(objects, "HorizontalPodAutoscaler") {
         assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], deployment["metadata"]["name"]);
         assert!(hpa["spec"]["minReplicas"].as_i64() <= hpa["spec"]["maxReplicas"].as_i64());
@@ -308,10 +322,12 @@ fn every_values_set_renders_objects_that_are_valid_and_agree() {
         "NetworkPolicy",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
+        "Ingress",
     ] {
         assert!(kinds.contains(&k), "everything-values renders a {k}: {kinds:?}");
     }
-    assert_eq!(of_kind(&everything, "Service").len(), 2, "the metrics and the proxy Service");
+    assert_eq!(of_kind(&everything, "Service").len(), 3, "the metrics, proxy and webhook Services");
+    assert_eq!(of_kind(&everything, "Ingress").len(), 1, "the webhook receiver's Ingress");
     assert_eq!(of_kind(&everything, "ConfigMap").len(), 2, "the config and the dashboards");
 }
 
@@ -453,6 +469,32 @@ fn several_replicas_need_redis_or_an_explicit_no() {
         sets.push("cluster.allowReplicasWithoutRedis=true");
         assert!(render(&[], &sets).is_ok(), "said so explicitly");
     }
+}
+
+#[test]
+fn the_webhook_receiver_is_exposed_by_its_own_service_and_ingress() {
+    let mut sets = README_INSTALL.to_vec();
+    sets.push("config.webhooks.listen=0.0.0.0:9478");
+    let e = render(&[], &sets).unwrap_err();
+    assert!(e.contains("nothing tells the API where to call"), "{e}");
+    let with_ingress = [
+        "webhooks.ingress.enabled=true",
+        "webhooks.ingress.host=hooks.example.com",
+        "webhooks.ingress.tls[0].secretName=hooks-tls",
+        "webhooks.ingress.tls[0].hosts[0]=hooks.example.com",
+    ];
+    sets.extend(with_ingress);
+    let objects = render(&[], &sets).unwrap();
+    let config = one(&objects, "ConfigMap")["data"]["sentinel.yaml"].as_str().unwrap();
+    assert!(config.contains("public_url: https://hooks.example.com"), "{config}");
+    let ingress = one(&objects, "Ingress");
+    assert_eq!(ingress["spec"]["rules"][0]["host"], "hooks.example.com");
+    check_all("the webhook receiver behind an Ingress", &objects);
+    // An Ingress without the receiver, or without a host, is refused.
+    let mut no_listen = README_INSTALL.to_vec();
+    no_listen.extend(with_ingress);
+    let e = render(&[], &no_listen).unwrap_err();
+    assert!(e.contains("the receiver is off"), "{e}");
 }
 
 #[test]

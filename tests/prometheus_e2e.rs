@@ -115,8 +115,10 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
          proxy:\n  enabled: true\n  upstream_timeout: 3s\njobs:\n  ttl: 3s\nlabels:\n  models: [flux, sdxl]\n\
          probes:\n\
          \x20 - {{ name: validation, interval: 2s, timeout: 1s, request: {{ path: /api/v6/images/text2img, body: {{ model_id: flux }} }}, expect: {{ reason: missing_parameter }} }}\n\
-         \x20 - name: generate\n    interval: 4s\n    timeout: 3500ms\n    request: {{ path: /api/v6/images/text2img, body: {{ model_id: flux, prompt: p }} }}\n\
-         \x20   follow: {{ fetch_path: \"/api/v6/images/fetch/{{id}}\", poll_interval: 200ms, max_wait: 3s }}\n\
+         \x20 - name: generate\n    interval: 4s\n    timeout: 3500ms\n    request: {{ path: /api/v6/images/text2img, body: {{ model_id: flux, prompt: p, width: 256, height: 256 }} }}\n\
+         \x20   follow: {{ fetch_path: \"/api/v6/images/fetch/{{id}}\", poll_interval: 200ms, max_wait: 3s, webhook: true }}\n\
+         \x20   expect: {{ output: {{ count: 1, timeout: 1s }} }}\n\
+         webhooks:\n  listen: 127.0.0.1:0\n  grace: 3s\n\
          status_page:\n  url: {sim_base}/status\n  interval: 2s\n  timeout: 1s\n\
          account:\n  balance: {{ enabled: true, interval: 2s, timeout: 1s }}\n\
          slos:\n\
@@ -169,6 +171,7 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         "modelslab-sentinel.probes",
         "modelslab-sentinel.jobs",
         "modelslab-sentinel.status-page",
+        "modelslab-sentinel.delivery",
         "modelslab-sentinel.slo-recordings",
         "modelslab-sentinel.slo",
         "modelslab-sentinel.credits",

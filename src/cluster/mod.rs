@@ -13,7 +13,10 @@
 //! with eviction, get-and-delete of a terminal job, the expiry sweep, lease acquire/renew/release).
 //! Every key carries the prefix in a hash tag (`{prefix}:…`), so all of them live in one slot.
 
+mod hooks;
 mod scripts;
+
+pub use hooks::SharedDelivery;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -94,3 +94,39 @@ pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
         ",
     )
 });
+
+/// Records one delivery of a waiting webhook. KEYS: the run's hash (`{prefix}:hook:TOKEN`).
+/// ARGV: the payload's `track_id` (empty when it carried none). Returns nil when no run waits
+/// for it (or the track id is another's), else `[probe, deliveries so far, finished ms or ""]`.
+pub static DELIVER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local run = redis.call('HMGET', KEYS[1], 'probe', 'track', 'finished')
+        if not run[1] then return false end
+        if ARGV[1] ~= '' and ARGV[1] ~= run[2] then return false end
+        local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
+        return {run[1], tostring(n), run[3] or ''}
+        ",
+    )
+});
+
+/// Notes when the run saw its job end, if the run still waits. KEYS: the run's hash. ARGV: ms.
+pub static FINISHED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'finished', ARGV[1]) end
+        return 0
+        ",
+    )
+});
+
+/// Ends a run: its delivery count (0 when none came), and the hash deleted. KEYS: the run's hash.
+pub static TAKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local n = redis.call('HGET', KEYS[1], 'n')
+        redis.call('DEL', KEYS[1])
+        return tonumber(n or '0')
+        ",
+    )
+});

@@ -177,6 +177,7 @@ const SECTIONS: &[&str] = &[
     "cluster",
     "account",
     "slos",
+    "webhooks",
 ];
 
 fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Option<Config> {
@@ -218,6 +219,7 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
     let cluster_value = section("cluster");
     let account_value = section("account");
     let slos_value = section("slos");
+    let webhooks_value = section("webhooks");
 
     let upstream: Option<Upstream> = match upstream_value {
         None | Some(Value::Null) => {
@@ -233,6 +235,7 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
     let telemetry = typed_or_default::<Telemetry>(telemetry_value, "telemetry", problems);
     let cluster = typed_or_default::<Cluster>(cluster_value, "cluster", problems);
     let account = typed_or_default::<Account>(account_value, "account", problems);
+    let webhooks = typed_or_default::<Webhooks>(webhooks_value, "webhooks", problems);
     let slos: Vec<Option<Slo>> = match slos_value {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Sequence(items)) => items
@@ -271,6 +274,9 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
     };
 
     validate::check_slos(&slos, &probes, problems);
+    if let Some(w) = &webhooks {
+        validate::check_webhooks(w, &probes, problems);
+    }
     let (mut upstream, mut admin, mut cluster) = (upstream, admin, cluster);
     if let Some(c) = &mut cluster {
         validate::check_cluster(c, problems);
@@ -321,6 +327,7 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
         cluster,
         account: account?,
         slos: slos.into_iter().collect::<Option<Vec<_>>>()?,
+        webhooks: webhooks?,
     })
 }
 
@@ -430,6 +437,9 @@ impl Config {
         }
         if self.cluster != new.cluster {
             out.push("cluster");
+        }
+        if self.webhooks.listen != new.webhooks.listen {
+            out.push("webhooks.listen");
         }
         out
     }

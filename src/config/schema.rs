@@ -28,6 +28,7 @@ pub struct Config {
     pub account: Account,
     /// Service-level objectives the agent judges its events against.
     pub slos: Vec<Slo>,
+    pub webhooks: Webhooks,
 }
 
 /// A value that must never be shown: `Debug` and `Serialize` print `<redacted>`.
@@ -443,6 +444,9 @@ pub struct Follow {
     /// Give up (`job_timeout`) after this long.
     #[serde(default = "Follow::default_max_wait", with = "duration")]
     pub max_wait: Duration,
+    /// Ask the API to call a webhook (`webhooks.listen`) when the job ends, and check it does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub webhook: bool,
 }
 
 impl Follow {
@@ -479,6 +483,88 @@ pub struct Expect {
     pub max_duration: Option<Duration>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub json: Vec<JsonCheck>,
+    /// Download and check the media the final answer names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<OutputCheck>,
+}
+
+/// Checks of the generated media the final answer links to (`output`, else `future_links` or
+/// `proxy_links`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputCheck {
+    /// At least this many URLs.
+    pub count: usize,
+    /// Images must decode (PNG, JPEG, WebP, GIF).
+    pub decodes: bool,
+    /// The size images must have.
+    pub size: OutputSize,
+    /// Fails a near-uniform image (a black frame, a flat placeholder).
+    pub not_blank: bool,
+    /// Largest download; a larger one fails as `too_large`.
+    #[serde(with = "size")]
+    pub max_bytes: ByteSize,
+    /// Bounds each download.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// If not empty, the only hosts downloads may go to (the CDN's); others fail the check.
+    #[serde(skip_serializing_if = "Vec::is_empty", alias = "output_hosts")]
+    pub hosts: Vec<String>,
+}
+
+impl Default for OutputCheck {
+    fn default() -> Self {
+        OutputCheck {
+            count: 1,
+            decodes: true,
+            size: OutputSize::FromRequest,
+            not_blank: true,
+            max_bytes: ByteSize::mib(20),
+            timeout: secs(30),
+            hosts: Vec::new(),
+        }
+    }
+}
+
+/// The size generated images must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum OutputSize {
+    /// The request's `width` × `height` (unchecked when the request names none).
+    FromRequest,
+    /// Whatever size.
+    Any,
+    Fixed {
+        width: u32,
+        height: u32,
+    },
+}
+
+impl<'de> Deserialize<'de> for OutputSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fixed {
+            width: u32,
+            height: u32,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            Fixed(Fixed),
+        }
+        match Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected `from_request`, `any` or `{width: W, height: H}`"))?
+        {
+            Raw::Word(w) if w == "from_request" => Ok(OutputSize::FromRequest),
+            Raw::Word(w) if w == "any" => Ok(OutputSize::Any),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "unknown size `{w}`: expected `from_request`, `any` or `{{width: W, height: H}}`"
+            ))),
+            Raw::Fixed(f) => Ok(OutputSize::Fixed { width: f.width, height: f.height }),
+        }
+    }
 }
 
 /// A check on the final answer's JSON at an RFC 6901 pointer.
@@ -567,6 +653,48 @@ impl Default for StatusPage {
             max_components: 50,
             html_rules: Vec::new(),
         }
+    }
+}
+
+/// The webhook receiver: probes with `follow.webhook` check that the API calls back.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Webhooks {
+    /// Its own port (so that only it need be exposed, e.g. through an Ingress); `None`: off.
+    #[serde(with = "optional_addr")]
+    pub listen: Option<SocketAddr>,
+    /// What the API is told to call (`<public_url>/hooks/<token>`); empty: the listener's own
+    /// address (enough when the API can reach it directly, as the emulator does).
+    pub public_url: String,
+    /// After the job is seen finished, a webhook still counts as `late` until then (`missing` after).
+    #[serde(with = "duration")]
+    pub grace: Duration,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        Webhooks { listen: None, public_url: String::new(), grace: secs(120) }
+    }
+}
+
+/// `listen: ""` means off.
+mod optional_addr {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&a.map(|a| a.to_string()).unwrap_or_default())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().is_empty() {
+            return Ok(None);
+        }
+        s.trim().parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not an address: write IP:PORT, e.g. 0.0.0.0:9478 (or empty for off)"
+            ))
+        })
     }
 }
 

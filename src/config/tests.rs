@@ -186,7 +186,7 @@ unknown: 1
     assert_eq!(
         p,
         [
-            "18: unknown: unknown section `unknown`, expected one of `upstream`, `admin`, `proxy`, `jobs`, `labels`, `probes`, `status_page`, `telemetry`, `cluster`, `account`, `slos`",
+            "18: unknown: unknown section `unknown`, expected one of `upstream`, `admin`, `proxy`, `jobs`, `labels`, `probes`, `status_page`, `telemetry`, `cluster`, `account`, `slos`, `webhooks`",
             "3: upstream.timeout: invalid duration `soon`: expected number at 0 (write e.g. `500ms`, `60s`, `5m`)",
             "13: probes[1].expect.status: unknown variant `ok`, expected one of `success`, `processing`, `error`",
             "5: probes[0].name: `Bad Name` is not a valid probe name: use 1 to 63 of a-z, 0-9, `_` and `-`",
@@ -252,6 +252,53 @@ fn parse_document_reports_the_path() {
     let e = parse_document::<Doc>("a: x\n").unwrap_err();
     assert_eq!(e.to_string(), "1: a: invalid type: string \"x\", expected u32");
     assert!(parse_document::<Doc>("{\"a\": 1}").is_ok());
+}
+
+const GENERATE: &str = "upstream: { base_url: https://x.test, api_key: k }\nprobes:\n  - name: gen\n    interval: 5m\n    timeout: 2m\n    request: { path: /api/v6/images/text2img, body: { width: 512, height: 512 } }\n";
+
+#[test]
+fn output_checks_take_defaults_and_an_allowlist_under_either_name() {
+    let c = load_with(&format!("{GENERATE}    expect: {{ output: {{}} }}\n"), &[]).unwrap();
+    let o = c.probes[0].expect.as_ref().and_then(|e| e.output.as_ref()).unwrap();
+    assert_eq!((o.count, o.decodes, o.not_blank, o.size), (1, true, true, OutputSize::FromRequest));
+    assert_eq!((o.max_bytes.as_u64(), o.timeout), (20 << 20, Duration::from_secs(30)));
+    for name in ["hosts", "output_hosts"] {
+        let text = format!(
+            "{GENERATE}    expect: {{ output: {{ size: {{ width: 64, height: 32 }}, {name}: [cdn.test] }} }}\n"
+        );
+        let o = load_with(&text, &[]).unwrap().probes[0].expect.clone().and_then(|e| e.output).unwrap();
+        assert_eq!(o.size, OutputSize::Fixed { width: 64, height: 32 });
+        assert_eq!(o.hosts, ["cdn.test"]);
+    }
+}
+
+#[test]
+fn bad_output_checks_and_webhooks_name_their_path() {
+    let got = problems(&format!(
+        "{GENERATE}    follow: {{ fetch_path: '/f/{{id}}', webhook: true }}\n    expect:\n      status: error\n      output: {{ count: 0, max_bytes: 0, timeout: 0s, size: {{ width: 0, height: 8 }}, hosts: ['https://cdn.test/x'] }}\nwebhooks: {{ public_url: 'ftp://x', grace: 0s }}\n"
+    ));
+    let want = [
+        "probes[0].expect.output.count",
+        "probes[0].expect.output.max_bytes",
+        "probes[0].expect.output.timeout",
+        "probes[0].expect.output.size",
+        "probes[0].expect.output.hosts[0]",
+        "probes[0].expect.output:",
+        "webhooks.public_url",
+        "webhooks.grace",
+        "probes[0].follow.webhook",
+    ];
+    for w in want {
+        assert!(got.iter().any(|g| g.contains(w)), "no problem at {w} in {got:#?}");
+    }
+}
+
+#[test]
+fn webhook_listen_needs_a_restart() {
+    let a = load_with(GENERATE, &[]).unwrap();
+    let b = load_with(&format!("{GENERATE}webhooks: {{ listen: 127.0.0.1:0 }}\n"), &[]).unwrap();
+    assert_eq!(a.restart_required_changes(&b), ["webhooks.listen"]);
+    assert_eq!(b.webhooks.grace, Duration::from_secs(120));
 }
 
 #[test]

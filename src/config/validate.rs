@@ -171,6 +171,32 @@ pub(crate) fn check_redis_url(c: &Cluster, p: &mut Problems<'_>) {
     }
 }
 
+pub(crate) fn check_webhooks(w: &Webhooks, probes: &[Option<Probe>], p: &mut Problems<'_>) {
+    let base = [key("webhooks")];
+    if !w.public_url.is_empty() {
+        match url::Url::parse(&w.public_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.query().is_none() => {}
+            _ => p.add(
+                &at(&base, &["public_url"]),
+                format!("`{}` must be an http(s) URL without a query, e.g. https://sentinel.example.com", w.public_url),
+            ),
+        }
+    }
+    if w.grace.is_zero() {
+        p.add(&at(&base, &["grace"]), "must be longer than 0s (e.g. `120s`)");
+    }
+    if w.listen.is_none() {
+        for (i, probe) in probes.iter().enumerate() {
+            if probe.as_ref().and_then(|pr| pr.follow.as_ref()).is_some_and(|f| f.webhook) {
+                p.add(
+                    &[key("probes"), Seg::Index(i), key("follow"), key("webhook")],
+                    "needs the webhook receiver: set webhooks.listen (e.g. 0.0.0.0:9478) and webhooks.public_url",
+                );
+            }
+        }
+    }
+}
+
 pub(crate) fn check_account(a: &Account, p: &mut Problems<'_>) {
     let base = [key("account"), key("balance")];
     let b = &a.balance;
@@ -398,6 +424,33 @@ fn check_expect(e: &Expect, base: &[Seg], p: &mut Problems<'_>) {
             &at(base, &["status"]),
             "error_class and reason describe an error answer; drop them or expect `status: error`",
         );
+    }
+    if let Some(o) = &e.output {
+        let ob = at(base, &["output"]);
+        if o.count == 0 {
+            p.add(&at(&ob, &["count"]), "must be at least 1");
+        }
+        if o.max_bytes.as_u64() == 0 {
+            p.add(&at(&ob, &["max_bytes"]), "must be larger than 0 (e.g. `20MiB`)");
+        }
+        if o.timeout.is_zero() {
+            p.add(&at(&ob, &["timeout"]), "must be longer than 0s (e.g. `30s`)");
+        }
+        if let OutputSize::Fixed { width, height } = o.size {
+            if width == 0 || height == 0 {
+                p.add(&at(&ob, &["size"]), "width and height must be at least 1");
+            }
+        }
+        for (i, h) in o.hosts.iter().enumerate() {
+            if h.is_empty() || h.contains('/') || h.contains(':') {
+                let mut path = at(&ob, &["hosts"]);
+                path.push(Seg::Index(i));
+                p.add(&path, format!("`{h}` must be a host name, e.g. pub-3626123a908346a7a8be8d9295f44e26.r2.dev"));
+            }
+        }
+        if matches!(e.status, Some(ExpectStatus::Error | ExpectStatus::Processing)) {
+            p.add(&at(&ob, &[]), "output checks need a successful answer: drop them or expect `status: success`");
+        }
     }
     for (i, check) in e.json.iter().enumerate() {
         let mut path = at(base, &["json"]);

@@ -7,7 +7,9 @@ use tracing::Span;
 use super::spans::{self, SpanContext};
 use super::{Event, Observer};
 use crate::classify::PageStatus;
-use crate::metrics::{ClusterOp, ProbeFailure, SkipReason, Source, SyntheticReason, UninspectedReason};
+use crate::metrics::{
+    ClusterOp, OutputResult, ProbeFailure, SkipReason, Source, SyntheticReason, UninspectedReason, WebhookResult,
+};
 pub use crate::metrics::{Exchange, JobEnd};
 
 /// One HTTP exchange with the API was classified (a probe's submit or poll, a proxied request).
@@ -490,6 +492,55 @@ impl Event for BalanceFailed<'_> {
         to.metrics.balance_down();
         if self.first {
             tracing::warn!("account balance poll failed, keeping the last balance: {}", self.why);
+        }
+    }
+}
+
+/// A probe checked one generated file the answer pointed to.
+pub struct OutputChecked<'a> {
+    pub probe: &'a str,
+    pub result: OutputResult,
+    /// The URL without its query string (which may carry a signed token).
+    pub url: &'a str,
+    pub download: Option<Duration>,
+}
+
+impl Event for OutputChecked<'_> {
+    const NAME: &'static str = "output_checked";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.output_checked(self.probe, self.result, self.download);
+        tracing::debug!(probe = self.probe, result = self.result.as_str(), url = self.url, "output checked");
+    }
+}
+
+/// A webhook delivery's verdict (`probe`: "none" for one no run waits for).
+pub struct WebhookDelivery<'a> {
+    pub probe: &'a str,
+    pub result: WebhookResult,
+    /// Arrival after the job was seen finished (0 when it came first).
+    pub delay: Option<Duration>,
+    /// The job it was about, when known.
+    pub job_id: Option<&'a str>,
+}
+
+impl Event for WebhookDelivery<'_> {
+    const NAME: &'static str = "webhook_delivery";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.webhook(self.probe, self.result, self.delay);
+        match self.result {
+            WebhookResult::Missing => tracing::warn!(
+                probe = self.probe,
+                job_id = self.job_id.unwrap_or("-"),
+                "webhook missing: the API did not call back within webhooks.grace"
+            ),
+            result => tracing::debug!(
+                probe = self.probe,
+                result = result.as_str(),
+                job_id = self.job_id.unwrap_or("-"),
+                "webhook delivery"
+            ),
         }
     }
 }

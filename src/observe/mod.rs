@@ -20,7 +20,8 @@ pub use spans::{SpanContext, exchange_span, from_traceparent, probe_span, server
 use crate::config::Slo;
 use crate::metrics::Metrics;
 pub use crate::metrics::{
-    BackoffReason, ClusterOp, JobResult, ProbeFailure, SkipReason, Source, SyntheticReason, UninspectedReason,
+    BackoffReason, ClusterOp, JobResult, OutputResult, ProbeFailure, SkipReason, Source, SyntheticReason,
+    UninspectedReason, WebhookResult,
 };
 use slo::SloSet;
 

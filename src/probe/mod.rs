@@ -11,11 +11,10 @@
 //! the status page or the admin server (the app exposes [`Probes::status`] and
 //! [`Probes::run_now`]).
 
+mod output;
 mod run;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,8 +26,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use run::{ExchangeReport, RunContext, RunReport};
+pub use run::{Callback, ExchangeReport, RunContext, RunReport, WebhookWatch};
 
+use crate::BoxFuture;
 use crate::classify::ErrorClass;
 use crate::cluster::{Cluster, unix_ms};
 use crate::config::{Config, Probe, Replicas, Upstream};
@@ -39,34 +39,36 @@ pub const PAYMENT_PAUSE: Duration = Duration::from_secs(15 * 60);
 
 /// Runs one probe once. The HTTP runner in production; tests substitute their own.
 pub trait Runner: Send + Sync + 'static {
-    fn run<'a>(
-        &'a self,
-        probe: &'a Probe,
-        upstream: &'a Upstream,
-    ) -> Pin<Box<dyn Future<Output = RunReport> + Send + 'a>>;
+    fn run<'a>(&'a self, probe: &'a Probe, upstream: &'a Upstream) -> BoxFuture<'a, RunReport>;
 }
 
 /// The production runner: real HTTP exchanges.
 pub struct HttpRunner(pub RunContext);
 
 impl Runner for HttpRunner {
-    fn run<'a>(
-        &'a self,
-        probe: &'a Probe,
-        upstream: &'a Upstream,
-    ) -> Pin<Box<dyn Future<Output = RunReport> + Send + 'a>> {
+    fn run<'a>(&'a self, probe: &'a Probe, upstream: &'a Upstream) -> BoxFuture<'a, RunReport> {
         Box::pin(run::run(probe, upstream, &self.0))
     }
 }
 
 impl HttpRunner {
-    /// A runner with its own HTTP client.
+    /// A runner with its own HTTP clients: one for the API, one for downloading outputs.
     pub fn new(observer: Observer) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("modelslab-sentinel/", env!("CARGO_PKG_VERSION")))
-            .pool_idle_timeout(Duration::from_secs(90))
+        let agent = concat!("modelslab-sentinel/", env!("CARGO_PKG_VERSION"));
+        let client = reqwest::Client::builder().user_agent(agent).pool_idle_timeout(Duration::from_secs(90)).build()?;
+        let downloads = reqwest::Client::builder()
+            .user_agent(agent)
+            // output::download follows redirects itself, checking each hop against the allowlist.
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(30))
             .build()?;
-        Ok(HttpRunner(RunContext { client, observer }))
+        Ok(HttpRunner(RunContext { client, downloads, observer, webhooks: None }))
+    }
+
+    /// Runs with `follow.webhook` ask the API to call this receiver.
+    pub fn with_webhooks(mut self, webhooks: Arc<dyn WebhookWatch>) -> Self {
+        self.0.webhooks = Some(webhooks);
+        self
     }
 }
 

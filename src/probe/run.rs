@@ -3,8 +3,10 @@
 //! caller puts it under the hard `timeout` and inside the run's root span. Durations are taken on
 //! the runtime's clock, as the scheduler's are.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::BoxFuture;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
@@ -12,6 +14,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::output;
 use crate::classify::{self, ApiStatus, Classification, Context, ErrorClass, Failure, Outcome, Reason, RequestKind};
 use crate::config::{Expect, ExpectStatus, Probe, Upstream};
 use crate::observe::{self, JobResult, Observer, ProbeFailure, Source, SpanContext};
@@ -85,8 +88,34 @@ impl RunReport {
 
 /// What a run needs from the agent.
 pub struct RunContext {
+    /// Talks to the API.
     pub client: reqwest::Client,
+    /// Downloads generated files from wherever answers point (never with the key).
+    pub downloads: reqwest::Client,
     pub observer: Observer,
+    /// The webhook receiver, for probes with `follow.webhook`.
+    pub webhooks: Option<Arc<dyn WebhookWatch>>,
+}
+
+/// The webhook a run asks the API for.
+#[derive(Debug, Clone)]
+pub struct Callback {
+    /// What the API is told to call.
+    pub url: String,
+    /// Unique per run: the delivery must carry it back.
+    pub track_id: String,
+    /// The receiver's handle on the run.
+    pub token: String,
+}
+
+/// The webhook receiver as runs see it: the app wires the `webhook` component in.
+pub trait WebhookWatch: Send + Sync {
+    /// Registers a run of `probe` that will ask for a webhook.
+    fn expect<'a>(&'a self, probe: &'a str) -> BoxFuture<'a, Callback>;
+    /// The run saw its job end (or gave up on it): its delivery is judged against now.
+    fn finished(&self, token: &str, job_id: Option<&str>);
+    /// The run started no job: no delivery is expected.
+    fn abandon(&self, token: &str);
 }
 
 /// One exchange's outcome as the run sees it.
@@ -114,7 +143,19 @@ pub async fn run(probe: &Probe, upstream: &Upstream, ctx: &RunContext) -> RunRep
     let started_at_unix = crate::metrics::unix_now();
     let mut exchanges = Vec::new();
     let key = key_for(probe, upstream);
-    let body = request_body(probe, key.as_deref());
+    let mut body = request_body(probe, key.as_deref());
+    // Ask for a webhook: a URL with a token of this run's own, and a track id.
+    let callback = match (&probe.follow, &ctx.webhooks) {
+        (Some(f), Some(w)) if f.webhook => {
+            let cb = w.expect(&probe.name).await;
+            if let Some(map) = body.get_or_insert_with(|| Value::Object(Default::default())).as_object_mut() {
+                map.insert("webhook".into(), Value::String(cb.url.clone()));
+                map.insert("track_id".into(), Value::String(cb.track_id.clone()));
+            }
+            Some((w, cb))
+        }
+        _ => None,
+    };
     let model = probe.request.body.as_ref().and_then(|b| b.get("model_id")).and_then(Value::as_str);
     let model_label = ctx.observer.model_label(model);
     let submit_endpoint = ctx.observer.endpoint_label(&probe.request.path);
@@ -197,14 +238,37 @@ pub async fn run(probe: &Probe, upstream: &Upstream, ctx: &RunContext) -> RunRep
             job_id = Some(id.clone());
         }
     }
+    if let Some((w, cb)) = &callback {
+        if submit.classification.outcome() == Outcome::Error {
+            w.abandon(&cb.token);
+        } else {
+            // A job was started: its webhook is due from the moment its end was seen.
+            w.finished(&cb.token, job_id.as_deref());
+        }
+    }
 
     let duration = started.elapsed();
-    let failed_expectations = check(probe.expect.as_ref(), &last, duration);
+    let mut failed_expectations = check(probe.expect.as_ref(), &last, duration);
+    let mut output_failed = false;
+    if let (Some(wanted), true, Outcome::Success) = (
+        probe.expect.as_ref().and_then(|e| e.output.as_ref()),
+        failed_expectations.is_empty(),
+        last.classification.outcome(),
+    ) {
+        let answer = last.json().unwrap_or(Value::Null);
+        let failed =
+            output::check(&probe.name, wanted, &answer, probe.request.body.as_ref(), &ctx.downloads, &ctx.observer)
+                .await;
+        output_failed = !failed.is_empty();
+        failed_expectations.extend(failed);
+    }
     let success = failed_expectations.is_empty();
     let failure_reason = if success {
         None
     } else if last.http_status.is_none() {
         Some(failure_of(&last.classification))
+    } else if output_failed {
+        Some(ProbeFailure::Output)
     } else {
         Some(job_failure.unwrap_or(ProbeFailure::Expectation))
     };

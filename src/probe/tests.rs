@@ -1,6 +1,7 @@
 //! The scheduler under paused time, with a runner that answers from a script.
 
 use super::*;
+use crate::BoxFuture;
 use crate::config::{self, Environment};
 use crate::metrics::Metrics;
 use crate::observe::ProbeFailure;
@@ -25,7 +26,7 @@ impl FakeRunner {
 }
 
 impl Runner for FakeRunner {
-    fn run<'a>(&'a self, probe: &'a Probe, _: &'a Upstream) -> Pin<Box<dyn Future<Output = RunReport> + Send + 'a>> {
+    fn run<'a>(&'a self, probe: &'a Probe, _: &'a Upstream) -> BoxFuture<'a, RunReport> {
         Box::pin(async move {
             let n = {
                 let mut runs = lock(&self.runs);

@@ -55,10 +55,13 @@ pub(super) struct Job {
     key: String,
     family: Family,
     submitted: Instant,
-    done_at: Instant,
+    pub(super) done_at: Instant,
     eta_bias: f64,
     fate: Fate,
     samples: u64,
+    /// The size asked for, which the images served at the output URLs have.
+    pub(super) width: u32,
+    pub(super) height: u32,
 }
 
 /// Jobs and the per-key queues they occupy.
@@ -239,6 +242,13 @@ fn validate(sim: &Sim, family: Family, kind: Kind, body: &Map<String, Value>) ->
     Ok(())
 }
 
+/// The job `id` with the size of its images, if it exists and is done.
+pub(super) fn finished_image(sim: &Sim, id: u64) -> Option<(u32, u32)> {
+    let jobs = sim.jobs();
+    let job = jobs.by_id.get(&id)?;
+    (Instant::now() >= job.done_at && job.fate == Fate::Success).then_some((job.width, job.height))
+}
+
 fn output_links(base: &str, id: u64, samples: u64) -> Vec<String> {
     (0..samples).map(|i| format!("{base}/generations/{id}-{i}.png")).collect()
 }
@@ -294,7 +304,18 @@ pub(super) async fn generate(
         (sync, duration, fate)
     };
 
-    // The wallet pays for the images first: a generation it cannot pay for is refused.
+    let now = Instant::now();
+    let mut jobs = sim.jobs();
+    let limit = account.queue_limit();
+    let (queued, next_free) = jobs.queue_len(&key, now);
+    if queued >= limit {
+        let wait = next_free.map_or(1.0, |t| t.saturating_duration_since(now).as_secs_f64().ceil()).max(1.0);
+        let mut body =
+            error_body(&sim, format!("Rate limit exceeded. Maximum {limit} queued requests allowed.").into());
+        body["retry_after"] = json!(wait as u64);
+        return json_response(StatusCode::TOO_MANY_REQUESTS, body);
+    }
+    // The wallet pays for the images: a generation it cannot pay for is refused (a 429 costs nothing).
     let price = scenario.wallet.cost * samples as f64;
     {
         let mut wallets = sim.wallets();
@@ -311,17 +332,13 @@ pub(super) async fn generate(
         *left = (*left - price).max(0.0);
     }
 
-    let now = Instant::now();
-    let mut jobs = sim.jobs();
-    let limit = account.queue_limit();
-    let (queued, next_free) = jobs.queue_len(&key, now);
-    if queued >= limit {
-        let wait = next_free.map_or(1.0, |t| t.saturating_duration_since(now).as_secs_f64().ceil()).max(1.0);
-        let mut body =
-            error_body(&sim, format!("Rate limit exceeded. Maximum {limit} queued requests allowed.").into());
-        body["retry_after"] = json!(wait as u64);
-        return json_response(StatusCode::TOO_MANY_REQUESTS, body);
-    }
+    let dim = |k: &str| match number(&body, k) {
+        Num::Value(v) => v as u32,
+        _ => 512,
+    };
+    let (width, height) = (dim("width"), dim("height"));
+    let webhook = body.get("webhook").and_then(Value::as_str).map(str::to_owned);
+    let track_id = body.get("track_id").cloned();
     if sync {
         let id = jobs.insert(Job {
             key,
@@ -331,28 +348,41 @@ pub(super) async fn generate(
             eta_bias: scenario.eta_bias,
             fate: Fate::Success,
             samples,
+            width,
+            height,
         });
+        drop(jobs);
         let links = output_links(&base, id, samples);
+        if let Some(url) = webhook {
+            let payload = json!({"status": "success", "id": id, "output": links, "track_id": track_id});
+            super::hooks::call_back(&sim, url, payload, now);
+        }
         return json_response(
             StatusCode::OK,
             json!({
                 "status": "success", "id": id, "generationTime": round2(duration.min(5.0)),
                 "output": links, "proxy_links": links,
-                "meta": {"model_id": body.get("model_id").cloned().unwrap_or(json!("flux")), "W": 512, "H": 512},
+                "meta": {"model_id": body.get("model_id").cloned().unwrap_or(json!("flux")), "W": width, "H": height},
             }),
         );
     }
-    let job = Job {
-        key,
-        family,
-        submitted: now,
-        done_at: now + Duration::from_secs_f64(duration),
-        eta_bias: scenario.eta_bias,
-        fate,
-        samples,
-    };
+    let done_at = now + Duration::from_secs_f64(duration);
+    let job = Job { key, family, submitted: now, done_at, eta_bias: scenario.eta_bias, fate, samples, width, height };
     let id = jobs.insert(job);
     drop(jobs);
+    if let Some(url) = webhook {
+        // The payload the API sends when the job ends, as its docs show it.
+        let payload = match fate {
+            Fate::Success => {
+                json!({"status": "success", "id": id, "output": output_links(&base, id, samples), "track_id": track_id})
+            }
+            Fate::Failed => json!({"status": "failed", "id": id, "track_id": track_id,
+                                   "message": "Generation failed: the model did not return an image."}),
+            Fate::Error => json!({"status": "error", "id": id, "track_id": track_id,
+                                  "message": "Failed to generate image, please try again."}),
+        };
+        super::hooks::call_back(&sim, url, payload, done_at);
+    }
     let mut answer = json!({
         "status": "processing",
         "id": id,

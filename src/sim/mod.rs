@@ -9,6 +9,8 @@
 //! Nothing else in `src/` imports this module; it uses only the config module's document parser.
 
 mod api;
+mod hooks;
+mod media;
 mod page;
 pub mod scenario;
 
@@ -33,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-pub use scenario::{Fault, Faults, PageState, Scenario, Span, Wallet};
+pub use scenario::{Fault, Faults, Hooks, Outputs, PageState, Scenario, Span, Wallet};
 
 use api::{Family, Kind};
 
@@ -47,6 +49,8 @@ pub struct Sim {
     wallets: Mutex<std::collections::HashMap<String, f64>>,
     stats: Stats,
     shutdown: CancellationToken,
+    /// Calls webhooks.
+    http: reqwest::Client,
 }
 
 struct Stats {
@@ -133,6 +137,11 @@ pub fn spawn(listener: TcpListener, scenario: Scenario, shutdown: CancellationTo
         wallets: Mutex::default(),
         stats: Stats::default(),
         shutdown: shutdown.clone(),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .no_proxy()
+            .build()
+            .map_err(|e| std::io::Error::other(format!("cannot build the webhook client: {e}")))?,
     });
     let task = tokio::spawn(accept_loop(listener, sim, shutdown));
     Ok(SimHandle { addr, task })
@@ -271,6 +280,7 @@ fn router(sim: Arc<Sim>) -> Router {
         .route("/api/v6/realtime/fetch/{id}", fetch(Family::V6Realtime))
         .route("/api/v7/images/fetch/{id}", fetch(Family::V7Images))
         .route("/api/wallet_balance", post(api::wallet_balance))
+        .route("/generations/{file}", get(media::generated))
         .route(
             "/api/v2/summary.json",
             get(|State(s): State<Arc<Sim>>| async move { json_ok(page::summary_json(s.scenario().status_page)) }),

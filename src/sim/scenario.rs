@@ -35,6 +35,81 @@ pub struct Scenario {
     /// Each key's credits: they start at `balance` and every generated image costs `cost`; a
     /// generation the wallet cannot pay for answers 402.
     pub wallet: Wallet,
+    /// What the output URLs serve: real images of the requested size, or broken ones.
+    pub outputs: Outputs,
+    /// How the webhooks of requests that carry one are called.
+    pub webhooks: Hooks,
+}
+
+/// Shares of generated files served broken (together at most 1), and how slowly.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Outputs {
+    /// 404, as a CDN that lost the file.
+    pub missing: f64,
+    /// The first half of the file only.
+    pub truncated: f64,
+    /// A black frame, as a placeholder for filtered content.
+    pub blank: f64,
+    /// Half the requested width.
+    pub wrong_size: f64,
+    /// Added before serving a file.
+    pub delay: Span,
+}
+
+/// What a generated file is served as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFault {
+    Missing,
+    Truncated,
+    Blank,
+    WrongSize,
+}
+
+impl Outputs {
+    fn shares(&self) -> [(OutputFault, &'static str, f64); 4] {
+        [
+            (OutputFault::Missing, "missing", self.missing),
+            (OutputFault::Truncated, "truncated", self.truncated),
+            (OutputFault::Blank, "blank", self.blank),
+            (OutputFault::WrongSize, "wrong_size", self.wrong_size),
+        ]
+    }
+
+    /// The fault a uniform draw in [0, 1) lands on, if any.
+    pub fn pick(&self, draw: f64) -> Option<OutputFault> {
+        let mut acc = 0.0;
+        for (fault, _, share) in self.shares() {
+            acc += share;
+            if draw < acc {
+                return Some(fault);
+            }
+        }
+        None
+    }
+}
+
+/// Webhook calls: after the job ends (plus `delay`), some dropped, some sent twice.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hooks {
+    pub delay: Span,
+    /// Share of webhooks never sent (the API documents them as best-effort).
+    pub drop: f64,
+    /// Share of webhooks sent twice (the API documents duplicates as possible).
+    pub duplicate: f64,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks { delay: Span::fixed(Duration::ZERO), drop: 0.0, duplicate: 0.0 }
+    }
+}
+
+impl Default for Span {
+    fn default() -> Self {
+        Span::fixed(Duration::ZERO)
+    }
 }
 
 /// Credits per key.
@@ -112,6 +187,8 @@ impl Default for Scenario {
             models: ["flux", "sdxl", "sd-1.5", "realistic-vision-v51", "dreamshaper-8"].map(String::from).to_vec(),
             account: Account::PayAsYouGo,
             wallet: Wallet::default(),
+            outputs: Outputs::default(),
+            webhooks: Hooks::default(),
         }
     }
 }
@@ -244,11 +321,25 @@ impl Scenario {
         for (fault, share) in self.faults.shares() {
             ratio(&format!("faults.{}", fault_name(fault)), share);
         }
+        for (_, name, share) in self.outputs.shares() {
+            ratio(&format!("outputs.{name}"), share);
+        }
+        ratio("webhooks.drop", self.webhooks.drop);
+        ratio("webhooks.duplicate", self.webhooks.duplicate);
         let total: f64 = self.faults.shares().iter().map(|(_, s)| s).sum();
         if total > 1.0 + 1e-9 {
             problems.push(format!("faults: the shares add up to {total:.2}, more than 1"));
         }
-        for (name, span) in [("latency", self.latency), ("job_duration", self.job_duration)] {
+        let outputs: f64 = self.outputs.shares().iter().map(|(_, _, s)| s).sum();
+        if outputs > 1.0 + 1e-9 {
+            problems.push(format!("outputs: the shares add up to {outputs:.2}, more than 1"));
+        }
+        for (name, span) in [
+            ("latency", self.latency),
+            ("job_duration", self.job_duration),
+            ("outputs.delay", self.outputs.delay),
+            ("webhooks.delay", self.webhooks.delay),
+        ] {
             if span.min > span.max {
                 problems.push(format!("{name}: min is longer than max"));
             }

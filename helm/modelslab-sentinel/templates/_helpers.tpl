@@ -63,6 +63,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- splitList ":" $listen | last }}
 {{- end }}
 
+{{/* The webhook receiver's port, when config.webhooks.listen is set. */}}
+{{- define "modelslab-sentinel.webhooksPort" -}}
+{{- $listen := dig "webhooks" "listen" "" .Values.config }}
+{{- if $listen }}{{ splitList ":" $listen | last }}{{ end }}
+{{- end }}
+
 {{- define "modelslab-sentinel.proxyEnabled" -}}
 {{- if dig "proxy" "enabled" false .Values.config }}true{{ end }}
 {{- end }}
@@ -108,6 +114,12 @@ neither api_key nor api_key_file.
 {{- $_ := set $upstream "api_key" "${MODELSLAB_API_KEY}" }}
 {{- $_ := set $cfg "upstream" $upstream }}
 {{- end }}
+{{- $hooks := $cfg.webhooks | default dict }}
+{{- if and .Values.webhooks.ingress.enabled .Values.webhooks.ingress.host (not $hooks.public_url) }}
+{{- $scheme := ternary "https" "http" (gt (len .Values.webhooks.ingress.tls) 0) }}
+{{- $_ := set $hooks "public_url" (printf "%s://%s" $scheme .Values.webhooks.ingress.host) }}
+{{- $_ := set $cfg "webhooks" $hooks }}
+{{- end }}
 {{- $cluster := $cfg.cluster | default dict }}
 {{- if and (include "modelslab-sentinel.redisSecretName" .) (not (hasKey $cluster "redis_url")) (not (hasKey $cluster "redis_url_file")) }}
 {{- $_ := set $cluster "redis_url" "${SENTINEL_REDIS_URL}" }}
@@ -149,7 +161,20 @@ Included by the Deployment.
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail (printf "autoscaling.minReplicas (%d) is above autoscaling.maxReplicas (%d)." (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- end }}
+{{- $hooks := .Values.config.webhooks | default dict }}
+{{- if and .Values.webhooks.ingress.enabled (not (include "modelslab-sentinel.webhooksPort" .)) }}
+{{- fail "webhooks.ingress is on but the receiver is off: set config.webhooks.listen (e.g. 0.0.0.0:9478)." }}
+{{- end }}
+{{- if and .Values.webhooks.ingress.enabled (not .Values.webhooks.ingress.host) }}
+{{- fail "webhooks.ingress.host is empty: the host the API will call (e.g. sentinel-hooks.example.com)." }}
+{{- end }}
+{{- if and (include "modelslab-sentinel.webhooksPort" .) (not $hooks.public_url) (not .Values.webhooks.ingress.enabled) }}
+{{- fail "config.webhooks.listen is set but nothing tells the API where to call: set config.webhooks.public_url to a URL the API reaches, or turn on webhooks.ingress with its host." }}
+{{- end }}
 {{- if .Values.networkPolicy.enabled }}
+{{- if and (include "modelslab-sentinel.webhooksPort" .) (not .Values.networkPolicy.webhooksFrom) }}
+{{- fail "networkPolicy.webhooksFrom is empty: list the peers that deliver webhooks (your ingress controller's pods); an empty list would admit every source." }}
+{{- end }}
 {{- if not .Values.networkPolicy.metricsFrom }}
 {{- fail "networkPolicy.metricsFrom is empty: list the peers that scrape the agent (e.g. a namespaceSelector for your monitoring namespace); an empty list would admit every source." }}
 {{- end }}

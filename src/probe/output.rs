@@ -1,0 +1,279 @@
+//! Output checks (`expect.output`): the media a successful answer points to is downloaded and
+//! checked — it exists, decodes, has the size asked for and is not blank. A status code never
+//! shows a `success` whose image is a 404 on the CDN, truncated, black, or the wrong size.
+//!
+//! Downloads go to whatever host the answer names (the CDN, not the API), never with the API key,
+//! following at most 3 redirects, bounded in bytes and time. Nothing recorded carries a query
+//! string (signed CDN URLs keep their tokens there).
+
+use std::io::Cursor;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::config::{OutputCheck, OutputSize};
+use crate::observe::{self, Observer, OutputResult};
+
+/// Memory one decoded image may take (8192×8192 RGBA); larger ones fail as undecodable rather
+/// than push the agent over its memory limit.
+const MAX_DECODED: u64 = 256 << 20;
+/// Redirects followed per download (a CDN may send one or two).
+const MAX_REDIRECTS: usize = 3;
+/// At most this many files are checked per run, whatever the answer lists.
+const MAX_FILES: usize = 8;
+/// The standard deviation of luminance (0–255) under which an image counts as blank.
+const BLANK_STDDEV: f64 = 3.0;
+
+/// The URLs of the generated files: `output`, else `future_links`, else `proxy_links` (each an
+/// array, a string, or an object keyed `"0"`, `"1"`…).
+pub fn urls(answer: &Value) -> Vec<String> {
+    fn list(v: &Value) -> Vec<String> {
+        match v {
+            Value::String(s) if !s.is_empty() => vec![s.clone()],
+            Value::Array(items) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+            Value::Object(m) => {
+                let mut keyed: Vec<(u64, String)> =
+                    m.iter().filter_map(|(k, v)| Some((k.parse().ok()?, v.as_str()?.to_owned()))).collect();
+                keyed.sort();
+                keyed.into_iter().map(|(_, v)| v).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+    ["output", "future_links", "proxy_links"]
+        .iter()
+        .map(|k| list(&answer[*k]))
+        .find(|l| !l.is_empty())
+        .unwrap_or_default()
+}
+
+/// A URL as it may be shown: scheme, host, port and path, no query or fragment.
+pub fn shown(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_query(None);
+            u.set_fragment(None);
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => "(not a URL)".to_owned(),
+    }
+}
+
+/// The width × height the request asked for, when it names both.
+fn requested_size(request: Option<&Value>) -> Option<(u32, u32)> {
+    let dim = |k: &str| -> Option<u32> {
+        match request?.get(k)? {
+            Value::Number(n) => n.as_u64().and_then(|v| u32::try_from(v).ok()),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    };
+    Some((dim("width")?, dim("height")?))
+}
+
+/// What checking one downloaded file found.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Ok,
+    Failed(OutputResult, String),
+}
+
+/// Checks the output of a successful `answer` to `request`; each failed check, one line each
+/// (check, URL and why).
+pub async fn check(
+    probe: &str,
+    cfg: &OutputCheck,
+    answer: &Value,
+    request: Option<&Value>,
+    client: &reqwest::Client,
+    observer: &Observer,
+) -> Vec<String> {
+    let mut failed = Vec::new();
+    let urls = urls(answer);
+    if urls.len() < cfg.count {
+        observer.emit(observe::OutputChecked { probe, result: OutputResult::NotFound, url: "-", download: None });
+        failed.push(format!("output: {} URL(s) in the answer, expected at least {}", urls.len(), cfg.count));
+    }
+    let want = match cfg.size {
+        OutputSize::FromRequest => requested_size(request),
+        OutputSize::Fixed { width, height } => Some((width, height)),
+        OutputSize::Any => None,
+    };
+    for url in urls.iter().take(MAX_FILES) {
+        let started = Instant::now();
+        let (verdict, downloaded) = match download(url, cfg, client).await {
+            Err((result, why)) => (Verdict::Failed(result, why), None),
+            Ok((content_type, bytes)) => {
+                let took = started.elapsed();
+                let cfg = cfg.clone();
+                let judged = tokio::task::spawn_blocking(move || judge(&content_type, &bytes, &cfg, want))
+                    .await
+                    .unwrap_or_else(|_| Verdict::Failed(OutputResult::Undecodable, "the decoder failed".into()));
+                (judged, Some(took))
+            }
+        };
+        let url = shown(url);
+        let result = match &verdict {
+            Verdict::Ok => OutputResult::Ok,
+            Verdict::Failed(r, why) => {
+                failed.push(format!("output {}: {url}: {why}", r.as_str()));
+                *r
+            }
+        };
+        observer.emit(observe::OutputChecked { probe, result, url: &url, download: downloaded });
+    }
+    failed
+}
+
+/// Downloads one file: (content type, bytes), or the check it failed and why.
+async fn download(
+    url: &str,
+    cfg: &OutputCheck,
+    client: &reqwest::Client,
+) -> Result<(String, Vec<u8>), (OutputResult, String)> {
+    let failed = |why: String| (OutputResult::DownloadFailed, why);
+    let allowed = |u: &url::Url| -> Result<(), (OutputResult, String)> {
+        if !matches!(u.scheme(), "http" | "https") {
+            return Err(failed(format!("scheme {} is not http(s)", u.scheme())));
+        }
+        let host = u.host_str().unwrap_or("");
+        if !cfg.hosts.is_empty() && !cfg.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+            return Err(failed(format!("host {host} is not in expect.output.hosts")));
+        }
+        Ok(())
+    };
+    let mut target = url::Url::parse(url).map_err(|_| failed("not a URL".into()))?;
+    let get = async {
+        // Redirects are followed here, not by the client, so that each hop meets the allowlist.
+        let mut hops = 0;
+        let mut resp = loop {
+            allowed(&target)?;
+            let resp = client.get(target.clone()).send().await.map_err(|_| failed("cannot be fetched".into()))?;
+            let next = resp.status().is_redirection().then(|| resp.headers().get(reqwest::header::LOCATION)).flatten();
+            let Some(location) = next else { break resp };
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err(failed(format!("more than {MAX_REDIRECTS} redirects")));
+            }
+            let location = location.to_str().map_err(|_| failed("a redirect to an unreadable Location".into()))?;
+            target = target.join(location).map_err(|_| failed("a redirect to an invalid Location".into()))?;
+        };
+        let status = resp.status().as_u16();
+        if status == 404 || status == 410 {
+            return Err((OutputResult::NotFound, format!("HTTP {status}")));
+        }
+        if !resp.status().is_success() {
+            return Err(failed(format!("HTTP {status}")));
+        }
+        let max = cfg.max_bytes.as_u64() as usize;
+        if resp.content_length().is_some_and(|n| n as usize > max) {
+            return Err((OutputResult::TooLarge, format!("larger than max_bytes ({})", cfg.max_bytes)));
+        }
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|_| failed("the download was cut".into()))? {
+            if body.len() + chunk.len() > max {
+                return Err((OutputResult::TooLarge, format!("larger than max_bytes ({})", cfg.max_bytes)));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((content_type, body))
+    };
+    tokio::time::timeout(cfg.timeout, get)
+        .await
+        .unwrap_or_else(|_| Err(failed(format!("no download within {}", humantime::format_duration(cfg.timeout)))))
+}
+
+/// Judges a downloaded file: video and audio by type and size; images by decoding them.
+fn judge(content_type: &str, bytes: &[u8], cfg: &OutputCheck, want: Option<(u32, u32)>) -> Verdict {
+    if bytes.is_empty() {
+        return Verdict::Failed(OutputResult::Undecodable, "an empty file".into());
+    }
+    if content_type.starts_with("video/") || content_type.starts_with("audio/") {
+        return Verdict::Ok;
+    }
+    let image = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok().and_then(|mut r| {
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(16_384);
+        limits.max_image_height = Some(16_384);
+        limits.max_alloc = Some(MAX_DECODED);
+        r.limits(limits);
+        r.decode().ok()
+    });
+    let Some(image) = image else {
+        return if cfg.decodes {
+            Verdict::Failed(
+                OutputResult::Undecodable,
+                format!("not a PNG, JPEG, WebP or GIF image that decodes ({} bytes, {content_type})", bytes.len()),
+            )
+        } else {
+            Verdict::Ok
+        };
+    };
+    let (w, h) = (image.width(), image.height());
+    if let Some((ww, wh)) = want {
+        if (w, h) != (ww, wh) {
+            return Verdict::Failed(OutputResult::WrongSize, format!("{w}x{h}, expected {ww}x{wh}"));
+        }
+    }
+    if cfg.not_blank {
+        let luma = image.thumbnail(64, 64).to_luma8();
+        let n = luma.len().max(1) as f64;
+        let mean = luma.iter().map(|p| f64::from(*p)).sum::<f64>() / n;
+        let var = luma.iter().map(|p| (f64::from(*p) - mean).powi(2)).sum::<f64>() / n;
+        if var.sqrt() < BLANK_STDDEV {
+            return Verdict::Failed(
+                OutputResult::Blank,
+                format!("a near-uniform image (mean luminance {mean:.0}, deviation {:.1})", var.sqrt()),
+            );
+        }
+    }
+    Verdict::Ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32, f: impl Fn(u32, u32) -> u8) -> Vec<u8> {
+        let img = image::GrayImage::from_fn(w, h, |x, y| image::Luma([f(x, y)]));
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn urls_from_every_shape_the_api_uses() {
+        let j = |s: &str| serde_json::from_str::<Value>(s).unwrap();
+        assert_eq!(urls(&j(r#"{"output":["a","b"]}"#)), ["a", "b"]);
+        assert_eq!(urls(&j(r#"{"output":"","future_links":["f"]}"#)), ["f"]);
+        assert_eq!(urls(&j(r#"{"output":[],"proxy_links":{"1":"y","0":"x"}}"#)), ["x", "y"]);
+        assert!(urls(&j(r#"{"status":"success"}"#)).is_empty());
+        assert_eq!(shown("https://cdn.example/a/b.png?X-Amz-Signature=secret#f"), "https://cdn.example/a/b.png");
+    }
+
+    #[test]
+    fn images_decode_with_their_size_and_are_not_blank() {
+        let cfg = OutputCheck::default();
+        let noisy = png(64, 32, |x, y| ((x * 7 + y * 13) % 256) as u8);
+        assert_eq!(judge("image/png", &noisy, &cfg, Some((64, 32))), Verdict::Ok);
+        assert!(matches!(
+            judge("image/png", &noisy, &cfg, Some((64, 64))),
+            Verdict::Failed(OutputResult::WrongSize, w) if w == "64x32, expected 64x64"
+        ));
+        let black = png(64, 32, |_, _| 0);
+        assert!(matches!(judge("image/png", &black, &cfg, None), Verdict::Failed(OutputResult::Blank, _)));
+        let cut = &noisy[..noisy.len() / 2];
+        assert!(matches!(judge("image/png", cut, &cfg, None), Verdict::Failed(OutputResult::Undecodable, _)));
+        assert_eq!(judge("video/mp4", b"\x00\x00\x00\x18ftypmp42", &cfg, Some((1, 1))), Verdict::Ok);
+        let lenient = OutputCheck { decodes: false, ..cfg };
+        assert_eq!(judge("text/plain", b"hello", &lenient, None), Verdict::Ok);
+    }
+}
