@@ -1,5 +1,5 @@
-//! The admin server, on its own port: `/metrics`, `/healthz`, `/readyz`, `/api/v1/status` and
-//! `POST /-/reload`. It only reads shared state and forwards reload requests to the app; it never
+//! The admin server, on its own port: the status page `/`, `/metrics`, `/healthz`, `/readyz`,
+//! `/api/v1/status` and `POST /-/reload`. It only reads shared state and forwards reload requests to the app; it never
 //! shows a secret (nothing it can reach holds one but the admin token, which it only compares).
 //!
 //! `GET`s are open (scrapers, the kubelet's probes). `POST`s change things or spend credits: with
@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::BoxFuture;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::ui;
 
 /// The answer to a reload request: `Err` carries the problems, one per line.
 pub type ReloadResult = Result<(), String>;
@@ -82,16 +83,6 @@ struct ConfigStatus<'a> {
     restart_required_for: &'a [String],
 }
 
-const INDEX: &str = "modelslab-sentinel admin\n\n\
-GET  /metrics         Prometheus metrics\n\
-GET  /healthz         liveness: 200 while the process serves\n\
-GET  /readyz          readiness: 200 once the config is loaded and listeners are bound\n\
-GET  /api/v1/status   the agent's state as JSON (config, probes, status page)\n\
-POST /api/v1/probes/NAME/run  run one probe now; answers its report as JSON\n\
-POST /-/reload        re-read the config file (a bad file keeps the running config)\n\
-\n\
-POSTs need `Authorization: Bearer <admin.token>`; without a token they answer loopback only.\n";
-
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
     let guarded = Router::new()
@@ -99,13 +90,16 @@ pub fn router(state: AdminState) -> Router {
         .route("/-/reload", post(reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), guard));
     Router::new()
-        .route("/", get(|| async { INDEX }))
+        .route("/", get(page))
+        .route(ui::STYLESHEET_PATH, get(stylesheet))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/status", get(status))
         .merge(guarded)
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: GET / lists the admin endpoints\n") })
+        .fallback(|| async {
+            (StatusCode::NOT_FOUND, "not found: GET / is the status page and lists the admin endpoints\n")
+        })
         .with_state(state)
 }
 
@@ -177,9 +171,10 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
     }
 }
 
-async fn status(State(state): State<AdminState>) -> Response {
+/// The status document: the agent, its components, and the overall verdict judged from them.
+fn status_document(state: &AdminState) -> serde_json::Value {
     let agent = state.status.read().map(|s| s.clone()).unwrap_or_default();
-    Json(StatusBody {
+    let body = StatusBody {
         version: env!("CARGO_PKG_VERSION"),
         ready: state.ready.load(Ordering::Acquire),
         config: ConfigStatus {
@@ -191,8 +186,43 @@ async fn status(State(state): State<AdminState>) -> Response {
             restart_required_for: &agent.restart_required_for,
         },
         components: state.components.status(),
-    })
-    .into_response()
+    };
+    let mut doc = serde_json::to_value(body).unwrap_or_default();
+    let overall = ui::health::assess(&doc);
+    doc["overall"] = serde_json::to_value(overall).unwrap_or_default();
+    doc
+}
+
+async fn status(State(state): State<AdminState>) -> Response {
+    Json(status_document(&state)).into_response()
+}
+
+/// The status page: the same document, for people.
+async fn page(State(state): State<AdminState>) -> Response {
+    let html = ui::page(&status_document(&state));
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, ui::CONTENT_SECURITY_POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        ui::STYLESHEET,
+    )
+        .into_response()
 }
 
 async fn reload(State(state): State<AdminState>) -> (StatusCode, String) {

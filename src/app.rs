@@ -21,6 +21,7 @@ use crate::admin::{self, AdminState, AgentStatus, Components, ReloadResult};
 use crate::cluster::Cluster;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
+use crate::observe::history::History;
 use crate::observe::{self, Observer};
 use crate::probe::{Callback, HttpRunner, Probes, WebhookWatch};
 use crate::proxy::{JobTracker, Proxy};
@@ -174,7 +175,15 @@ pub fn start(
         ready: ready.clone(),
         reload: reload_tx.clone(),
         status: status.clone(),
-        components: Arc::new(AgentComponents { probes, proxy_jobs, status_page, account, cluster, webhooks }),
+        components: Arc::new(AgentComponents {
+            probes,
+            proxy_jobs,
+            status_page,
+            account,
+            cluster,
+            webhooks,
+            history: observer.history().clone(),
+        }),
         config: config_rx.clone(),
     };
     let admin_token = stop.child_token();
@@ -219,12 +228,19 @@ struct AgentComponents {
     account: Account,
     cluster: Cluster,
     webhooks: Option<Webhooks>,
+    history: Arc<History>,
 }
 
 impl Components for AgentComponents {
     fn status(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut out = serde_json::Map::new();
-        out.insert("probes".into(), serde_json::to_value(self.probes.status()).unwrap_or_default());
+        let mut probes = serde_json::to_value(self.probes.status()).unwrap_or_default();
+        for probe in probes.as_array_mut().into_iter().flatten() {
+            let runs = probe["name"].as_str().map(|name| self.history.probe_runs(name)).unwrap_or_default();
+            probe["recent_runs"] = serde_json::to_value(runs).unwrap_or_default();
+        }
+        out.insert("probes".into(), probes);
+        out.insert("recent".into(), serde_json::to_value(self.history.recent()).unwrap_or_default());
         if let Some(sp) = self.status_page.status() {
             out.insert("status_page".into(), serde_json::to_value(sp).unwrap_or_default());
         }

@@ -113,12 +113,15 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
     let (handle, done) = app::start(opts, listeners, shutdown.clone())?;
     let proxy = handle.proxy_addr.context("the demo config enables the proxy")?;
 
+    let admin = handle.admin_addr;
     println!("modelslab-sentinel demo: the agent is watching an emulated ModelsLab API.");
-    println!("  metrics:   http://{}/metrics", handle.admin_addr);
-    println!("  status:    http://{}/api/v1/status", handle.admin_addr);
-    println!("  proxy:     http://{proxy}   (point a ModelsLab client's base URL here)");
-    println!("  emulator:  http://{}   (scenario: http://{}/_sim/scenario)", sim.addr, sim.addr);
-    println!("Probes run every few seconds; a small client sends traffic through the proxy.");
+    println!("  status page: http://{admin}/   <- open this in a browser");
+    println!("  metrics:     http://{admin}/metrics");
+    println!("  status API:  http://{admin}/api/v1/status");
+    println!("  proxy:       http://{proxy}   (point a ModelsLab client's base URL here)");
+    println!("  emulator:    http://{}   (scenario: http://{}/_sim/scenario)", sim.addr, sim.addr);
+    println!("Probes run every few seconds; a small client sends traffic through the proxy, fills a");
+    println!("queue now and then (429s) and flips the vendor's status page every 30 s.");
     println!(
         "{}",
         if duration.is_some() { "Stops by itself (--duration), or with Ctrl-C." } else { "Stop with Ctrl-C." }
@@ -126,16 +129,19 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
 
     let sent = Arc::new(AtomicU64::new(0));
     for worker in 0..3 {
-        tokio::spawn(client(worker, proxy, sim.addr, sent.clone(), shutdown.child_token()));
+        tokio::spawn(client(worker, proxy, sent.clone(), shutdown.child_token()));
     }
+    tokio::spawn(bursts(proxy, sent.clone(), shutdown.child_token()));
+    tokio::spawn(flip_status_page(sim.addr, shutdown.child_token()));
+    tokio::spawn(report(admin, shutdown.child_token()));
     done.await?;
     println!("demo stopped after {} client requests through the proxy.", sent.load(Ordering::Relaxed));
     Ok(())
 }
 
 /// One client worker: generations (polled to the end), broken parameters, a broke key, a revoked
-/// key, a plan without realtime; and now and then the status page changes.
-async fn client(worker: u64, proxy: SocketAddr, sim: SocketAddr, sent: Arc<AtomicU64>, stop: CancellationToken) {
+/// key, a plan without realtime.
+async fn client(worker: u64, proxy: SocketAddr, sent: Arc<AtomicU64>, stop: CancellationToken) {
     let Ok(http) = reqwest::Client::builder().timeout(Duration::from_secs(15)).build() else { return };
     let base = format!("http://{proxy}");
     let mut n = worker;
@@ -163,19 +169,95 @@ async fn client(worker: u64, proxy: SocketAddr, sim: SocketAddr, sent: Arc<Atomi
                 }
             }
         }
-        if worker == 0 && n % 60 == 0 {
-            let state = if (n / 60) % 2 == 0 { "operational" } else { "degraded_performance" };
-            let _ = http
-                .put(format!("http://{sim}/_sim/scenario"))
-                .body(SCENARIO.replace("degraded_performance", state))
-                .send()
-                .await;
-        }
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(300)) => {}
         }
     }
+}
+
+/// Every 20 s, one key submits more generations than its queue holds (10 on the demo's standard
+/// plan): the API answers the rest 429 with `retry_after` and `Maximum 10 queued requests`. The accepted jobs are
+/// polled to their end.
+async fn bursts(proxy: SocketAddr, sent: Arc<AtomicU64>, stop: CancellationToken) {
+    let Ok(http) = reqwest::Client::builder().timeout(Duration::from_secs(15)).build() else { return };
+    let base = format!("http://{proxy}");
+    for round in 0u64.. {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(if round == 0 { 3 } else { 20 })) => {}
+        }
+        let key = format!("demo-burst-{}", round % 3);
+        let body = json!({"key": key, "model_id": "flux", "prompt": "a burst", "width": 512, "height": 512});
+        // One after another, faster than jobs end (2 s at least): the eleventh on finds the queue full.
+        for _ in 0..14 {
+            sent.fetch_add(1, Ordering::Relaxed);
+            let Ok(answer) = http.post(format!("{base}/api/v6/images/text2img")).json(&body).send().await else {
+                continue;
+            };
+            let Ok(v) = answer.json::<Value>().await else { continue };
+            if v["status"] == "processing" {
+                let (http, base, key, sent, stop) =
+                    (http.clone(), base.clone(), key.clone(), sent.clone(), stop.clone());
+                tokio::spawn(async move { follow(&http, &base, &key, &v, &sent, &stop).await });
+            }
+        }
+    }
+}
+
+/// The vendor's status page alternates between operational and degraded every 30 s.
+async fn flip_status_page(sim: SocketAddr, stop: CancellationToken) {
+    let Ok(http) = reqwest::Client::builder().timeout(Duration::from_secs(5)).build() else { return };
+    for round in 0u64.. {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+        let state = if round % 2 == 0 { "operational" } else { "degraded_performance" };
+        let scenario = SCENARIO.replace("degraded_performance", state);
+        let _ = http.put(format!("http://{sim}/_sim/scenario")).body(scenario).send().await;
+    }
+}
+
+/// Every 10 s, one line in the terminal from the agent's own status document.
+async fn report(admin: SocketAddr, stop: CancellationToken) {
+    let Ok(http) = reqwest::Client::builder().timeout(Duration::from_secs(5)).build() else { return };
+    let started = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        let Ok(r) = http.get(format!("http://{admin}/api/v1/status")).send().await else { continue };
+        let Ok(doc) = r.json::<Value>().await else { continue };
+        println!("[{:>4}s] {}", started.elapsed().as_secs(), status_line(&doc));
+    }
+}
+
+/// One compact line: the verdict, requests and error classes, jobs, probes, the status page.
+pub fn status_line(doc: &Value) -> String {
+    let totals = &doc["recent"]["totals"];
+    let mut classes: Vec<(&String, u64)> = totals["classes"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k, v.as_u64().unwrap_or(0))).collect())
+        .unwrap_or_default();
+    classes.sort_by_key(|c| std::cmp::Reverse(c.1));
+    let classes: Vec<String> = classes.iter().take(4).map(|(k, v)| format!("{k} {v}")).collect();
+    let jobs: u64 =
+        doc["recent"]["jobs"]["finished"].as_object().map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+    let probes = doc["probes"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let up = probes.iter().filter(|p| p["last"]["success"] == true).count();
+    format!(
+        "{} · {} requests, {} errors ({}) · {} jobs done · probes {}/{} up · status page {}",
+        doc["overall"]["state"].as_str().unwrap_or("?"),
+        totals["requests"].as_u64().unwrap_or(0),
+        totals["error"].as_u64().unwrap_or(0),
+        if classes.is_empty() { "none".to_owned() } else { classes.join(", ") },
+        jobs,
+        up,
+        probes.len(),
+        doc["status_page"]["status"].as_str().unwrap_or("-").replace('_', " "),
+    )
 }
 
 /// Polls a job's fetch endpoint through the proxy, as SDKs do, until it ends (at most 20 polls).

@@ -9,7 +9,7 @@
 //! | [`config`]     | YAML → typed, validated [`config::Config`]; the only user of the YAML library |
 //! | [`classify`]   | the API's error model: pure functions over closed enums               |
 //! | [`metrics`]    | every metric family and the bounded label helpers                     |
-//! | [`observe`]    | typed events: each one logs, counts and records its span in one call  |
+//! | [`observe`]    | typed events: each one logs, counts and records its span in one call; a 15-minute history |
 //! | [`telemetry`]  | logging and OTLP trace export for the process                         |
 //! | [`cluster`]    | state shared by replicas through Redis: jobs, the probe lease         |
 //! | [`probe`]      | synthetic probes: schedule, gates, one run with its job followed      |
@@ -17,7 +17,8 @@
 //! | [`statuspage`] | the vendor's status page as metrics                                   |
 //! | [`account`]    | the account's credit balance, polled                                  |
 //! | [`webhook`]    | the webhook receiver: did the API call back, on time?                 |
-//! | [`admin`]      | `/metrics`, `/healthz`, `/readyz`, `/api/v1/*`, `/-/reload` on their own port |
+//! | [`admin`]      | the status page, `/metrics`, `/healthz`, `/readyz`, `/api/v1/*`, `/-/reload` on their own port |
+//! | [`ui`]         | the status page's HTML and its overall verdict, from the status document |
 //! | [`sim`]        | the ModelsLab emulator (tests, demo, drills); nothing else imports it |
 //! | [`demo`]       | the emulator, the agent and a client load on an embedded config       |
 //!
@@ -39,6 +40,7 @@ pub mod proxy;
 pub mod sim;
 pub mod statuspage;
 pub mod telemetry;
+pub mod ui;
 pub mod webhook;
 
 /// A boxed future, for the traits that join components (`probe::Runner`, `admin::Components`,

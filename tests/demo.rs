@@ -1,5 +1,6 @@
 //! `demo`: within 20 s of starting, /metrics shows probe and proxy traffic, at least three error
-//! classes, finished jobs and the status page; `--duration` stops it with exit 0.
+//! classes, finished jobs and the status page; the status page URL comes first, a status line every
+//! 10 s; `--duration` stops it with exit 0. (The dashboards against the demo: prometheus_e2e.rs.)
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
@@ -17,9 +18,9 @@ fn seen(m: &Scrape, name: &str, label: &str, value: &str) -> bool {
 async fn the_demo_shows_everything_within_20_seconds_and_stops_by_itself() {
     let started = Instant::now();
     let mut demo = Process::start(&["demo", "--duration", "25s"], &[]);
-    let metrics_url = demo.wait_for_log("metrics:   ", Duration::from_secs(20));
-    assert!(metrics_url.starts_with("http://127.0.0.1:"), "{metrics_url}");
-    let admin = metrics_url.trim_end_matches("/metrics").to_owned();
+    let page = demo.wait_for_log("status page: ", Duration::from_secs(20));
+    assert!(page.starts_with("http://127.0.0.1:") && page.ends_with('/'), "{page}");
+    let admin = page.trim_end_matches('/').to_owned();
     let mut last = None;
     let within = Duration::from_secs(20).saturating_sub(started.elapsed());
     eventually(within, "the demo's metrics show every kind of signal within 20 s of its start", async || {
@@ -37,7 +38,15 @@ async fn the_demo_shows_everything_within_20_seconds_and_stops_by_itself() {
     .await;
     let last = last.unwrap();
     promtool_check_metrics(last.text()).unwrap_or_else(|e| panic!("{e}"));
+    let (code, html) = get(&page).await;
+    assert_eq!(code, 200);
+    assert!(html.contains("id=\"probe-text2img-generate\"") && html.contains("<h1>"), "{html}");
     let status = demo.wait_exit(Duration::from_secs(40));
     assert_eq!(status.code(), Some(0), "{}", demo.log());
-    assert!(demo.log().contains("demo stopped after"));
+    let log = demo.log();
+    assert!(log.contains("demo stopped after"));
+    let line = log.lines().find(|l| l.starts_with("[  10s] ")).unwrap_or_else(|| panic!("no 10-second line: {log}"));
+    for part in ["requests", "errors (", "jobs done", "probes ", "status page "] {
+        assert!(line.contains(part), "{part:?} in {line}");
+    }
 }

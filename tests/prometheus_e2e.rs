@@ -130,34 +130,8 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let (admin, proxy, dir) =
         (agent.admin.trim_start_matches("http://").to_owned(), agent.proxy.clone(), agent.dir.path());
 
-    let rules = std::fs::canonicalize("alerts/modelslab-sentinel.rules.yml").unwrap();
-    let prom_port = free_port();
-    let prom_cfg = write(
-        dir,
-        "prometheus.yml",
-        &format!(
-            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nrule_files: [\"{}\"]\n\
-             scrape_configs:\n  - job_name: modelslab-sentinel\n    static_configs: [ {{ targets: [\"{admin}\"] }} ]\n",
-            rules.display()
-        ),
-    );
-    let tsdb = dir.join("tsdb");
-    let mut prometheus = std::process::Command::new("prometheus")
-        .args([
-            &format!("--config.file={prom_cfg}"),
-            &format!("--storage.tsdb.path={}", tsdb.display()),
-            &format!("--web.listen-address=127.0.0.1:{prom_port}"),
-            "--log.level=warn",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("prometheus is needed: apt-get install prometheus (scripts/test does)");
-    let prom = format!("http://127.0.0.1:{prom_port}");
-    eventually(Duration::from_secs(30), "prometheus ready", async || {
-        http().get(format!("{prom}/-/ready")).send().await.is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    let prometheus = Prometheus::start(dir, &admin).await;
+    let prom = prometheus.url.clone();
 
     traffic(proxy, sim_base, Instant::now() + Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -194,6 +168,64 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         assert_eq!(query(&prom, q).await, Ok(want), "{q}");
     }
 
+    let (missing, report) = dashboard_queries(&prom).await;
+    let _ = std::fs::create_dir_all("target");
+    std::fs::write("target/dashboard-report.md", &report).unwrap();
+    println!("{report}");
+    drop(prometheus);
+    assert!(missing.is_empty(), "queries without data:\n{}\n\nreport:\n{report}", missing.join("\n"));
+}
+
+/// A real Prometheus scraping `target` every second with the alert rules loaded; killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Prometheus {
+    async fn start(dir: &std::path::Path, target: &str) -> Prometheus {
+        let rules = std::fs::canonicalize("alerts/modelslab-sentinel.rules.yml").unwrap();
+        let port = free_port();
+        let cfg = write(
+            dir,
+            "prometheus.yml",
+            &format!(
+                "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nrule_files: [\"{}\"]\n\
+                 scrape_configs:\n  - job_name: modelslab-sentinel\n    static_configs: [ {{ targets: [\"{target}\"] }} ]\n",
+                rules.display()
+            ),
+        );
+        let child = std::process::Command::new("prometheus")
+            .args([
+                &format!("--config.file={cfg}"),
+                &format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
+                &format!("--web.listen-address=127.0.0.1:{port}"),
+                "--log.level=warn",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus is needed: apt-get install prometheus (scripts/test does)");
+        let url = format!("http://127.0.0.1:{port}");
+        eventually(Duration::from_secs(30), "prometheus ready", async || {
+            http().get(format!("{url}/-/ready")).send().await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        Prometheus { child, url }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every panel query of every dashboard (template variables substituted), every template
+/// variable and every annotation query, run against `prom`: the ones without data, and a
+/// Markdown report of all.
+async fn dashboard_queries(prom: &str) -> (Vec<String>, String) {
     let mut report = String::from("| dashboard | panel | query | result |\n|---|---|---|---|\n");
     let mut missing = Vec::new();
     for file in ["dashboards/overview.json", "dashboards/jobs.json"] {
@@ -215,7 +247,7 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
                 .push((format!("annotation {}", a["name"].as_str().unwrap()), substitute(a["expr"].as_str().unwrap())));
         }
         for (panel, q) in checks {
-            let result = match query(&prom, &q).await {
+            let result = match query(prom, &q).await {
                 Ok(0) => "no data".to_owned(),
                 Ok(n) => format!("{n} series"),
                 Err(e) => format!("error: {e}"),
@@ -226,10 +258,39 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             report.push_str(&format!("| {file} | {panel} | `{}` | {result} |\n", q.replace('|', "\\|")));
         }
     }
-    let _ = std::fs::create_dir_all("target");
-    std::fs::write("target/dashboard-report.md", &report).unwrap();
-    println!("{report}");
-    let _ = prometheus.kill();
-    let _ = prometheus.wait();
-    assert!(missing.is_empty(), "queries without data:\n{}\n\nreport:\n{report}", missing.join("\n"));
+    (missing, report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_the_demo_every_dashboard_panel_has_data_within_70_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_port = free_port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    let prometheus = Prometheus::start(dir.path(), &admin).await;
+    let port = admin_port.to_string();
+    let started = Instant::now();
+    let demo = Process::start(&["demo", "--duration", "150s"], &[("DEMO_ADMIN_PORT", &port)]);
+    let deadline = started + Duration::from_secs(70);
+    let mut last = (Vec::new(), String::new());
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        last = dashboard_queries(&prometheus.url).await;
+        if last.0.is_empty() {
+            break;
+        }
+    }
+    let took = started.elapsed();
+    let (missing, report) = last;
+    let _ = std::fs::write("target/dashboard-report-demo.md", &report);
+    assert!(
+        missing.is_empty(),
+        "after {took:?} of the demo, queries without data:\n{}\n\ndemo log:\n{}",
+        missing.join("\n"),
+        demo.log()
+    );
+    println!("every panel had data after {took:?} of the demo");
+    let log = demo.log();
+    let first_url = log.lines().find(|l| l.contains("http://")).unwrap_or("");
+    assert!(first_url.contains(&format!("status page: http://{admin}/")), "the status page URL first: {log}");
+    assert!(log.contains("[  10s] "), "the 10-second status line: {log}");
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tracing::Span;
 
+use super::history::RunMark;
 use super::spans::{self, SpanContext};
 use super::{Event, Observer};
 use crate::classify::PageStatus;
@@ -36,9 +37,10 @@ impl Event for ExchangeObserved<'_> {
         let ex = &self.exchange;
         let c = ex.classification;
         to.metrics.record_exchange(ex);
+        to.history.exchange(ex);
         let slos = to.slos();
         for (slo, good) in slos.exchange(ex) {
-            to.metrics.slo_event(slo, good);
+            to.slo_event(slo, good);
         }
         spans::record(self.span, ex.http_status, c, self.secrets);
         if let Some(model) = self.request_model {
@@ -120,6 +122,7 @@ impl Event for JobStarted {
 
     fn emit(self, to: &Observer) {
         to.metrics.job_started(self.source);
+        to.history.job_started();
     }
 }
 
@@ -138,9 +141,10 @@ impl Event for JobEnded<'_> {
     fn emit(self, to: &Observer) {
         let job = &self.job;
         to.metrics.job_ended(job);
+        to.history.job_ended(job);
         let slos = to.slos();
         for (slo, good) in slos.job(job) {
-            to.metrics.slo_event(slo, good);
+            to.slo_event(slo, good);
         }
         if let (Some(span), Some(cx)) = (self.span, self.submitted) {
             spans::link(span, cx);
@@ -185,6 +189,7 @@ impl Event for ProbeRemoved<'_> {
 
     fn emit(self, to: &Observer) {
         to.metrics.forget_probe(self.probe);
+        to.history.probe_removed(self.probe);
         tracing::info!(probe = %self.probe, "probe removed");
     }
 }
@@ -248,9 +253,18 @@ impl Event for ProbeRunFinished<'_> {
         if !self.success {
             self.span.record("otel.status_code", "error");
         }
+        to.history.probe_run(
+            self.probe,
+            RunMark {
+                at_unix: self.started_at_unix,
+                success: self.success,
+                duration_seconds: self.duration.as_secs_f64(),
+                failure_reason: self.failure,
+            },
+        );
         let slos = to.slos();
         for (slo, good) in slos.probe(self.probe, self.success) {
-            to.metrics.slo_event(slo, good);
+            to.slo_event(slo, good);
         }
         let reason = self.failure.map_or("-", ProbeFailure::as_str);
         match (self.previous_success, self.success) {
@@ -470,6 +484,7 @@ impl Event for BalancePolled<'_> {
 
     fn emit(self, to: &Observer) {
         to.metrics.balance(self.balance, self.currency);
+        to.history.balance(self.balance);
         if self.recovered {
             tracing::info!("account balance readable again");
         }
@@ -510,6 +525,7 @@ impl Event for OutputChecked<'_> {
 
     fn emit(self, to: &Observer) {
         to.metrics.output_checked(self.probe, self.result, self.download);
+        to.history.output(self.result);
         tracing::debug!(probe = self.probe, result = self.result.as_str(), url = self.url, "output checked");
     }
 }
@@ -529,6 +545,7 @@ impl Event for WebhookDelivery<'_> {
 
     fn emit(self, to: &Observer) {
         to.metrics.webhook(self.probe, self.result, self.delay);
+        to.history.webhook(self.result);
         match self.result {
             WebhookResult::Missing => tracing::warn!(
                 probe = self.probe,

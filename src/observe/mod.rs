@@ -9,6 +9,7 @@
 //! messages reach spans cut to 256 characters with the request's key scrubbed.
 
 mod events;
+pub mod history;
 pub mod slo;
 pub mod spans;
 
@@ -23,6 +24,7 @@ pub use crate::metrics::{
     BackoffReason, ClusterOp, JobResult, OutputResult, ProbeFailure, SkipReason, Source, SyntheticReason,
     UninspectedReason, WebhookResult,
 };
+use history::History;
 use slo::SloSet;
 
 /// Something that happened, with what its log line, metrics and span need.
@@ -39,19 +41,23 @@ pub struct Observer {
     metrics: Arc<Metrics>,
     /// The SLOs events are judged against (replaced on reload).
     slos: Arc<RwLock<Arc<SloSet>>>,
+    /// The last minutes, for the status page.
+    history: Arc<History>,
     journal: Option<Arc<Mutex<Vec<&'static str>>>>,
 }
 
 impl Observer {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Observer { metrics, slos: Arc::default(), journal: None }
+        Observer { metrics, slos: Arc::default(), history: Arc::default(), journal: None }
     }
 
     /// An observer that also notes the name of every event emitted, for tests that check which
     /// events a piece of work produced.
     pub fn recording(metrics: Arc<Metrics>) -> (Self, Journal) {
         let journal = Arc::new(Mutex::new(Vec::new()));
-        (Observer { metrics, slos: Arc::default(), journal: Some(journal.clone()) }, Journal(journal))
+        let observer =
+            Observer { metrics, slos: Arc::default(), history: Arc::default(), journal: Some(journal.clone()) };
+        (observer, Journal(journal))
     }
 
     /// Judges events against `slos` from now on: new SLOs get their series, removed ones lose
@@ -67,6 +73,19 @@ impl Observer {
             self.metrics.slo_declared(&s.name, s.objective / 100.0, s.window.as_secs_f64(), s.min_events);
         }
         *current = Arc::new(SloSet::new(slos));
+        let marks: Vec<(String, f64, u32)> = slos.iter().map(|s| (s.name.clone(), s.objective, s.min_events)).collect();
+        self.history.set_slos(&marks);
+    }
+
+    /// One event judged by an SLO: counted, and remembered for the status page.
+    fn slo_event(&self, slo: &str, good: bool) {
+        self.metrics.slo_event(slo, good);
+        self.history.slo_event(slo, good);
+    }
+
+    /// The last minutes (for the status page and `/api/v1/status`).
+    pub fn history(&self) -> &Arc<History> {
+        &self.history
     }
 
     /// The SLOs now in force.
