@@ -44,11 +44,18 @@ impl TooLarge {
 pub struct RequestSeen {
     /// The first bytes of the body (for `model_id` and `request_id`).
     pub head: Mutex<Vec<u8>>,
+    /// The body ended and `head` holds all of it.
+    whole: std::sync::atomic::AtomicBool,
 }
 
 impl RequestSeen {
     pub fn head(&self) -> Vec<u8> {
         self.head.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The whole body, when it ended within the bytes kept (to send the request again).
+    pub fn whole(&self) -> Option<Bytes> {
+        self.whole.load(std::sync::atomic::Ordering::Acquire).then(|| Bytes::from(self.head()))
     }
 }
 
@@ -90,10 +97,19 @@ where
                         head.extend_from_slice(&data[..take]);
                     }
                 }
+                // A body of known length may not be polled to its end once its last bytes came.
+                if this.inner.is_end_stream() && this.seen <= this.keep as u64 {
+                    this.shared.whole.store(true, std::sync::atomic::Ordering::Release);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                if this.seen <= this.keep as u64 {
+                    this.shared.whole.store(true, std::sync::atomic::Ordering::Release);
+                }
+                Poll::Ready(None)
+            }
             Poll::Pending => Poll::Pending,
         }
     }

@@ -52,7 +52,7 @@ impl Proxy {
         let kind = if is_fetch_path(&path) { RequestKind::Fetch } else { RequestKind::Submit };
         let seen = Arc::new(RequestSeen::default());
         let tap = RequestTap::new(incoming, max_body, REQUEST_HEAD, seen.clone());
-        let exchange = Exchange::new(self.clone(), &parts, path, endpoint, kind, seen, config.clone(), server);
+        let exchange = Exchange::new(self.clone(), &parts, path, endpoint, kind, seen.clone(), config.clone(), server);
 
         let retry = &config.proxy.retry_rate_limited;
         if retry.enabled {
@@ -65,7 +65,12 @@ impl Proxy {
             return self.forward_with_retries(parts, body, exchange, retry.max_wait).await;
         }
         match upstream_request(&parts, tap.boxed(), &config) {
-            Ok(r) => self.forward(r, exchange).await,
+            Ok(r) => {
+                // Sent once more only if it never reached the upstream, and then only if its body
+                // is whole in hand.
+                let again = || upstream_request(&parts, full(seen.whole()?), &config).ok();
+                self.forward(r, exchange, again).await
+            }
             Err(why) => self.synthetic(Synthetic::Refused(why), &exchange.server),
         }
     }
@@ -91,12 +96,17 @@ impl Proxy {
     }
 
     /// Sends one request upstream and streams the answer back, classifying it as it ends.
-    async fn forward(&self, req: Request<ProxyBody>, exchange: Exchange) -> Response<ProxyBody> {
+    async fn forward(
+        &self,
+        req: Request<ProxyBody>,
+        exchange: Exchange,
+        again: impl FnOnce() -> Option<Request<ProxyBody>>,
+    ) -> Response<ProxyBody> {
         let timeout = exchange.config.proxy.upstream_timeout;
-        let sent = self.inner.client.request(req).instrument(exchange.client.clone());
+        let sent = self.inner.upstream.send(req, again).instrument(exchange.client.clone());
         let response = match tokio::time::timeout(timeout, sent).await {
             Err(_) => return exchange.failed(Failure::Timeout),
-            Ok(Err(e)) if TooLarge::caused(&e) => return self.synthetic(Synthetic::BodyTooLarge, &exchange.server),
+            Ok(Err(e)) if TooLarge::caused(&*e) => return self.synthetic(Synthetic::BodyTooLarge, &exchange.server),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, endpoint = %exchange.endpoint, "upstream unreachable");
                 return exchange.failed(Failure::Transport);
@@ -133,7 +143,9 @@ impl Proxy {
                 Ok(r) => r,
                 Err(why) => return self.synthetic(Synthetic::Refused(why), &exchange.server),
             };
-            let response = self.forward(req, attempt).await;
+            let config = attempt.config.clone();
+            let again = || upstream_request(&parts, full(body.clone()), &config).ok();
+            let response = self.forward(req, attempt, again).await;
             if response.status() != StatusCode::TOO_MANY_REQUESTS {
                 return response;
             }

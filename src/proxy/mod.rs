@@ -16,12 +16,14 @@
 //! | `inspect.rs` | what is read from requests and answers (model, ids, keys to scrub)   |
 //! | `body.rs`    | body wrappers that stream bytes through and keep a bounded copy      |
 //! | `jobs.rs`    | the jobs followed from their submission to their terminal answer     |
+//! | `upstream.rs`| the upstream connection pool, and when a request is sent once more   |
 
 mod body;
 mod exchange;
 mod forward;
-mod inspect;
+pub(crate) mod inspect;
 pub mod jobs;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,8 +34,6 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -44,6 +44,7 @@ use tokio_util::task::TaskTracker;
 
 pub use body::BoxError;
 pub use jobs::{JobTracker, Tracked};
+use upstream::Upstream;
 
 use crate::cluster::Cluster;
 use crate::config::Config;
@@ -51,7 +52,6 @@ use crate::observe::{self, Observer, Source, SyntheticReason};
 
 /// The body type the proxy answers with.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
-type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
 /// The header on every answer the proxy makes itself.
 pub const SYNTHETIC_HEADER: &str = "x-modelslab-sentinel";
@@ -72,7 +72,7 @@ struct Inner {
     config: watch::Receiver<Arc<Config>>,
     observer: Observer,
     jobs: Arc<JobTracker>,
-    client: UpstreamClient,
+    upstream: Upstream,
     local: SocketAddr,
 }
 
@@ -159,11 +159,8 @@ impl Proxy {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(4096)
-            .build(https);
-        Ok(Proxy { inner: Arc::new(Inner { config, observer, jobs, client, local }) })
+        let upstream = Upstream::new(https);
+        Ok(Proxy { inner: Arc::new(Inner { config, observer, jobs, upstream, local }) })
     }
 
     /// The jobs the proxy follows.
