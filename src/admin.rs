@@ -22,10 +22,12 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::BoxFuture;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::server::Limits;
 use crate::ui;
 
 /// The answer to a reload request: `Err` carries the problems, one per line.
@@ -103,10 +105,10 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Serves the admin routes on an already-bound listener until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+/// Serves the admin routes on an already-bound listener until `shutdown` is cancelled, with the
+/// limits of [`crate::server`]; open connections finish on `tracker`.
+pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken, tracker: TaskTracker) {
+    crate::server::serve_router(listener, "admin", Limits::default(), shutdown, tracker, router(state)).await;
 }
 
 /// Whether a `POST` from `peer` with `headers` may go through: `Err` is the answer instead.

@@ -134,7 +134,7 @@ pub fn start(
         let hooks = Webhooks::new(&listener, config_rx.clone(), observer.clone(), cluster.clone())
             .context("webhook listener has no local address")?;
         runner = runner.with_webhooks(Arc::new(WebhookAdapter(hooks.clone())));
-        tracker.spawn(hooks.clone().serve(listener, stop.child_token()));
+        tracker.spawn(hooks.clone().serve(listener, stop.child_token(), tracker.clone()));
         webhooks = Some(hooks);
     }
     let probes = Probes::new(config_rx.clone(), observer.clone(), Arc::new(runner), cluster.clone());
@@ -187,11 +187,7 @@ pub fn start(
         config: config_rx.clone(),
     };
     let admin_token = stop.child_token();
-    tracker.spawn(async move {
-        if let Err(e) = admin::serve(admin_listener, admin_state, admin_token).await {
-            tracing::error!(error = %e, "admin server failed");
-        }
-    });
+    tracker.spawn(admin::serve(admin_listener, admin_state, admin_token, tracker.clone()));
 
     let reloader = Reloader { path: config_path, config: config_tx, observer: observer.clone(), status };
     tracker.spawn(reloader.run(reload_rx, stop.child_token()));

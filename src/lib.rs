@@ -19,8 +19,10 @@
 //! | [`webhook`]    | the webhook receiver: did the API call back, on time?                 |
 //! | [`admin`]      | the status page, `/metrics`, `/healthz`, `/readyz`, `/api/v1/*`, `/-/reload` on their own port |
 //! | [`ui`]         | the status page's HTML and its overall verdict, from the status document |
+//! | [`server`]     | serving HTTP on a listener with the same limits on every port (connections, header size and time) |
 //! | [`sim`]        | the ModelsLab emulator (tests, demo, drills); nothing else imports it |
 //! | [`demo`]       | the emulator, the agent and a client load on an embedded config       |
+//! | `fuzzing`      | entry points of the `cargo fuzz` targets in `fuzz/` (feature `fuzzing`) |
 //!
 //! The components (`probe`, `proxy`, `statuspage`, `account`) depend on `config`, `classify`,
 //! `observe` and `cluster`, never on one another; `app` and `demo` wire everything together.
@@ -33,10 +35,14 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod observe;
 pub mod probe;
 pub mod proxy;
+pub mod server;
 pub mod sim;
 pub mod statuspage;
 pub mod telemetry;

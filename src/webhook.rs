@@ -29,10 +29,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::cluster::{self, Cluster, SharedDelivery};
 use crate::config::Config;
 use crate::observe::{self, Observer, WebhookResult};
+use crate::server::Limits;
 
 /// Largest delivery read; the API's payloads are a few KiB.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -93,7 +95,7 @@ impl Webhooks {
     }
 
     /// Serves deliveries and judges overdue runs until `shutdown`.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken, tracker: TaskTracker) {
         let app = Router::new()
             .route("/hooks/{token}", post(deliver))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
@@ -109,9 +111,7 @@ impl Webhooks {
                 }
             }
         });
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
-            tracing::error!(error = %e, "webhook receiver failed");
-        }
+        crate::server::serve_router(listener, "webhooks", Limits::default(), shutdown, tracker, app).await;
     }
 
     /// Ends the runs whose grace is over: `missing` when no replica saw a delivery.
@@ -247,8 +247,11 @@ impl Webhooks {
     }
 }
 
+/// The longest job id kept from a payload (it is logged).
+pub(crate) const MAX_ID_CHARS: usize = 64;
+
 /// The `track_id` a payload carries back, if any.
-fn track_id(payload: &Value) -> Option<String> {
+pub(crate) fn track_id(payload: &Value) -> Option<String> {
     match &payload["track_id"] {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -257,10 +260,10 @@ fn track_id(payload: &Value) -> Option<String> {
 }
 
 /// The job id a payload names (bounded: it is logged).
-fn payload_id(payload: &Value) -> Option<String> {
+pub(crate) fn payload_id(payload: &Value) -> Option<String> {
     match &payload["id"] {
         Value::Number(n) => Some(n.to_string()),
-        Value::String(s) => Some(crate::classify::truncate(s, 64)),
+        Value::String(s) => Some(crate::classify::truncate(s, MAX_ID_CHARS)),
         _ => None,
     }
 }
@@ -269,9 +272,17 @@ async fn deliver(State(hooks): State<Webhooks>, Path(token): Path<String>, body:
     let now = Instant::now();
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
-        Err(_) => {
+        Err(e) => {
+            // Counted as an unknown delivery either way; the answer says which it was.
             hooks.receive("", Err(()), now);
-            return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large\n");
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(cause) = source {
+                if cause.is::<http_body_util::LengthLimitError>() {
+                    return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large\n");
+                }
+                source = cause.source();
+            }
+            return (StatusCode::BAD_REQUEST, "the payload could not be read\n");
         }
     };
     let payload = serde_json::from_slice::<Value>(&bytes).map_err(|_| ());

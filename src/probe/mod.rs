@@ -11,7 +11,7 @@
 //! the status page or the admin server (the app exposes [`Probes::status`] and
 //! [`Probes::run_now`]).
 
-mod output;
+pub(crate) mod output;
 mod run;
 
 use std::collections::HashMap;

@@ -75,7 +75,7 @@ fn requested_size(request: Option<&Value>) -> Option<(u32, u32)> {
 
 /// What checking one downloaded file found.
 #[derive(Debug, PartialEq)]
-enum Verdict {
+pub(crate) enum Verdict {
     Ok,
     Failed(OutputResult, String),
 }
@@ -192,7 +192,7 @@ async fn download(
 }
 
 /// Judges a downloaded file: video and audio by type and size; images by decoding them.
-fn judge(content_type: &str, bytes: &[u8], cfg: &OutputCheck, want: Option<(u32, u32)>) -> Verdict {
+pub(crate) fn judge(content_type: &str, bytes: &[u8], cfg: &OutputCheck, want: Option<(u32, u32)>) -> Verdict {
     if bytes.is_empty() {
         return Verdict::Failed(OutputResult::Undecodable, "an empty file".into());
     }

@@ -28,15 +28,43 @@ impl TooLarge {
     /// Whether `error`, or any error in its source chain, is a [`TooLarge`]: the upstream call
     /// failed because the request tap stopped an oversized body.
     pub fn caused(error: &(dyn std::error::Error + 'static)) -> bool {
-        let mut next = Some(error);
-        while let Some(e) = next {
-            if e.is::<TooLarge>() {
-                return true;
-            }
-            next = e.source();
-        }
-        false
+        in_chain::<TooLarge>(error)
     }
+}
+
+/// The client's request body broke off or was malformed (a bad chunk, the client gone mid-body):
+/// the request fails because of the client, not of the upstream.
+#[derive(Debug)]
+pub struct ClientBodyFailed(BoxError);
+
+impl std::fmt::Display for ClientBodyFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the request body could not be read: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+impl ClientBodyFailed {
+    /// Whether `error`, or any error in its source chain, is a [`ClientBodyFailed`].
+    pub fn caused(error: &(dyn std::error::Error + 'static)) -> bool {
+        in_chain::<ClientBodyFailed>(error)
+    }
+}
+
+fn in_chain<T: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<T>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// What the request tap saw, shared with the handler.
@@ -103,7 +131,7 @@ where
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(ClientBodyFailed(e.into()))))),
             Poll::Ready(None) => {
                 if this.seen <= this.keep as u64 {
                     this.shared.whole.store(true, std::sync::atomic::Ordering::Release);
@@ -295,5 +323,12 @@ mod tests {
             }
         }
         assert!(TooLarge::caused(&Wrapper(err)));
+
+        // A body that breaks off on the client's side is the client's failure, not too large.
+        let seen = Arc::new(RequestSeen::default());
+        let tap = RequestTap::new(chunks(vec![Ok("{\"a\":"), Err("bad chunk size")]), 100, 4, seen.clone());
+        let err = tap.collect().await.unwrap_err();
+        assert!(ClientBodyFailed::caused(&Wrapper(err)));
+        assert!(seen.whole().is_none(), "a broken body is never sent again");
     }
 }

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-use super::body::{RequestSeen, RequestTap, ResponseTap, TooLarge};
+use super::body::{ClientBodyFailed, RequestSeen, RequestTap, ResponseTap, TooLarge};
 use super::exchange::{Exchange, Finished};
 use super::inspect::{is_fetch_path, rewritable, uninspected_reason};
 use super::{Proxy, ProxyBody, REQUEST_HEAD, Synthetic};
@@ -107,6 +107,10 @@ impl Proxy {
         let response = match tokio::time::timeout(timeout, sent).await {
             Err(_) => return exchange.failed(Failure::Timeout),
             Ok(Err(e)) if TooLarge::caused(&*e) => return self.synthetic(Synthetic::BodyTooLarge, &exchange.server),
+            // The client's fault, not the API's: a 400, and no transport error for the API.
+            Ok(Err(e)) if ClientBodyFailed::caused(&*e) => {
+                return self.synthetic(Synthetic::BodyUnreadable, &exchange.server);
+            }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, endpoint = %exchange.endpoint, "upstream unreachable");
                 return exchange.failed(Failure::Transport);

@@ -61,14 +61,14 @@ static MODEL_ID: LazyLock<regex::Regex> = LazyLock::new(|| {
 
 /// What the proxy reads from a request body head (even a truncated one).
 #[derive(Debug, Default, PartialEq)]
-pub(super) struct RequestFields {
+pub(crate) struct RequestFields {
     pub model_id: Option<String>,
     pub request_id: Option<String>,
     /// Only to scrub it from what is recorded.
     pub key: Option<String>,
 }
 
-pub(super) fn request_fields(head: &[u8]) -> RequestFields {
+pub(crate) fn request_fields(head: &[u8]) -> RequestFields {
     if head.is_empty() {
         return RequestFields::default();
     }
@@ -87,7 +87,7 @@ pub(super) fn request_fields(head: &[u8]) -> RequestFields {
 
 /// The key as it travels outside the body (header `key`, `Authorization`, query `key`), only to
 /// scrub it from what is recorded.
-pub(super) fn request_secrets(parts: &http::request::Parts) -> Vec<String> {
+pub(crate) fn request_secrets(parts: &http::request::Parts) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(k) = parts.headers.get("key").and_then(|v| v.to_str().ok()) {
         out.push(k.to_owned());

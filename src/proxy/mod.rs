@@ -35,10 +35,8 @@ use http::{Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -49,6 +47,7 @@ use upstream::Upstream;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::observe::{self, Observer, Source, SyntheticReason};
+use crate::server;
 
 /// The body type the proxy answers with.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
@@ -57,10 +56,6 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 pub const SYNTHETIC_HEADER: &str = "x-modelslab-sentinel";
 /// How much of a request body is kept to read `model_id` and `request_id`.
 const REQUEST_HEAD: usize = 64 * 1024;
-/// Largest request header block accepted.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The proxy component.
 #[derive(Clone)]
@@ -168,59 +163,24 @@ impl Proxy {
         &self.inner.jobs
     }
 
-    /// Accepts connections until `shutdown`; in-flight requests finish on their connection
-    /// tasks, which `tracker` tracks (the app waits for them with its grace period).
+    /// Accepts connections until `shutdown` (with the limits of [`crate::server`]); in-flight
+    /// requests finish on their connection tasks, which `tracker` tracks (the app waits for them
+    /// with its grace period).
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken, tracker: TaskTracker) {
-        let max = self.inner.config.borrow().proxy.max_connections;
-        let permits = Arc::new(Semaphore::new(max));
+        let limits = server::Limits {
+            max_connections: self.inner.config.borrow().proxy.max_connections,
+            ..server::Limits::default()
+        };
         tracker.spawn(self.clone().expire_jobs(shutdown.clone()));
         tracker.spawn(self.clone().follow_config(shutdown.clone()));
-        loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            };
-            let (stream, remote) = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "proxy: accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
+        server::serve(listener, "proxy", limits, shutdown, tracker, move |_peer| {
             let proxy = self.clone();
-            let shutdown = shutdown.clone();
-            tracker.spawn(async move {
-                let _permit = permit;
-                let service = hyper::service::service_fn(move |req| {
-                    let proxy = proxy.clone();
-                    async move { Ok::<_, std::convert::Infallible>(proxy.handle(req).await) }
-                });
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .max_buf_size(MAX_HEADER_BYTES)
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT);
-                builder.http2().max_header_list_size(MAX_HEADER_BYTES as u32);
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                tokio::pin!(conn);
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            tracing::debug!(%remote, error = %e, "proxy connection ended with an error");
-                        }
-                        return;
-                    }
-                    _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
-                }
-                let _ = conn.await;
-            });
-        }
+            hyper::service::service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, std::convert::Infallible>(proxy.handle(req).await) }
+            })
+        })
+        .await;
         tracing::info!("proxy stopped accepting");
     }
 
