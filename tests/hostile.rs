@@ -157,50 +157,15 @@ async fn recording_upstream() -> (String, Arc<Mutex<Vec<String>>>) {
             let seen = seen.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 65536];
-                loop {
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                        seen.lock().unwrap().push(head.clone());
-                        let lower = head.to_ascii_lowercase();
-                        let len: usize = lower
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse().ok())
-                            .unwrap_or(0);
-                        let mut rest = buf.split_off(end + 4);
-                        if lower.contains("transfer-encoding: chunked") {
-                            // Read to the last chunk; the test bodies are small.
-                            while !rest.windows(5).any(|w| w == b"0\r\n\r\n") {
-                                match s.read(&mut chunk).await {
-                                    Ok(0) | Err(_) => return,
-                                    Ok(n) => rest.extend_from_slice(&chunk[..n]),
-                                }
-                            }
-                            let at = rest.windows(5).position(|w| w == b"0\r\n\r\n").unwrap();
-                            rest.drain(..at + 5);
-                        } else {
-                            while rest.len() < len {
-                                match s.read(&mut chunk).await {
-                                    Ok(0) | Err(_) => return,
-                                    Ok(n) => rest.extend_from_slice(&chunk[..n]),
-                                }
-                            }
-                            rest.drain(..len);
-                        }
-                        buf = rest;
-                        let body = r#"{"status":"success","id":1,"output":[]}"#;
-                        let answer = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if s.write_all(answer.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                while let Some((head, _)) = common::read_request(&mut s, &mut buf).await {
+                    seen.lock().unwrap().push(head);
+                    let body = r#"{"status":"success","id":1,"output":[]}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(answer.as_bytes()).await.is_err() {
+                        return;
                     }
                 }
             });

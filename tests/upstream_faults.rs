@@ -9,37 +9,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Agent, http};
+use common::{Agent, http, read_request};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 
 /// The requests an upstream saw, by the `n` each carried.
 type Seen = Arc<Mutex<HashMap<u64, usize>>>;
-
-/// Reads one request (headers and a `Content-Length` body); `None` at EOF.
-async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                let body = buf[end + 4..end + 4 + len].to_vec();
-                buf.drain(..end + 4 + len);
-                return Some(body);
-            }
-        }
-        let mut chunk = [0u8; 4096];
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
 
 /// An HTTP/1.1 upstream that answers every request and, after a third of its answers, closes
 /// the connection once it has been idle for a random 0–2 ms, without saying so beforehand.
@@ -52,7 +28,7 @@ async fn flaky_upstream(seen: Seen) -> String {
             let seen = seen.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                while let Some(body) = read_request(&mut stream, &mut buf).await {
+                while let Some((_, body)) = read_request(&mut stream, &mut buf).await {
                     let n = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["n"].as_u64()).unwrap_or(0);
                     *seen.lock().unwrap().entry(n).or_default() += 1;
                     let answer = format!(r#"{{"status":"success","id":{n},"output":[]}}"#);
@@ -134,7 +110,7 @@ async fn crashing_upstream(seen: Seen) -> String {
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut answered = 0;
-                while let Some(body) = read_request(&mut stream, &mut buf).await {
+                while let Some((_, body)) = read_request(&mut stream, &mut buf).await {
                     let n = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["n"].as_u64()).unwrap_or(0);
                     *seen.lock().unwrap().entry(n).or_default() += 1;
                     if answered == 1 {

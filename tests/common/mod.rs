@@ -452,6 +452,59 @@ pub async fn raw_http(addr: &str, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Reads one HTTP/1.1 request from `stream` for a hand-written test server: its head (request
+/// line and headers, as text) and its body, framed by `Content-Length` or `chunked` (small test
+/// bodies only). `buf` carries bytes read past this request over to the next call. `None` at EOF.
+pub async fn read_request(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    async fn more(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+        let mut chunk = [0u8; 16 * 1024];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                Some(())
+            }
+        }
+    }
+    let end = loop {
+        match buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(end) => break end,
+            None => more(stream, buf).await?,
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let lower = head.to_ascii_lowercase();
+    buf.drain(..end + 4);
+    if lower.contains("transfer-encoding: chunked") {
+        let mut body = Vec::new();
+        loop {
+            let line = loop {
+                match buf.windows(2).position(|w| w == b"\r\n") {
+                    Some(i) => break i,
+                    None => more(stream, buf).await?,
+                }
+            };
+            let size = usize::from_str_radix(String::from_utf8_lossy(&buf[..line]).trim(), 16).ok()?;
+            while buf.len() < line + 2 + size + 2 {
+                more(stream, buf).await?;
+            }
+            body.extend_from_slice(&buf[line + 2..line + 2 + size]);
+            buf.drain(..line + 2 + size + 2);
+            if size == 0 {
+                return Some((head, body));
+            }
+        }
+    }
+    let len: usize =
+        lower.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    while buf.len() < len {
+        more(stream, buf).await?;
+    }
+    let body = buf.drain(..len).collect();
+    Some((head, body))
+}
+
 /// POSTs JSON and reads a JSON answer.
 pub async fn post_json(url: &str, body: &serde_json::Value) -> serde_json::Value {
     let r = http().post(url).json(body).send().await.unwrap_or_else(|e| panic!("POST {url}: {e}"));
