@@ -55,8 +55,6 @@ pub fn classify(data: &[u8]) {
     if let Some(id) = &d.id {
         assert!(id.len() <= classify::MAX_ID_CHARS, "job id of {} bytes", id.len());
     }
-    // The labels of an answer are closed vocabularies whatever the body says.
-    let _ = (c.outcome().as_str(), c.error_class().map(|e| e.as_str()));
 }
 
 /// Body decoding (gzip, deflate, br, bombs included): 1 byte choosing the encoding, 1 byte the

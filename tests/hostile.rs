@@ -10,10 +10,10 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Agent, Scrape, emulator, get, http};
+use common::{Agent, Scrape, emulator, get, http, json_200, tcp_server};
 use modelslab_sentinel::sim::Scenario;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// What the header read timeout is (`src/server.rs`), as the docs say.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -148,29 +148,20 @@ async fn slowloris_on_every_port_neither_stops_normal_clients_nor_holds_connecti
 /// An upstream that records the raw head of every request and answers 200 with a JSON body.
 async fn recording_upstream() -> (String, Arc<Mutex<Vec<String>>>) {
     let heads = Arc::new(Mutex::new(Vec::new()));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let seen = heads.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while let Some((head, _)) = common::read_request(&mut s, &mut buf).await {
-                    seen.lock().unwrap().push(head);
-                    let body = r#"{"status":"success","id":1,"output":[]}"#;
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if s.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
+    let url = tcp_server(move |mut s| {
+        let seen = seen.clone();
+        async move {
+            let mut buf = Vec::new();
+            while let Some((head, _)) = common::read_request(&mut s, &mut buf).await {
+                seen.lock().unwrap().push(head);
+                if s.write_all(&json_200(br#"{"status":"success","id":1,"output":[]}"#)).await.is_err() {
+                    return;
                 }
-            });
+            }
         }
-    });
+    })
+    .await;
     (url, heads)
 }
 
@@ -286,106 +277,90 @@ async fn hostile_upstream(ended: Arc<Mutex<Vec<&'static str>>>) -> String {
     })
     .await
     .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
-            let ended = ended.clone();
-            let bomb = bomb.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                let end = loop {
-                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break end;
-                    }
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                };
-                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                let path = head.split(' ').nth(1).unwrap_or("").to_owned();
-                let json = ANSWER;
-                match path.as_str() {
-                    "/reset-mid-body" => {
-                        let _ = s
-                            .write_all(
-                                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 10000\r\n\r\n",
-                            )
-                            .await;
-                        let _ = s.write_all(&[b' '; 1000]).await;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        let _ = s.set_zero_linger(); // close with RST
-                    }
-                    "/short" => {
-                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"status\":").await;
-                        let _ = s.shutdown().await;
-                    }
-                    "/endless" => {
-                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n").await;
-                        let piece = format!("{:x}\r\n{}\r\n", 65536, " ".repeat(65536));
-                        // Bounded: 10 GiB or 60 s, far beyond what the client reads.
-                        let t = Instant::now();
-                        for _ in 0..160_000 {
-                            if s.write_all(piece.as_bytes()).await.is_err() || t.elapsed() > Duration::from_secs(60) {
-                                break;
-                            }
-                        }
-                        ended.lock().unwrap().push("endless");
-                    }
-                    "/bomb" => {
-                        let body = &*bomb;
-                        let head = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\n\r\n",
-                            body.len()
-                        );
-                        let _ = s.write_all(head.as_bytes()).await;
-                        let _ = s.write_all(body).await;
-                    }
-                    "/garbage" => {
-                        let _ = s.write_all(b"SSH-2.0-OpenSSH_9.6\r\n\x00\x01\x02 garbage\r\n\r\n").await;
-                    }
-                    "/continue" => {
-                        let _ = s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse().ok())
-                            .unwrap_or(0);
-                        let mut body = buf.split_off(end + 4);
-                        while body.len() < len {
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => body.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        let answer = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
-                            body.len(),
-                            String::from_utf8_lossy(&body)
-                        );
-                        let _ = s.write_all(answer.as_bytes()).await;
-                    }
-                    "/http10" => {
-                        let _ = s.write_all(b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n").await;
-                        let _ = s.write_all(json).await;
-                        let _ = s.shutdown().await;
-                    }
-                    _ => {
-                        let answer = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                            json.len()
-                        );
-                        let _ = s.write_all(answer.as_bytes()).await;
-                        let _ = s.write_all(json).await;
-                    }
+    tcp_server(move |mut s| {
+        let ended = ended.clone();
+        let bomb = bomb.clone();
+        async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            let end = loop {
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break end;
                 }
-            });
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+            match path.as_str() {
+                "/reset-mid-body" => {
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 10000\r\n\r\n",
+                        )
+                        .await;
+                    let _ = s.write_all(&[b' '; 1000]).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let _ = s.set_zero_linger(); // close with RST
+                }
+                "/short" => {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"status\":").await;
+                    let _ = s.shutdown().await;
+                }
+                "/endless" => {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n").await;
+                    let piece = format!("{:x}\r\n{}\r\n", 65536, " ".repeat(65536));
+                    // Bounded: 10 GiB or 60 s, far beyond what the client reads.
+                    let t = Instant::now();
+                    for _ in 0..160_000 {
+                        if s.write_all(piece.as_bytes()).await.is_err() || t.elapsed() > Duration::from_secs(60) {
+                            break;
+                        }
+                    }
+                    ended.lock().unwrap().push("endless");
+                }
+                "/bomb" => {
+                    let body = &*bomb;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(body).await;
+                }
+                "/garbage" => {
+                    let _ = s.write_all(b"SSH-2.0-OpenSSH_9.6\r\n\x00\x01\x02 garbage\r\n\r\n").await;
+                }
+                "/continue" => {
+                    let _ = s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    let mut body = buf.split_off(end + 4);
+                    while body.len() < len {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => body.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let _ = s.write_all(&json_200(&body)).await;
+                }
+                "/http10" => {
+                    let _ = s.write_all(b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n").await;
+                    let _ = s.write_all(ANSWER).await;
+                    let _ = s.shutdown().await;
+                }
+                _ => {
+                    let _ = s.write_all(&json_200(ANSWER)).await;
+                }
+            }
         }
-    });
-    url
+    })
+    .await
 }
 
 fn synthetic_answers(m: &Scrape, reason: &str) -> f64 {

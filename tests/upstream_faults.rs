@@ -9,10 +9,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Agent, http, read_request};
+use common::{Agent, http, json_200, read_request, tcp_server};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 
 /// The requests an upstream saw, by the `n` each carried.
 type Seen = Arc<Mutex<HashMap<u64, usize>>>;
@@ -20,40 +19,31 @@ type Seen = Arc<Mutex<HashMap<u64, usize>>>;
 /// An HTTP/1.1 upstream that answers every request and, after a third of its answers, closes
 /// the connection once it has been idle for a random 0–2 ms, without saying so beforehand.
 async fn flaky_upstream(seen: Seen) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else { return };
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while let Some((_, body)) = read_request(&mut stream, &mut buf).await {
-                    let n = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["n"].as_u64()).unwrap_or(0);
-                    *seen.lock().unwrap().entry(n).or_default() += 1;
-                    let answer = format!(r#"{{"status":"success","id":{n},"output":[]}}"#);
-                    let response = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
-                        answer.len()
-                    );
-                    if stream.write_all(response.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    if rand::random::<f64>() < 0.33 {
-                        let idle = Duration::from_micros(rand::random::<u64>() % 2000);
-                        // Close only if the proxy sent nothing more meanwhile: an idle close.
-                        tokio::time::sleep(idle).await;
-                        let mut peek = [0u8; 1];
-                        match tokio::time::timeout(Duration::ZERO, stream.peek(&mut peek)).await {
-                            Ok(Ok(n)) if n > 0 => continue,
-                            _ => return,
-                        }
+    tcp_server(move |mut stream| {
+        let seen = seen.clone();
+        async move {
+            let mut buf = Vec::new();
+            while let Some((_, body)) = read_request(&mut stream, &mut buf).await {
+                let n = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["n"].as_u64()).unwrap_or(0);
+                *seen.lock().unwrap().entry(n).or_default() += 1;
+                let answer = format!(r#"{{"status":"success","id":{n},"output":[]}}"#);
+                if stream.write_all(&json_200(answer.as_bytes())).await.is_err() {
+                    return;
+                }
+                if rand::random::<f64>() < 0.33 {
+                    let idle = Duration::from_micros(rand::random::<u64>() % 2000);
+                    // Close only if the proxy sent nothing more meanwhile: an idle close.
+                    tokio::time::sleep(idle).await;
+                    let mut peek = [0u8; 1];
+                    match tokio::time::timeout(Duration::ZERO, stream.peek(&mut peek)).await {
+                        Ok(Ok(n)) if n > 0 => continue,
+                        _ => return,
                     }
                 }
-            });
+            }
         }
-    });
-    format!("http://{addr}")
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,30 +91,23 @@ async fn idle_connections_closed_at_random_by_the_upstream_never_become_syntheti
 /// An upstream that answers the first request of each connection and reads the second, then
 /// closes without answering: as a server that crashed on it.
 async fn crashing_upstream(seen: Seen) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else { return };
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut answered = 0;
-                while let Some((_, body)) = read_request(&mut stream, &mut buf).await {
-                    let n = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["n"].as_u64()).unwrap_or(0);
-                    *seen.lock().unwrap().entry(n).or_default() += 1;
-                    if answered == 1 {
-                        return; // read it all, then closed: a plain FIN
-                    }
-                    answered += 1;
-                    let answer = r#"{"status":"success","id":1,"output":[]}"#;
-                    let response = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{answer}", answer.len());
-                    let _ = stream.write_all(response.as_bytes()).await;
+    tcp_server(move |mut stream| {
+        let seen = seen.clone();
+        async move {
+            let mut buf = Vec::new();
+            let mut answered = 0;
+            while let Some((_, body)) = read_request(&mut stream, &mut buf).await {
+                let n = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["n"].as_u64()).unwrap_or(0);
+                *seen.lock().unwrap().entry(n).or_default() += 1;
+                if answered == 1 {
+                    return; // read it all, then closed: a plain FIN
                 }
-            });
+                answered += 1;
+                let _ = stream.write_all(&json_200(br#"{"status":"success","id":1,"output":[]}"#)).await;
+            }
         }
-    });
-    format!("http://{addr}")
+    })
+    .await
 }
 
 #[tokio::test]

@@ -57,14 +57,21 @@ impl ClientBodyFailed {
 }
 
 fn in_chain<T: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    find_in_chain::<T>(error).is_some()
+}
+
+/// The first error of type `E` in `error`'s source chain (itself included).
+pub(super) fn find_in_chain<'a, E: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
     let mut next = Some(error);
     while let Some(e) = next {
-        if e.is::<T>() {
-            return true;
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
         }
         next = e.source();
     }
-    false
+    None
 }
 
 /// What the request tap saw, shared with the handler.

@@ -35,7 +35,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tower::{Service, ServiceExt};
 
 use super::ProxyBody;
-use super::body::BoxError;
+use super::body::{BoxError, find_in_chain as find};
 use crate::BoxFuture;
 
 /// How long a failed request waits for the reset that says its bytes went unread.
@@ -196,6 +196,7 @@ async fn closed_unread(error: &hyper_util::client::legacy::Error) -> bool {
     loop {
         let reset = match socket.take_error() {
             Ok(Some(e)) => matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe),
+            // The duplicate shares the original's non-blocking mode, so this never waits.
             _ => matches!(socket.peek(&mut [0u8; 1]), Err(e) if e.kind() == ErrorKind::ConnectionReset),
         };
         if reset || Instant::now() >= deadline {
@@ -203,16 +204,4 @@ async fn closed_unread(error: &hyper_util::client::legacy::Error) -> bool {
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-}
-
-/// The first error of type `E` in `error`'s chain (itself included).
-fn find<'a, E: std::error::Error + 'static>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a E> {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if let Some(found) = e.downcast_ref::<E>() {
-            return Some(found);
-        }
-        next = e.source();
-    }
-    None
 }

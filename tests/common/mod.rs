@@ -452,6 +452,32 @@ pub async fn raw_http(addr: &str, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A hand-written TCP server on 127.0.0.1:0, for misbehaviour no HTTP library would produce:
+/// `per_connection` runs on its own task for each accepted connection. Returns `http://…`.
+pub async fn tcp_server<F, Fut>(per_connection: F) -> String
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(per_connection(stream));
+        }
+    });
+    url
+}
+
+/// A complete `200 OK` HTTP/1.1 answer with a JSON `body`, for hand-written servers.
+pub fn json_200(body: &[u8]) -> Vec<u8> {
+    let mut out =
+        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len())
+            .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
 /// Reads one HTTP/1.1 request from `stream` for a hand-written test server: its head (request
 /// line and headers, as text) and its body, framed by `Content-Length` or `chunked` (small test
 /// bodies only). `buf` carries bytes read past this request over to the next call. `None` at EOF.
