@@ -25,31 +25,37 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::BoxFuture;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
+use crate::observe::status::{AdminAccess, ConfigState, Parts, StatusDocument};
 use crate::server::Limits;
 use crate::ui;
+use crate::vocab::RunReport;
 
-/// The answer to a reload request: `Err` carries the problems, one per line.
-pub type ReloadResult = Result<(), String>;
+/// The answer to a reload request: `Err` says why the new configuration was refused.
+pub type ReloadResult = Result<(), ConfigError>;
 
 /// What the components show through the admin API; the app implements it, so that this module
 /// needs none of them.
 pub trait Components: Send + Sync {
-    /// Fields added to `GET /api/v1/status` (`probes`, `status_page`, …).
-    fn status(&self) -> serde_json::Map<String, serde_json::Value>;
+    /// Their parts of the status document (`probes`, `status_page`, …).
+    fn status(&self) -> Parts;
     /// Runs one probe now; `None` if there is no probe of that name.
-    fn run_probe<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<serde_json::Value>>;
+    fn run_probe<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<RunReport>>;
 }
 
 /// What the admin server reads and where it sends reload requests.
 #[derive(Clone)]
 pub struct AdminState {
+    /// The registry `/metrics` renders.
     pub metrics: Arc<Metrics>,
     /// Set once the config is loaded and every listener is bound.
     pub ready: Arc<AtomicBool>,
+    /// Where reload requests go (the app's reloader answers each).
     pub reload: mpsc::Sender<oneshot::Sender<ReloadResult>>,
+    /// What the agent says of itself (config file, last reload).
     pub status: Arc<RwLock<AgentStatus>>,
+    /// The components' parts of the status document.
     pub components: Arc<dyn Components>,
     /// The running configuration (`admin.token` is read from it at each request).
     pub config: watch::Receiver<Arc<Config>>,
@@ -58,31 +64,12 @@ pub struct AdminState {
 /// What `GET /api/v1/status` reports about the agent itself.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AgentStatus {
+    /// The configuration file in use.
     pub config_file: String,
     /// The problems of the last failed reload, until a reload succeeds.
     pub last_reload_error: Option<String>,
     /// Settings changed by a reload that only a restart applies.
     pub restart_required_for: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct StatusBody<'a> {
-    version: &'static str,
-    ready: bool,
-    config: ConfigStatus<'a>,
-    #[serde(flatten)]
-    components: serde_json::Map<String, serde_json::Value>,
-}
-
-#[derive(Serialize)]
-struct ConfigStatus<'a> {
-    file: &'a str,
-    /// How `POST` endpoints are guarded: `token` or `loopback_only`.
-    admin_access: &'static str,
-    last_reload_success: bool,
-    last_reload_success_timestamp_seconds: f64,
-    last_reload_error: Option<&'a str>,
-    restart_required_for: &'a [String],
 }
 
 /// The admin routes.
@@ -174,25 +161,21 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
 }
 
 /// The status document: the agent, its components, and the overall verdict judged from them.
-fn status_document(state: &AdminState) -> serde_json::Value {
+fn status_document(state: &AdminState) -> StatusDocument {
     let agent = state.status.read().map(|s| s.clone()).unwrap_or_default();
-    let body = StatusBody {
-        version: env!("CARGO_PKG_VERSION"),
-        ready: state.ready.load(Ordering::Acquire),
-        config: ConfigStatus {
-            file: &agent.config_file,
-            admin_access: if state.config.borrow().admin.token().is_some() { "token" } else { "loopback_only" },
-            last_reload_success: state.metrics.config_last_reload_success(),
-            last_reload_success_timestamp_seconds: state.metrics.config_last_reload_timestamp(),
-            last_reload_error: agent.last_reload_error.as_deref(),
-            restart_required_for: &agent.restart_required_for,
+    let config = ConfigState {
+        file: agent.config_file,
+        admin_access: if state.config.borrow().admin.token().is_some() {
+            AdminAccess::Token
+        } else {
+            AdminAccess::LoopbackOnly
         },
-        components: state.components.status(),
+        last_reload_success: state.metrics.agent.config_last_reload_success(),
+        last_reload_success_timestamp_seconds: state.metrics.agent.config_last_reload_timestamp(),
+        last_reload_error: agent.last_reload_error,
+        restart_required_for: agent.restart_required_for,
     };
-    let mut doc = serde_json::to_value(body).unwrap_or_default();
-    let overall = ui::health::assess(&doc);
-    doc["overall"] = serde_json::to_value(overall).unwrap_or_default();
-    doc
+    StatusDocument::judge(state.ready.load(Ordering::Acquire), config, state.components.status())
 }
 
 async fn status(State(state): State<AdminState>) -> Response {

@@ -13,23 +13,27 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::BoxFuture;
 use crate::account::Account;
 use crate::admin::{self, AdminState, AgentStatus, Components, ReloadResult};
+use crate::clients::Clients;
 use crate::cluster::Cluster;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
-use crate::observe::history::History;
+use crate::observe::status::Parts;
 use crate::observe::{self, Observer};
+use crate::poller;
 use crate::probe::{Callback, HttpRunner, Probes, WebhookWatch};
-use crate::proxy::{JobTracker, Proxy};
+use crate::proxy::Proxy;
 use crate::statuspage::StatusPage;
+use crate::tasks::Tasks;
+use crate::vocab::RunReport;
 use crate::webhook::Webhooks;
 
 /// What the running agent needs from its caller: a loaded config and where it came from.
 pub struct Options {
+    /// The configuration to start with.
     pub config: Config,
     /// Re-read on SIGHUP and `POST /-/reload`.
     pub config_path: PathBuf,
@@ -42,6 +46,7 @@ pub struct Options {
 
 /// The listeners the agent serves on, bound by the caller.
 pub struct Listeners {
+    /// The admin port's (`admin.listen`).
     pub admin: TcpListener,
     /// Present when `proxy.enabled`.
     pub proxy: Option<TcpListener>,
@@ -76,10 +81,15 @@ impl Listeners {
 
 /// A started agent, for callers that bind their own listeners (tests, the demo).
 pub struct Handle {
+    /// Where the admin port listens.
     pub admin_addr: SocketAddr,
+    /// Where the proxy listens, when it is enabled.
     pub proxy_addr: Option<SocketAddr>,
+    /// Where the webhook receiver listens, when it is on.
     pub webhooks_addr: Option<SocketAddr>,
+    /// The agent's metrics.
     pub metrics: Arc<Metrics>,
+    /// The configuration in force (replaced by reloads).
     pub config: watch::Receiver<Arc<Config>>,
     /// Ask for a reload, as SIGHUP does.
     pub reload: mpsc::Sender<oneshot::Sender<ReloadResult>>,
@@ -105,12 +115,12 @@ pub fn start(
     opts: Options,
     listeners: Listeners,
     shutdown: CancellationToken,
-) -> anyhow::Result<(Handle, impl std::future::Future<Output = anyhow::Result<()>>)> {
+) -> anyhow::Result<(Handle, impl Future<Output = anyhow::Result<()>>)> {
     let Options { config, config_path, grace_period, drain_delay } = opts;
     // `shutdown` is the signal; `stop` closes the listeners, after the drain delay.
     let stop = CancellationToken::new();
     let metrics = Arc::new(Metrics::new(&config.labels).context("cannot build the metric registry")?);
-    metrics.config_loaded(true);
+    metrics.agent.config_loaded(true);
     let observer = Observer::new(metrics.clone());
     observer.set_slos(&config.slos);
     let Listeners { admin: admin_listener, proxy: proxy_listener, webhooks: webhooks_listener } = listeners;
@@ -121,54 +131,52 @@ pub fn start(
     let status =
         Arc::new(RwLock::new(AgentStatus { config_file: config_path.display().to_string(), ..Default::default() }));
     let ready = Arc::new(AtomicBool::new(false));
-    let tracker = TaskTracker::new();
+    let tasks = Tasks::new();
+    let clients = Clients::new().context("cannot build the HTTP clients")?;
 
     let cluster = Cluster::new(&config_rx.borrow().cluster, observer.clone())?;
-    tracker.spawn(cluster.clone().run_lease(stop.child_token()));
+    tasks.spawn(cluster.clone().run(stop.child_token()));
 
-    let mut runner = HttpRunner::new(observer.clone()).context("cannot build the probes' HTTP client")?;
+    let mut runner = HttpRunner::new(observer.clone(), &clients);
     let mut webhooks_addr = None;
     let mut webhooks = None;
     if let Some(listener) = webhooks_listener {
         webhooks_addr = Some(listener.local_addr().context("webhook listener has no local address")?);
-        let hooks = Webhooks::new(&listener, config_rx.clone(), observer.clone(), cluster.clone())
+        let hooks = Webhooks::new(&listener, config_rx.clone(), observer.clone(), cluster.clone(), tasks.clone())
             .context("webhook listener has no local address")?;
         runner = runner.with_webhooks(Arc::new(WebhookAdapter(hooks.clone())));
-        tracker.spawn(hooks.clone().serve(listener, stop.child_token(), tracker.clone()));
+        tasks.spawn(hooks.clone().serve(listener, stop.child_token()));
         webhooks = Some(hooks);
     }
-    let probes = Probes::new(config_rx.clone(), observer.clone(), Arc::new(runner), cluster.clone());
-    tracker.spawn(probes.clone().run(stop.child_token()));
+    let probes = Probes::new(config_rx.clone(), observer.clone(), Arc::new(runner), cluster.clone(), tasks.clone());
+    tasks.spawn(probes.clone().run(stop.child_token()));
 
     let mut proxy_addr = None;
-    let mut proxy_jobs = None;
+    let mut proxy = None;
     if let Some(listener) = proxy_listener {
         proxy_addr = Some(listener.local_addr().context("proxy listener has no local address")?);
-        let proxy = Proxy::new(&listener, config_rx.clone(), observer.clone(), cluster.clone())?;
-        proxy_jobs = Some(proxy.jobs().clone());
-        tracker.spawn(proxy.serve(listener, stop.child_token(), tracker.clone()));
+        let p = Proxy::new(&listener, config_rx.clone(), observer.clone(), cluster.clone(), tasks.clone())?;
+        tasks.spawn(p.clone().serve(listener, stop.child_token()));
+        proxy = Some(p);
     }
 
     // The exporter counts spans it could not deliver; publish the count with the metrics.
     let spans = metrics.clone();
     let span_token = stop.child_token();
-    tracker.spawn(async move {
+    tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         loop {
             tokio::select! {
                 _ = span_token.cancelled() => return,
-                _ = tick.tick() => spans.spans_dropped_total(crate::telemetry::spans_dropped()),
+                _ = tick.tick() => spans.agent.spans_dropped_total(crate::telemetry::spans_dropped()),
             }
         }
     });
 
-    let status_page =
-        StatusPage::new(config_rx.clone(), observer.clone()).context("cannot build the status page's HTTP client")?;
-    tracker.spawn(status_page.clone().run(stop.child_token()));
-
-    let account = Account::new(config_rx.clone(), observer.clone(), cluster.clone())
-        .context("cannot build the balance poller's HTTP client")?;
-    tracker.spawn(account.clone().run(stop.child_token()));
+    let status_page = StatusPage::new(observer.clone(), clients.pages.clone());
+    tasks.spawn(poller::run(status_page.clone(), config_rx.clone(), cluster.clone(), stop.child_token()));
+    let account = Account::new(observer.clone(), clients.api);
+    tasks.spawn(poller::run(account.clone(), config_rx.clone(), cluster.clone(), stop.child_token()));
 
     let admin_state = AdminState {
         metrics: metrics.clone(),
@@ -176,21 +184,21 @@ pub fn start(
         reload: reload_tx.clone(),
         status: status.clone(),
         components: Arc::new(AgentComponents {
+            config: config_rx.clone(),
             probes,
-            proxy_jobs,
+            proxy,
             status_page,
             account,
             cluster,
             webhooks,
-            history: observer.history().clone(),
+            observer: observer.clone(),
         }),
         config: config_rx.clone(),
     };
-    let admin_token = stop.child_token();
-    tracker.spawn(admin::serve(admin_listener, admin_state, admin_token, tracker.clone()));
+    tasks.spawn(admin::serve(admin_listener, admin_state, stop.child_token(), tasks.tracker().clone()));
 
-    let reloader = Reloader { path: config_path, config: config_tx, observer: observer.clone(), status };
-    tracker.spawn(reloader.run(reload_rx, stop.child_token()));
+    let reloader = Reloader { path: config_path, config: config_tx, observer, status };
+    tasks.spawn(reloader.run(reload_rx, stop.child_token()));
 
     ready.store(true, Ordering::Release);
     let handle = Handle { admin_addr, proxy_addr, webhooks_addr, metrics, config: config_rx, reload: reload_tx };
@@ -206,9 +214,9 @@ pub fn start(
         }
         tracing::info!(grace_period = %humantime::format_duration(grace_period), "shutting down");
         stop.cancel();
-        tracker.close();
-        if tokio::time::timeout(grace_period, tracker.wait()).await.is_err() {
-            tracing::warn!("grace period over with work still in flight; exiting anyway");
+        tasks.tracker().close();
+        if tokio::time::timeout(grace_period, tasks.tracker().wait()).await.is_err() {
+            tracing::warn!(left = tasks.tracker().len(), "grace period over with work still in flight; exiting anyway");
         }
         tracing::info!("stopped");
         Ok(())
@@ -218,45 +226,32 @@ pub fn start(
 
 /// The components as the admin API sees them.
 struct AgentComponents {
+    config: watch::Receiver<Arc<Config>>,
     probes: Probes,
-    proxy_jobs: Option<Arc<JobTracker>>,
+    proxy: Option<Proxy>,
     status_page: StatusPage,
     account: Account,
     cluster: Cluster,
     webhooks: Option<Webhooks>,
-    history: Arc<History>,
+    observer: Observer,
 }
 
 impl Components for AgentComponents {
-    fn status(&self) -> serde_json::Map<String, serde_json::Value> {
-        let mut out = serde_json::Map::new();
-        let mut probes = serde_json::to_value(self.probes.status()).unwrap_or_default();
-        for probe in probes.as_array_mut().into_iter().flatten() {
-            let runs = probe["name"].as_str().map(|name| self.history.probe_runs(name)).unwrap_or_default();
-            probe["recent_runs"] = serde_json::to_value(runs).unwrap_or_default();
+    fn status(&self) -> Parts {
+        let config = self.config.borrow().clone();
+        Parts {
+            probes: self.probes.status(),
+            recent: self.observer.history().recent(),
+            status_page: self.status_page.status(&config),
+            proxy: self.proxy.as_ref().map(Proxy::status),
+            account: self.account.status(&config),
+            cluster: self.cluster.status(),
+            webhooks: self.webhooks.as_ref().map(Webhooks::status),
         }
-        out.insert("probes".into(), probes);
-        out.insert("recent".into(), serde_json::to_value(self.history.recent()).unwrap_or_default());
-        if let Some(sp) = self.status_page.status() {
-            out.insert("status_page".into(), serde_json::to_value(sp).unwrap_or_default());
-        }
-        if let Some(jobs) = &self.proxy_jobs {
-            out.insert("proxy".into(), serde_json::json!({ "jobs_tracked": jobs.len() }));
-        }
-        if let Some(balance) = self.account.status() {
-            out.insert("account".into(), serde_json::json!({ "balance": balance }));
-        }
-        if let Some(cluster) = self.cluster.status() {
-            out.insert("cluster".into(), cluster);
-        }
-        if let Some(hooks) = &self.webhooks {
-            out.insert("webhooks".into(), serde_json::json!({ "waiting": hooks.waiting() }));
-        }
-        out
     }
 
-    fn run_probe<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<serde_json::Value>> {
-        Box::pin(async move { self.probes.run_now(name).await.and_then(|r| serde_json::to_value(r).ok()) })
+    fn run_probe<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<RunReport>> {
+        Box::pin(self.probes.run_now(name))
     }
 }
 
@@ -313,7 +308,7 @@ impl Reloader {
                 self.config.send_replace(Arc::new(new));
                 if let Ok(mut s) = self.status.write() {
                     s.last_reload_error = None;
-                    s.restart_required_for = restart.iter().map(|s| (*s).to_owned()).collect();
+                    s.restart_required_for = restart.clone();
                 }
                 let file = self.path.display().to_string();
                 self.observer.emit(observe::ConfigReloaded { file: &file, restart_required: &restart });
@@ -325,7 +320,7 @@ impl Reloader {
                     s.last_reload_error = Some(problems.clone());
                 }
                 self.observer.emit(observe::ConfigReloadFailed { problems: &problems });
-                Err(problems)
+                Err(e)
             }
         }
     }
@@ -362,6 +357,7 @@ async fn next_hangup(_: &mut Hangups) -> Option<()> {
 
 /// Cancels `token` on SIGTERM or SIGINT (Ctrl-C).
 pub fn cancel_on_shutdown_signals(token: CancellationToken) {
+    // Not on the agent's tracker: the signal starts the shutdown that closes and waits for it.
     tokio::spawn(async move {
         let name = shutdown_signal().await;
         tracing::info!(signal = name, "shutdown requested");

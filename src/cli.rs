@@ -16,12 +16,15 @@ use clap::{Args, Parser, Subcommand};
     after_help = "Without a command, `run` is assumed.\n\nExit codes: 0 ok, 64 bad configuration or usage, 1 runtime failure.\nDocs: config/example.yaml documents every configuration key."
 )]
 pub struct Cli {
+    /// The command (`run` when none is given).
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// `run`'s options, for the command line without a command.
     #[command(flatten)]
     pub run: RunArgs,
 }
 
+/// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent: probes, proxy and status-page poller as configured (the default).
@@ -35,6 +38,7 @@ pub enum Command {
     Demo(DemoArgs),
 }
 
+/// Where the configuration is.
 #[derive(Debug, Args, Clone)]
 pub struct ConfigArgs {
     /// Configuration file (YAML).
@@ -42,8 +46,10 @@ pub struct ConfigArgs {
     pub config: PathBuf,
 }
 
+/// The agent's options.
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
+    /// The configuration file.
     #[command(flatten)]
     pub config: ConfigArgs,
     /// On SIGTERM/SIGINT, how long in-flight work may take to finish before the agent exits.
@@ -55,6 +61,7 @@ pub struct RunArgs {
     pub drain_delay: Duration,
 }
 
+/// The emulator's options.
 #[derive(Debug, Args, Clone)]
 pub struct SimArgs {
     /// Address to serve the emulated API on.
@@ -65,6 +72,7 @@ pub struct SimArgs {
     pub scenario: Option<PathBuf>,
 }
 
+/// The demo's options.
 #[derive(Debug, Args, Clone)]
 pub struct DemoArgs {
     /// Stop by itself after this long (e.g. `30s`); without it, run until Ctrl-C.

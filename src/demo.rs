@@ -14,7 +14,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, Listeners, Options};
+use crate::classify::ErrorClass;
 use crate::config::{self, Environment};
+use crate::observe::status::StatusDocument;
 use crate::sim::{self, Scenario};
 
 /// The emulator's behaviour in the demo: mostly healthy, with every kind of trouble now and then.
@@ -229,34 +231,29 @@ async fn report(admin: SocketAddr, stop: CancellationToken) {
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
         let Ok(r) = http.get(format!("http://{admin}/api/v1/status")).send().await else { continue };
-        let Ok(doc) = r.json::<Value>().await else { continue };
+        let Ok(doc) = r.json::<StatusDocument>().await else { continue };
         println!("[{:>4}s] {}", started.elapsed().as_secs(), status_line(&doc));
     }
 }
 
 /// One compact line: the verdict, requests and error classes, jobs, probes, the status page.
-pub fn status_line(doc: &Value) -> String {
-    let totals = &doc["recent"]["totals"];
-    let mut classes: Vec<(&String, u64)> = totals["classes"]
-        .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k, v.as_u64().unwrap_or(0))).collect())
-        .unwrap_or_default();
+pub fn status_line(doc: &StatusDocument) -> String {
+    let totals = &doc.recent.totals;
+    let mut classes: Vec<(ErrorClass, u32)> = totals.classes.iter().map(|(k, v)| (*k, *v)).collect();
     classes.sort_by_key(|c| std::cmp::Reverse(c.1));
     let classes: Vec<String> = classes.iter().take(4).map(|(k, v)| format!("{k} {v}")).collect();
-    let jobs: u64 =
-        doc["recent"]["jobs"]["finished"].as_object().map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
-    let probes = doc["probes"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let up = probes.iter().filter(|p| p["last"]["success"] == true).count();
+    let jobs: u32 = doc.recent.jobs.finished.values().sum();
+    let up = doc.probes.iter().filter(|p| p.last.as_ref().is_some_and(|l| l.success())).count();
     format!(
         "{} · {} requests, {} errors ({}) · {} jobs done · probes {}/{} up · status page {}",
-        doc["overall"]["state"].as_str().unwrap_or("?"),
-        totals["requests"].as_u64().unwrap_or(0),
-        totals["error"].as_u64().unwrap_or(0),
+        doc.overall.state.as_str(),
+        totals.requests,
+        totals.error,
         if classes.is_empty() { "none".to_owned() } else { classes.join(", ") },
         jobs,
         up,
-        probes.len(),
-        doc["status_page"]["status"].as_str().unwrap_or("-").replace('_', " "),
+        doc.probes.len(),
+        doc.status_page.as_ref().and_then(|p| p.status).map_or("-".to_owned(), |s| s.as_str().replace('_', " ")),
     )
 }
 

@@ -132,7 +132,7 @@ pub fn request(data: &[u8]) {
     let Ok(request) = request.body(()) else { return };
     let (parts, ()) = request.into_parts();
     let mut secrets = request_secrets(&parts);
-    secrets.extend(fields.key.clone());
+    secrets.extend(fields.key);
     let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
     for secret in &secrets {
         // Real keys are long and alphanumeric; shorter ones may be a word of the message itself.
@@ -146,10 +146,10 @@ pub fn request(data: &[u8]) {
 
 /// The webhook receiver's reading of a delivery: the `track_id` it carries back and the job id.
 pub fn webhook(data: &[u8]) {
-    let Ok(payload) = serde_json::from_slice::<serde_json::Value>(data) else { return };
-    let _ = crate::webhook::track_id(&payload);
-    if let Some(id) = crate::webhook::payload_id(&payload) {
-        assert!(id.chars().count() <= crate::webhook::MAX_ID_CHARS, "job id of {} chars is not bounded", id.len());
+    let Some(payload) = crate::webhook::Payload::read(data) else { return };
+    for id in [payload.track_id, payload.job_id].into_iter().flatten() {
+        assert!(id.chars().count() <= classify::MAX_ID_CHARS, "an id of {} chars is not bounded", id.len());
+        assert!(!id.trim().is_empty(), "an empty id");
     }
 }
 

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Run(cli.run)) {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(&args),
         Command::CheckConfig(args) => check_config(&args),
         Command::Sim(args) => sim(&args),
         Command::Demo(args) => demo(&args),
@@ -115,7 +115,7 @@ fn demo(args: &DemoArgs) -> ExitCode {
     }
 }
 
-fn run(args: RunArgs) -> ExitCode {
+fn run(args: &RunArgs) -> ExitCode {
     let config = match load(&args.config) {
         Ok(c) => c,
         Err(code) => return code,

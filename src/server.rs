@@ -1,7 +1,8 @@
 //! Serving HTTP/1.1 and HTTP/2 on a listener, hardened the same way for the proxy, the admin port
 //! and the webhook receiver:
 //!
-//! - at most `max_connections` open connections; further clients wait in the listen backlog;
+//! - at most `max_connections` open connections; further clients wait in the listen backlog (the
+//!   proxy's limit follows reloads: lowered, it takes effect as connections close);
 //! - request headers must arrive within `header_read_timeout` (slowloris) and fit in
 //!   `max_header_bytes` (else hyper answers 431 or closes the connection);
 //! - request framing is hyper's, as RFC 9112 asks: `Content-Length` with `Transfer-Encoding`,
@@ -13,6 +14,8 @@ use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -20,7 +23,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -32,21 +35,102 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Open connections on the admin and webhook ports (the proxy's is `proxy.max_connections`).
 pub const SIDE_PORT_CONNECTIONS: usize = 1024;
 
+/// How many connections a listener may have open; it can change while they are.
+pub struct ConnectionLimit {
+    permits: Arc<Semaphore>,
+    /// The limit now in force.
+    current: Mutex<usize>,
+    /// Permits to drop rather than give back when a connection closes (a limit lowered while
+    /// they were in use).
+    debt: AtomicUsize,
+}
+
+impl ConnectionLimit {
+    /// A limit of `max` connections.
+    pub fn new(max: usize) -> Arc<Self> {
+        let max = max.max(1);
+        Arc::new(ConnectionLimit {
+            permits: Arc::new(Semaphore::new(max)),
+            current: Mutex::new(max),
+            debt: AtomicUsize::new(0),
+        })
+    }
+
+    /// Changes the limit: a higher one at once, a lower one as connections close.
+    pub fn set(&self, max: usize) {
+        let max = max.max(1);
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if max > *current {
+            let mut more = max - *current;
+            // First cancel what was still owed from a lowering.
+            while more > 0 {
+                let owed = self.debt.load(Ordering::Acquire);
+                if owed == 0 {
+                    break;
+                }
+                let paid = owed.min(more);
+                if self.debt.compare_exchange(owed, owed - paid, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    more -= paid;
+                }
+            }
+            self.permits.add_permits(more);
+        } else if max < *current {
+            let fewer = *current - max;
+            let forgotten = self.permits.forget_permits(fewer);
+            self.debt.fetch_add(fewer - forgotten, Ordering::AcqRel);
+        }
+        *current = max;
+    }
+
+    /// The limit now in force.
+    pub fn max(&self) -> usize {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn acquire(self: &Arc<Self>) -> Option<Held> {
+        let permit = self.permits.clone().acquire_owned().await.ok()?;
+        Some(Held { permit: Some(permit), limit: self.clone() })
+    }
+}
+
+/// One open connection's place under the limit.
+struct Held {
+    permit: Option<OwnedSemaphorePermit>,
+    limit: Arc<ConnectionLimit>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let owed = &self.limit.debt;
+        let pays = owed.fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1)).is_ok();
+        if let (true, Some(permit)) = (pays, self.permit.take()) {
+            permit.forget();
+        }
+    }
+}
+
 /// The limits of one listener.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Limits {
-    pub max_connections: usize,
+    /// How many connections may be open.
+    pub connections: Arc<ConnectionLimit>,
+    /// The largest request header block accepted.
     pub max_header_bytes: usize,
+    /// How long a client may take to send its request headers.
     pub header_read_timeout: Duration,
 }
 
+impl Limits {
+    /// The limits of a port with at most `max_connections` open connections.
+    pub fn with_connections(connections: Arc<ConnectionLimit>) -> Self {
+        Limits { connections, max_header_bytes: MAX_HEADER_BYTES, header_read_timeout: HEADER_READ_TIMEOUT }
+    }
+}
+
 impl Default for Limits {
+    /// The admin and webhook ports'.
     fn default() -> Self {
-        Limits {
-            max_connections: SIDE_PORT_CONNECTIONS,
-            max_header_bytes: MAX_HEADER_BYTES,
-            header_read_timeout: HEADER_READ_TIMEOUT,
-        }
+        Limits::with_connections(ConnectionLimit::new(SIDE_PORT_CONNECTIONS))
     }
 }
 
@@ -68,7 +152,6 @@ pub async fn serve<F, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -80,7 +163,7 @@ pub async fn serve<F, S, B>(
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            p = limits.connections.acquire() => match p { Some(p) => p, None => break },
         };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -134,4 +217,29 @@ pub async fn serve_router(
         })
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_limit_rises_at_once_and_falls_as_connections_close() {
+        let limit = ConnectionLimit::new(2);
+        let a = limit.acquire().await.unwrap();
+        let b = limit.acquire().await.unwrap();
+        assert_eq!(limit.permits.available_permits(), 0);
+        limit.set(1);
+        drop(a);
+        assert_eq!(limit.permits.available_permits(), 0, "the closed connection's place is gone");
+        drop(b);
+        assert_eq!(limit.permits.available_permits(), 1);
+        limit.set(3);
+        assert_eq!(limit.permits.available_permits(), 3);
+        let held: Vec<Held> = [limit.acquire().await.unwrap(), limit.acquire().await.unwrap()].into();
+        limit.set(1); // one free permit forgotten at once, one owed
+        limit.set(2); // the debt is cancelled, no permit added
+        drop(held);
+        assert_eq!((limit.permits.available_permits(), limit.max()), (2, 2));
+    }
 }

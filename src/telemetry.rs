@@ -46,8 +46,14 @@ pub fn spans_dropped() -> u64 {
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
+    /// The OTLP exporter could not be built.
     #[error("cannot build the OTLP exporter for {endpoint}: {reason} (check telemetry.otlp)")]
-    Exporter { endpoint: String, reason: String },
+    Exporter {
+        /// The collector's address.
+        endpoint: String,
+        /// Why the exporter could not be built.
+        reason: String,
+    },
 }
 
 /// Keeps telemetry running; [`TelemetryGuard::shutdown`] flushes pending spans.

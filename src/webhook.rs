@@ -29,12 +29,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::cluster::{self, Cluster, SharedDelivery};
+use crate::chain;
+use crate::classify;
+use crate::clock;
+use crate::cluster::{Cluster, Delivery};
 use crate::config::Config;
+use crate::observe::status::WebhooksView;
 use crate::observe::{self, Observer, WebhookResult};
 use crate::server::Limits;
+use crate::tasks::Tasks;
 
 /// Largest delivery read; the API's payloads are a few KiB.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -46,14 +50,14 @@ const ABANDON_AFTER: Duration = Duration::from_secs(2 * 3600);
 /// Label value of deliveries no run waits for.
 const NO_PROBE: &str = "none";
 
-/// One probe run waiting for its webhook.
+/// One probe run waiting for its webhook, as the replica whose probe asked keeps it (to end it).
 struct Run {
     probe: String,
-    track_id: String,
     created: Instant,
     job_id: Option<String>,
     /// When the probe saw the job end.
     finished: Option<Instant>,
+    /// A delivery came (to any replica, as far as this one knows).
     delivered: bool,
 }
 
@@ -67,13 +71,30 @@ struct Inner {
     observer: Observer,
     config: watch::Receiver<Arc<Config>>,
     cluster: Cluster,
-    /// `<public_url>` (or the listener's own address).
-    base: String,
+    tasks: Tasks,
+    /// The listener's own address, for `public_url: ""`.
+    local: SocketAddr,
     runs: Mutex<HashMap<String, Run>>,
 }
 
 fn random_hex(bytes: usize) -> String {
     (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
+}
+
+/// A delivery's verdict: the first is on time until shortly after the probe saw the job end,
+/// late after that; later ones are duplicates. The delay is the arrival after the end (0 when it
+/// came first).
+fn verdict(d: &Delivery, now_ms: u64) -> (WebhookResult, Option<Duration>) {
+    if d.count > 1 {
+        return (WebhookResult::Duplicate, None);
+    }
+    match d.finished_ms {
+        None => (WebhookResult::OnTime, Some(Duration::ZERO)),
+        Some(t) => {
+            let after = Duration::from_millis(now_ms.saturating_sub(t));
+            (if after <= ON_TIME_MARGIN { WebhookResult::OnTime } else { WebhookResult::Late }, Some(after))
+        }
+    }
 }
 
 impl Webhooks {
@@ -83,34 +104,45 @@ impl Webhooks {
         config: watch::Receiver<Arc<Config>>,
         observer: Observer,
         cluster: Cluster,
+        tasks: Tasks,
     ) -> std::io::Result<Self> {
-        let local: SocketAddr = listener.local_addr()?;
-        let public = config.borrow().webhooks.public_url.trim_end_matches('/').to_owned();
-        let base = if public.is_empty() { format!("http://{local}") } else { public };
-        Ok(Webhooks { inner: Arc::new(Inner { observer, config, cluster, base, runs: Mutex::default() }) })
+        let local = listener.local_addr()?;
+        Ok(Webhooks { inner: Arc::new(Inner { observer, config, cluster, tasks, local, runs: Mutex::default() }) })
     }
 
     fn runs(&self) -> MutexGuard<'_, HashMap<String, Run>> {
         self.inner.runs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Serves deliveries and judges overdue runs until `shutdown`.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken, tracker: TaskTracker) {
+    /// `<public_url>` as the running configuration says (or the listener's own address).
+    fn base(&self) -> String {
+        let public = self.inner.config.borrow().webhooks.public_url.trim_end_matches('/').to_owned();
+        if public.is_empty() { format!("http://{}", self.inner.local) } else { public }
+    }
+
+    /// Serves deliveries and judges overdue runs until `shutdown`; runs still waiting then are
+    /// given up (they are not counted missing: nobody waited their grace out).
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
         let app = Router::new()
             .route("/hooks/{token}", post(deliver))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
             .with_state(self.clone());
         let sweeper = self.clone();
         let stop = shutdown.clone();
-        tokio::spawn(async move {
+        self.inner.tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
-                    _ = stop.cancelled() => return,
+                    _ = stop.cancelled() => break,
                     _ = tick.tick() => sweeper.sweep(Instant::now()).await,
                 }
             }
+            let left = sweeper.runs().len();
+            if left > 0 {
+                tracing::info!(runs = left, "shutting down: webhook runs still waiting are given up");
+            }
         });
+        let tracker = self.inner.tasks.tracker().clone();
         crate::server::serve_router(listener, "webhooks", Limits::default(), shutdown, tracker, app).await;
     }
 
@@ -124,23 +156,13 @@ impl Webhooks {
                 None => now >= run.created + ABANDON_AFTER,
             };
             if done {
-                over.push((
-                    token.clone(),
-                    run.probe.clone(),
-                    run.job_id.clone(),
-                    run.delivered,
-                    run.finished.is_some(),
-                ));
+                over.push((token.clone(), run.probe.clone(), run.job_id.clone(), run.finished.is_some()));
             }
             !done
         });
-        let cluster = &self.inner.cluster;
-        for (token, probe, job_id, delivered_here, finished) in over {
-            // Delivered to another replica? Redis says (and forgets the run); unreachable, only
-            // what this replica saw counts.
-            let elsewhere =
-                if cluster.is_shared() { cluster.hook_take(&token).await.is_some_and(|n| n > 0) } else { false };
-            if finished && !delivered_here && !elsewhere {
+        for (token, probe, job_id, finished) in over {
+            let delivered = self.inner.cluster.hook_take(&token).await;
+            if finished && delivered == 0 {
                 self.inner.observer.emit(observe::WebhookDelivery {
                     probe: &probe,
                     result: WebhookResult::Missing,
@@ -161,44 +183,21 @@ impl Webhooks {
         status
     }
 
-    /// Judges one delivery, through Redis with several replicas (falling back to this replica's
-    /// own runs when Redis cannot be reached).
-    async fn judge(&self, token: &str, body: Result<Value, ()>, now: Instant) -> StatusCode {
-        let cluster = &self.inner.cluster;
-        if let (true, Ok(payload)) = (cluster.is_shared(), &body) {
-            if !payload.is_object() {
-                return self.unknown(StatusCode::NOT_FOUND);
-            }
-            let track = track_id(payload);
-            match cluster.hook_deliver(token, track.as_deref()).await {
-                Some(None) => return self.unknown(StatusCode::NOT_FOUND),
-                Some(Some(seen)) => return self.receive_shared(token, &seen, payload),
-                None => {}
-            }
-        }
-        self.receive(token, body, now)
-    }
-
-    /// Judges a delivery Redis recorded: against the moment the run's replica saw the job end.
-    fn receive_shared(&self, token: &str, seen: &SharedDelivery, payload: &Value) -> StatusCode {
+    /// Judges one delivery for `token` (a run of any replica): the answer's status, and the
+    /// verdict emitted.
+    async fn judge(&self, token: &str, payload: Option<Payload>) -> StatusCode {
+        let Some(payload) = payload else { return self.unknown(StatusCode::NOT_FOUND) };
+        let Some(delivery) = self.inner.cluster.hook_deliver(token, payload.track_id.as_deref()).await else {
+            return self.unknown(StatusCode::NOT_FOUND);
+        };
+        let (result, delay) = verdict(&delivery, clock::unix_millis());
         let local_job = self.runs().get_mut(token).and_then(|run| {
             run.delivered = true;
             run.job_id.clone()
         });
-        let (result, delay) = if seen.count > 1 {
-            (WebhookResult::Duplicate, None)
-        } else {
-            match seen.finished_ms {
-                None => (WebhookResult::OnTime, Some(Duration::ZERO)),
-                Some(t) => {
-                    let after = Duration::from_millis(cluster::unix_ms().saturating_sub(t));
-                    (if after <= ON_TIME_MARGIN { WebhookResult::OnTime } else { WebhookResult::Late }, Some(after))
-                }
-            }
-        };
-        let job_id = local_job.or_else(|| payload_id(payload));
+        let job_id = local_job.or(payload.job_id);
         self.inner.observer.emit(observe::WebhookDelivery {
-            probe: &seen.probe,
+            probe: &delivery.probe,
             result,
             delay,
             job_id: job_id.as_deref(),
@@ -206,89 +205,44 @@ impl Webhooks {
         StatusCode::OK
     }
 
-    /// Judges one delivery for `token`: the answer's status, and the verdict emitted.
-    fn receive(&self, token: &str, body: Result<Value, ()>, now: Instant) -> StatusCode {
-        let grace = self.inner.config.borrow().webhooks.grace;
-        let Ok(payload) = body else { return self.unknown(StatusCode::NOT_FOUND) };
-        let mut runs = self.runs();
-        let Some(run) = runs.get_mut(token) else {
-            drop(runs);
-            return self.unknown(StatusCode::NOT_FOUND);
-        };
-        if !payload.is_object() || track_id(&payload).is_some_and(|t| t != run.track_id) {
-            drop(runs);
-            return self.unknown(StatusCode::NOT_FOUND);
-        }
-        let (result, delay) = if run.delivered {
-            (WebhookResult::Duplicate, None)
-        } else {
-            run.delivered = true;
-            match run.finished {
-                // Before the probe saw the end (the usual case: it polls at intervals).
-                None => (WebhookResult::OnTime, Some(Duration::ZERO)),
-                Some(t) => {
-                    let after = now.saturating_duration_since(t);
-                    let result = if after <= ON_TIME_MARGIN { WebhookResult::OnTime } else { WebhookResult::Late };
-                    debug_assert!(after <= grace || result == WebhookResult::Late);
-                    (result, Some(after))
-                }
-            }
-        };
-        let probe = run.probe.clone();
-        let job_id = run.job_id.clone().or_else(|| payload_id(&payload));
-        drop(runs);
-        self.inner.observer.emit(observe::WebhookDelivery { probe: &probe, result, delay, job_id: job_id.as_deref() });
-        StatusCode::OK
-    }
-
-    /// Runs waiting for a delivery now (for `/api/v1/status`).
-    pub fn waiting(&self) -> usize {
-        self.runs().values().filter(|r| !r.delivered).count()
-    }
-}
-
-/// The longest job id kept from a payload (it is logged).
-pub(crate) const MAX_ID_CHARS: usize = 64;
-
-/// The `track_id` a payload carries back, if any.
-pub(crate) fn track_id(payload: &Value) -> Option<String> {
-    match &payload["track_id"] {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// The job id a payload names (bounded: it is logged).
-pub(crate) fn payload_id(payload: &Value) -> Option<String> {
-    match &payload["id"] {
-        Value::Number(n) => Some(n.to_string()),
-        Value::String(s) => Some(crate::classify::truncate(s, MAX_ID_CHARS)),
-        _ => None,
+    /// The receiver's part of `/api/v1/status`.
+    pub fn status(&self) -> WebhooksView {
+        WebhooksView { waiting: self.runs().values().filter(|r| !r.delivered).count() }
     }
 }
 
 async fn deliver(State(hooks): State<Webhooks>, Path(token): Path<String>, body: Body) -> (StatusCode, &'static str) {
-    let now = Instant::now();
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(e) => {
             // Counted as an unknown delivery either way; the answer says which it was.
-            hooks.receive("", Err(()), now);
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-            while let Some(cause) = source {
-                if cause.is::<http_body_util::LengthLimitError>() {
-                    return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large\n");
-                }
-                source = cause.source();
-            }
-            return (StatusCode::BAD_REQUEST, "the payload could not be read\n");
+            hooks.unknown(StatusCode::BAD_REQUEST);
+            return if chain::find::<http_body_util::LengthLimitError>(&e).is_some() {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload too large\n")
+            } else {
+                (StatusCode::BAD_REQUEST, "the payload could not be read\n")
+            };
         }
     };
-    let payload = serde_json::from_slice::<Value>(&bytes).map_err(|_| ());
-    match hooks.judge(&token, payload, now).await {
+    match hooks.judge(&token, Payload::read(&bytes)).await {
         StatusCode::OK => (StatusCode::OK, "ok\n"),
         status => (status, "no run waits for this delivery\n"),
+    }
+}
+
+/// What the receiver reads of a delivery: the `track_id` it carries back and the job's id (both
+/// bounded: they may be logged). Nothing else of a payload is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Payload {
+    pub(crate) track_id: Option<String>,
+    pub(crate) job_id: Option<String>,
+}
+
+impl Payload {
+    /// `None` unless the body is a JSON object.
+    pub(crate) fn read(bytes: &[u8]) -> Option<Payload> {
+        let v = serde_json::from_slice::<Value>(bytes).ok().filter(Value::is_object)?;
+        Some(Payload { track_id: v.get("track_id").and_then(classify::id), job_id: v.get("id").and_then(classify::id) })
     }
 }
 
@@ -299,31 +253,23 @@ pub struct Expected {
     pub url: String,
     /// Unique per run; the delivery must carry it back.
     pub track_id: String,
+    /// The receiver's handle on the run.
     pub token: String,
 }
 
 impl Webhooks {
-    /// Registers a run of `probe` that will ask for a webhook (shared through Redis before the
-    /// API is told, so that any replica can take the delivery).
+    /// Registers a run of `probe` that will ask for a webhook (shared before the API is told, so
+    /// that any replica can take the delivery).
     pub async fn expect(&self, probe: &str) -> Expected {
         let token = random_hex(16);
         let track_id = format!("sentinel-{}", random_hex(8));
-        let url = format!("{}/hooks/{token}", self.inner.base);
+        let url = format!("{}/hooks/{token}", self.base());
         self.runs().insert(
             token.clone(),
-            Run {
-                probe: probe.to_owned(),
-                track_id: track_id.clone(),
-                created: Instant::now(),
-                job_id: None,
-                finished: None,
-                delivered: false,
-            },
+            Run { probe: probe.to_owned(), created: Instant::now(), job_id: None, finished: None, delivered: false },
         );
-        if self.inner.cluster.is_shared() {
-            let keep = ABANDON_AFTER + self.inner.config.borrow().webhooks.grace;
-            self.inner.cluster.hook_expect(&token, probe, &track_id, keep).await;
-        }
+        let keep = ABANDON_AFTER + self.inner.config.borrow().webhooks.grace;
+        self.inner.cluster.hook_expect(&token, probe, &track_id, keep).await;
         Expected { url, track_id, token }
     }
 
@@ -333,19 +279,16 @@ impl Webhooks {
             run.finished = Some(Instant::now());
             run.job_id = job_id.map(str::to_owned);
         }
-        if self.inner.cluster.is_shared() {
-            let (cluster, token, at) = (self.inner.cluster.clone(), token.to_owned(), cluster::unix_ms());
-            tokio::spawn(async move { cluster.hook_finished(&token, at).await });
-        }
+        self.inner.tasks.finish_or_spawn(self.inner.cluster.hook_finished(token, clock::unix_millis()));
     }
 
     /// The run started no job (its submission failed): no delivery is expected.
     pub fn abandon(&self, token: &str) {
         self.runs().remove(token);
-        if self.inner.cluster.is_shared() {
-            let (cluster, token) = (self.inner.cluster.clone(), token.to_owned());
-            tokio::spawn(async move { cluster.hook_take(&token).await });
-        }
+        let take = self.inner.cluster.hook_take(token);
+        self.inner.tasks.finish_or_spawn(async move {
+            take.await;
+        });
     }
 }
 
@@ -353,6 +296,7 @@ impl Webhooks {
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
+    use crate::scrape::Scrape;
 
     async fn hooks() -> (Webhooks, Arc<Metrics>) {
         let text = "upstream:\n  base_url: http://127.0.0.1:9\nwebhooks:\n  listen: 127.0.0.1:0\n  grace: 60s\n";
@@ -363,56 +307,67 @@ mod tests {
         let (tx, rx) = watch::channel(Arc::new(cfg));
         std::mem::forget(tx);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        (Webhooks::new(&listener, rx, Observer::new(metrics.clone()), Cluster::single()).unwrap(), metrics)
+        let hooks =
+            Webhooks::new(&listener, rx, Observer::new(metrics.clone()), Cluster::single(), Tasks::new()).unwrap();
+        (hooks, metrics)
     }
 
     fn count(m: &Metrics, probe: &str, result: &str) -> f64 {
-        let text = m.render().unwrap();
-        let series = format!("modelslab_webhook_deliveries_total{{probe=\"{probe}\",result=\"{result}\"}} ");
-        text.lines().find_map(|l| l.strip_prefix(&series)).map_or(0.0, |v| v.parse().unwrap())
+        let s = Scrape::parse(&m.render().unwrap());
+        s.metric("modelslab_webhook_deliveries_total").label("probe", probe).label("result", result).sum()
+    }
+
+    #[test]
+    fn verdicts_by_count_and_arrival() {
+        let d = |count, finished_ms| Delivery { probe: "gen".into(), count, finished_ms };
+        let secs = |s: u64| Some(Duration::from_secs(s));
+        let table = [
+            (d(1, None), 10_000, (WebhookResult::OnTime, secs(0))),
+            (d(1, Some(10_000)), 12_000, (WebhookResult::OnTime, secs(2))),
+            (d(1, Some(10_000)), 15_000, (WebhookResult::OnTime, secs(5))),
+            (d(1, Some(10_000)), 15_001, (WebhookResult::Late, Some(Duration::from_millis(5001)))),
+            (d(1, Some(10_000)), 9_000, (WebhookResult::OnTime, secs(0))),
+            (d(2, Some(10_000)), 11_000, (WebhookResult::Duplicate, None)),
+        ];
+        for (delivery, now, want) in table {
+            assert_eq!(verdict(&delivery, now), want, "{delivery:?} at {now}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
-    async fn each_run_ends_on_time_late_or_missing_and_extras_are_duplicates_or_unknown() {
+    async fn each_run_ends_on_time_or_missing_and_extras_are_duplicates_or_unknown() {
         let (h, m) = hooks().await;
-        let payload = |track: &str| Ok(serde_json::json!({"status": "success", "id": 7, "track_id": track}));
-        let t0 = Instant::now();
+        let payload = |track: &str| {
+            Payload::read(serde_json::json!({"status": "success", "id": 7, "track_id": track}).to_string().as_bytes())
+        };
 
         // Before the probe sees the end: on time; again: a duplicate.
         let a = h.expect("gen").await;
         assert!(a.url.starts_with("http://127.0.0.1:") && a.url.ends_with(&a.token));
-        assert_eq!(h.receive(&a.token, payload(&a.track_id), t0), StatusCode::OK);
-        assert_eq!(h.receive(&a.token, payload(&a.track_id), t0), StatusCode::OK);
+        assert_eq!(h.judge(&a.token, payload(&a.track_id)).await, StatusCode::OK);
+        assert_eq!(h.judge(&a.token, payload(&a.track_id)).await, StatusCode::OK);
         h.finished(&a.token, Some("7"));
 
-        // After it, beyond the margin: late.
-        let b = h.expect("gen").await;
-        h.finished(&b.token, Some("8"));
-        tokio::time::advance(Duration::from_secs(20)).await;
-        assert_eq!(h.receive(&b.token, payload(&b.track_id), Instant::now()), StatusCode::OK);
-
-        // Never: missing once the grace is over.
+        // Never: missing once the grace is over; a delivery after that is unknown.
         let c = h.expect("gen").await;
         h.finished(&c.token, Some("9"));
+        assert_eq!(h.status().waiting, 1, "the first run had its delivery, this one waits");
         tokio::time::advance(Duration::from_secs(61)).await;
         h.sweep(Instant::now()).await;
-        assert_eq!(
-            h.receive(&c.token, payload(&c.track_id), Instant::now()),
-            StatusCode::NOT_FOUND,
-            "too late: unknown"
-        );
+        assert_eq!(h.judge(&c.token, payload(&c.track_id)).await, StatusCode::NOT_FOUND, "too late: unknown");
 
         // Forged tokens, wrong track ids and malformed bodies: unknown, 404.
         let d = h.expect("gen").await;
-        assert_eq!(h.receive("forged", payload(&d.track_id), Instant::now()), StatusCode::NOT_FOUND);
-        assert_eq!(h.receive(&d.token, payload("sentinel-other"), Instant::now()), StatusCode::NOT_FOUND);
-        assert_eq!(h.receive(&d.token, Err(()), Instant::now()), StatusCode::NOT_FOUND);
+        assert_eq!(h.judge("forged", payload(&d.track_id)).await, StatusCode::NOT_FOUND);
+        assert_eq!(h.judge(&d.token, payload("sentinel-other")).await, StatusCode::NOT_FOUND);
+        assert_eq!(h.judge(&d.token, None).await, StatusCode::NOT_FOUND);
+        assert_eq!(h.judge(&d.token, Payload::read(b"[1]")).await, StatusCode::NOT_FOUND);
         h.abandon(&d.token);
 
-        for (result, n) in [("on_time", 1.0), ("duplicate", 1.0), ("late", 1.0), ("missing", 1.0)] {
+        for (result, n) in [("on_time", 1.0), ("duplicate", 1.0), ("missing", 1.0)] {
             assert_eq!(count(&m, "gen", result), n, "{result}");
         }
-        assert_eq!(count(&m, "none", "unknown"), 4.0);
-        assert_eq!(h.waiting(), 0);
+        assert_eq!(count(&m, "none", "unknown"), 5.0);
+        assert_eq!(h.status().waiting, 0, "ended, abandoned or delivered");
     }
 }

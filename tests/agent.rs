@@ -1,6 +1,6 @@
 //! The agent as a process: `run` on port 0, scraped over HTTP; reload by SIGHUP and POST;
 //! graceful SIGTERM; the key kept out of everything it shows.
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! The alert rules: `promtool check rules` clean, `promtool test rules` passing, and every alert
 //! complete (for, severity, summary, description, runbook_url pointing at a runbook section).
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use std::process::Command;
 

@@ -1,6 +1,6 @@
 //! `check-config` against every file of tests/fixtures/config/invalid (exit 64, the exact
 //! problems of its `.expected` file) and against the shipped valid files (exit 0, redacted).
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

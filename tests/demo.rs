@@ -1,7 +1,7 @@
 //! `demo`: within 20 s of starting, /metrics shows probe and proxy traffic, at least three error
 //! classes, finished jobs and the status page; the status page URL comes first, a status line every
 //! 10 s; `--duration` stops it with exit 0. (The dashboards against the demo: prometheus_e2e.rs.)
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

@@ -6,7 +6,7 @@
 //! the rendered PrometheusRule through `promtool check rules`; selectors, ports, probes and names
 //! checked against each other. Then the defects rendering once found, each with its own check.
 //! `scripts/test` installs helm, kubernetes-validate and the npm package when they are missing.
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 
@@ -549,7 +549,7 @@ fn the_values_schema_refuses_wrong_types() {
 #[test]
 fn rules_and_dashboards_in_the_chart_are_the_repositorys_own() {
     let same = |a: &str, b: &str| {
-        assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "{a} differs from {b}: copy it again")
+        assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "{a} differs from {b}: copy it again");
     };
     same("alerts/modelslab-sentinel.rules.yml", &format!("{CHART}/files/modelslab-sentinel.rules.yml"));
     for d in ["overview.json", "jobs.json"] {

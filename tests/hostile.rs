@@ -2,7 +2,7 @@
 //! slowloris, oversized headers and bodies, request-smuggling shapes, and upstreams that reset,
 //! stop short, never end, bomb, talk garbage, dance the 100-continue or speak HTTP/1.0. Each is
 //! answered in a defined way, counted, and the agent stays healthy for everyone else.
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! output check's result, the failing check and URL named in the report, query strings left
 //! out) and the webhooks (on time, late, missing, duplicate, and forged or oversized deliveries
 //! refused as unknown; replays after a run ended are `src/webhook.rs`'s unit test).
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 
@@ -60,14 +60,14 @@ async fn every_output_check_passes_or_fails_with_the_check_and_url_named() {
         let m = a.metrics();
         assert_eq!(checks(&m, name, result), 1.0, "{name}: {report}\n{m}");
         if result == "ok" {
-            assert_eq!(report["success"], true, "{report}");
+            assert_eq!(report["result"], "success", "{report}");
             assert!(
                 m.metric("modelslab_output_download_duration_seconds_count").label("probe", name).value() >= Some(1.0)
             );
         } else {
             assert_eq!(
-                (report["success"].clone(), report["failure_reason"].clone()),
-                (json!(false), json!("output")),
+                (report["result"].clone(), report["failure_reason"].clone()),
+                (json!("failure"), json!("output")),
                 "{report}"
             );
             let why = report["failed_expectations"]
@@ -101,7 +101,7 @@ async fn a_failing_check_names_the_url_without_its_query_and_never_sends_the_key
     let app = axum::Router::new()
         .route(
             "/api/v6/images/text2img",
-            axum::routing::post(|headers: axum::http::HeaderMap| async move {
+            axum::routing::post(|headers: http::HeaderMap| async move {
                 let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("").to_owned();
                 axum::Json(json!({"status": "success", "id": 1,
                     "output": [format!("http://{host}/cdn/gone.png?X-Amz-Signature=secret-signature")]}))
@@ -109,11 +109,11 @@ async fn a_failing_check_names_the_url_without_its_query_and_never_sends_the_key
         )
         .route(
             "/cdn/gone.png",
-            axum::routing::get(move |headers: axum::http::HeaderMap, uri: axum::http::Uri| {
+            axum::routing::get(move |headers: http::HeaderMap, uri: http::Uri| {
                 let s = s.clone();
                 async move {
                     s.lock().unwrap().push(format!("{uri} {headers:?}"));
-                    axum::http::StatusCode::NOT_FOUND
+                    http::StatusCode::NOT_FOUND
                 }
             }),
         );
@@ -157,7 +157,7 @@ async fn hooked(hooks: Hooks, grace: &str) -> (Agent, Emulator) {
 async fn webhooks_arrive_on_time_and_duplicates_are_counted() {
     let (a, _sim) = hooked(Hooks { duplicate: 1.0, ..Hooks::default() }, "20s").await;
     let report = run(&a, "gen").await;
-    assert_eq!(report["success"], true, "{report}");
+    assert_eq!(report["result"], "success", "{report}");
     eventually(Duration::from_secs(5), "the webhook and its duplicate arrive", async || {
         let m = a.metrics();
         deliveries(&m, "gen", "on_time") == 1.0 && deliveries(&m, "gen", "duplicate") == 1.0
@@ -172,7 +172,7 @@ async fn webhooks_arrive_on_time_and_duplicates_are_counted() {
 async fn a_late_webhook_is_late_and_a_dropped_one_missing() {
     // Sent 7 s after the job ends: the probe saw the end long before (it polls every 200 ms).
     let (a, _sim) = hooked(Hooks { delay: Span::fixed(Duration::from_secs(7)), ..Hooks::default() }, "20s").await;
-    assert_eq!(run(&a, "gen").await["success"], true);
+    assert_eq!(run(&a, "gen").await["result"], "success");
     eventually(Duration::from_secs(12), "the late webhook", async || deliveries(&a.metrics(), "gen", "late") == 1.0)
         .await;
     let delay = a.metrics().metric("modelslab_webhook_delay_seconds_sum").label("probe", "gen").value().unwrap();
@@ -180,7 +180,7 @@ async fn a_late_webhook_is_late_and_a_dropped_one_missing() {
     a.stop().await;
 
     let (a, _sim) = hooked(Hooks { drop: 1.0, ..Hooks::default() }, "2s").await;
-    assert_eq!(run(&a, "gen").await["success"], true, "the webhook is checked apart from the run");
+    assert_eq!(run(&a, "gen").await["result"], "success", "the webhook is checked apart from the run");
     eventually(Duration::from_secs(6), "missing after the grace", async || {
         deliveries(&a.metrics(), "gen", "missing") == 1.0
     })
@@ -205,7 +205,7 @@ async fn forged_and_oversized_deliveries_are_unknown() {
     assert_eq!(oversized.status(), 413);
     assert_eq!(c.get(format!("{hooks}/metrics")).send().await.unwrap().status(), 404, "the receiver serves hooks only");
     // A real delivery is still on time beside them (a replay after its run ended is a unit test).
-    assert_eq!(run(&a, "gen").await["success"], true);
+    assert_eq!(run(&a, "gen").await["result"], "success");
     eventually(Duration::from_secs(5), "delivered", async || deliveries(&a.metrics(), "gen", "on_time") == 1.0).await;
     let m = a.metrics();
     assert_eq!(deliveries(&m, "none", "unknown"), 2.0);
@@ -222,7 +222,7 @@ async fn redirects_are_followed_a_few_times_and_each_hop_meets_the_allowlist() {
         .write_to(&mut png, image::ImageFormat::Png)
         .unwrap();
     let png = png.into_inner();
-    let found = |to: String| (axum::http::StatusCode::FOUND, [("location", to)]);
+    let found = |to: String| (http::StatusCode::FOUND, [("location", to)]);
     let app = axum::Router::new()
         .route(
             "/api/v6/images/text2img",
@@ -238,7 +238,7 @@ async fn redirects_are_followed_a_few_times_and_each_hop_meets_the_allowlist() {
         // The allowlisted host hands the download to another host (the same server, by name).
         .route(
             "/cdn/away",
-            axum::routing::get(move |headers: axum::http::HeaderMap| async move {
+            axum::routing::get(move |headers: http::HeaderMap| async move {
                 let host = headers.get("host").unwrap().to_str().unwrap().to_owned();
                 found(format!("http://{}/cdn/final.png", host.replace("127.0.0.1", "localhost")))
             }),
@@ -261,7 +261,7 @@ async fn redirects_are_followed_a_few_times_and_each_hop_meets_the_allowlist() {
     );
     let a = Agent::start(&text).await;
     let two = run(&a, "two-hops").await;
-    assert_eq!(two["success"], true, "two redirects, then a 512×768 PNG: {two}");
+    assert_eq!(two["result"], "success", "two redirects, then a 512×768 PNG: {two}");
     let endless = run(&a, "endless").await.to_string();
     assert!(endless.contains("output download_failed") && endless.contains("more than 3 redirects"), "{endless}");
     let elsewhere = run(&a, "elsewhere").await.to_string();

@@ -1,7 +1,7 @@
 //! Probes against the emulator: every expectation kind passing and failing, following jobs to
 //! success, to failure and past max_wait, soft errors, transport failures and timeouts, key
 //! injection; and, through the agent process, the on-demand endpoint and the key kept out.
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 
@@ -10,11 +10,14 @@ use std::time::Duration;
 
 use common::*;
 use modelslab_sentinel::classify::{ErrorClass, Reason, RequestKind};
+use modelslab_sentinel::clients::Clients;
 use modelslab_sentinel::cluster::Cluster;
 use modelslab_sentinel::metrics::Metrics;
 use modelslab_sentinel::observe::ProbeFailure;
-use modelslab_sentinel::probe::{HttpRunner, Probes, RunReport};
+use modelslab_sentinel::probe::{HttpRunner, Probes};
 use modelslab_sentinel::sim::{Faults, Scenario, Span};
+use modelslab_sentinel::tasks::Tasks;
+use modelslab_sentinel::vocab::RunReport;
 use tokio_util::sync::CancellationToken;
 
 /// The probes of `probes_yaml` against `base`, runnable on demand (no schedule running).
@@ -22,8 +25,8 @@ fn probes(base: &str, key: &str, probes_yaml: &str) -> (Probes, Arc<Metrics>) {
     let cfg =
         load_config(&format!("upstream:\n  base_url: {base}\n  api_key: {key}\n  timeout: 2s\nprobes:\n{probes_yaml}"));
     let (observer, metrics) = observer(&cfg);
-    let runner = Arc::new(HttpRunner::new(observer.clone()).unwrap());
-    (Probes::new(watched(cfg), observer, runner, Cluster::single()), metrics)
+    let runner = Arc::new(HttpRunner::new(observer.clone(), &Clients::new().unwrap()));
+    (Probes::new(watched(cfg), observer, runner, Cluster::single(), Tasks::new()), metrics)
 }
 
 /// Starts the schedule long enough to register every probe, then runs `name` on demand.
@@ -69,16 +72,16 @@ async fn every_expectation_kind_passes_and_fails() {
     }
     let (p, metrics) = probes(&base, "k", &yaml);
     let ok = run(&p, "all-pass").await;
-    assert!(ok.success, "{:?}", ok.failed_expectations);
+    assert!(ok.success(), "{:?}", ok.failed_expectations());
     assert_eq!(
-        (ok.http_status, ok.error_class, ok.reason),
+        (ok.http_status(), ok.error_class(), ok.reason()),
         (Some(400), Some(ErrorClass::BadRequest), Some(Reason::MissingParameter))
     );
     for (name, _, why) in failing {
         let r = run(&p, name).await;
-        assert!(!r.success, "{name}");
-        assert_eq!(r.failure_reason, Some(ProbeFailure::Expectation), "{name}");
-        assert!(r.failed_expectations.iter().any(|f| f.contains(why)), "{name}: {:?}", r.failed_expectations);
+        assert!(!r.success(), "{name}");
+        assert_eq!(r.failure_reason(), Some(ProbeFailure::Expectation), "{name}");
+        assert!(r.failed_expectations().iter().any(|f| f.contains(why)), "{name}: {:?}", r.failed_expectations());
     }
     let text = scrape_registry(&metrics);
     assert_eq!(text.metric("modelslab_probe_success").label("probe", "all-pass").value(), Some(1.0));
@@ -115,7 +118,7 @@ async fn following_a_job_to_success_failure_and_past_max_wait() {
     let expect = "    expect:\n      status: success\n      json: [ { pointer: /output/0, exists: true } ]\n";
     let (p, metrics) = probes(&sim.url, "k", &generation_probe(expect));
     let r = run(&p, "gen").await;
-    assert!(r.success, "{r:?}");
+    assert!(r.success(), "{r:?}");
     assert!(
         r.exchanges.len() >= 2
             && r.exchanges[0].kind == RequestKind::Submit
@@ -137,7 +140,7 @@ async fn following_a_job_to_success_failure_and_past_max_wait() {
     let (p, metrics) = probes(&sim2.url, "k", &generation_probe(""));
     let r = run(&p, "gen").await;
     assert_eq!(
-        (r.success, r.failure_reason, r.error_class),
+        (r.success(), r.failure_reason(), r.error_class()),
         (false, Some(ProbeFailure::JobFailed), Some(ErrorClass::JobFailed)),
         "{r:?}"
     );
@@ -150,7 +153,7 @@ async fn following_a_job_to_success_failure_and_past_max_wait() {
     let sim3 = emulator(Scenario { job_duration: Span::fixed(Duration::from_secs(1200)), ..Scenario::default() }).await;
     let (p, metrics) = probes(&sim3.url, "k", &generation_probe(""));
     let r = run(&p, "gen").await;
-    assert_eq!((r.success, r.failure_reason), (false, Some(ProbeFailure::JobTimeout)), "{r:?}");
+    assert_eq!((r.success(), r.failure_reason()), (false, Some(ProbeFailure::JobTimeout)), "{r:?}");
     assert!(r.duration_seconds <= 240.0, "gave up within max_wait: {}", r.duration_seconds);
     let text = scrape_registry(&metrics);
     assert_eq!(
@@ -166,8 +169,8 @@ async fn a_soft_error_fails_a_success_expectation_and_counts_as_http_200() {
     let base = sim.url.clone();
     let (p, metrics) = probes(&base, "k", &probe("gen", GENERATE, ""));
     let r = run(&p, "gen").await;
-    assert_eq!((r.success, r.http_status, r.error_class), (false, Some(200), Some(ErrorClass::ServerError)));
-    assert_eq!(r.failure_reason, Some(ProbeFailure::Expectation));
+    assert_eq!((r.success(), r.http_status(), r.error_class()), (false, Some(200), Some(ErrorClass::ServerError)));
+    assert_eq!(r.failure_reason(), Some(ProbeFailure::Expectation));
     let text = scrape_registry(&metrics);
     assert_eq!(
         text.metric("modelslab_errors_total")
@@ -183,11 +186,11 @@ async fn a_soft_error_fails_a_success_expectation_and_counts_as_http_200() {
 
 #[tokio::test]
 async fn transport_failures_and_exchange_timeouts() {
-    let port = common::free_port(); // nothing listens there
+    let port = free_port(); // nothing listens there
     let (p, metrics) = probes(&format!("http://127.0.0.1:{port}"), "k", &probe("down", GENERATE, ""));
     let r = run(&p, "down").await;
     assert_eq!(
-        (r.failure_reason, r.http_status, r.error_class),
+        (r.failure_reason(), r.http_status(), r.error_class()),
         (Some(ProbeFailure::Transport), None, Some(ErrorClass::Transport))
     );
     let text = scrape_registry(&metrics);
@@ -207,7 +210,7 @@ async fn transport_failures_and_exchange_timeouts() {
     let (p, _) = probes(&base, "k", &probe("hang", GENERATE, ""));
     let r = run(&p, "hang").await;
     assert_eq!(
-        (r.failure_reason, r.error_class),
+        (r.failure_reason(), r.error_class()),
         (Some(ProbeFailure::Timeout), Some(ErrorClass::Timeout)),
         "upstream.timeout (2s) bounds the exchange"
     );
@@ -222,11 +225,11 @@ async fn the_key_is_injected_unless_the_probe_brings_its_own() {
         + &probe("own-key", "{ path: /api/v6/images/text2img, body: { key: sim-invalid-on-purpose, prompt: p } }", "")
         + &probe("no-inject", "{ path: /api/v6/images/text2img, body: { prompt: p }, inject_key: false }", "");
     let (p, _) = probes(&base, "sim-broke-configured", &yaml);
-    assert_eq!(run(&p, "injected").await.error_class, Some(ErrorClass::PaymentRequired));
+    assert_eq!(run(&p, "injected").await.error_class(), Some(ErrorClass::PaymentRequired));
     let own = run(&p, "own-key").await;
-    assert_eq!((own.http_status, own.reason), (Some(401), Some(Reason::InvalidApiKey)));
+    assert_eq!((own.http_status(), own.reason()), (Some(401), Some(Reason::InvalidApiKey)));
     let none = run(&p, "no-inject").await;
-    assert_eq!((none.http_status, none.message.as_deref()), (Some(401), Some("key is required")));
+    assert_eq!((none.http_status(), none.message()), (Some(401), Some("key is required")));
 }
 
 #[tokio::test]
@@ -249,8 +252,8 @@ async fn the_agent_schedules_probes_serves_on_demand_runs_and_keeps_the_key_out(
     let (code, report) = post(&format!("{admin}/api/v1/probes/generate/run"), "").await;
     assert_eq!(code, 200, "{report}");
     let json: serde_json::Value = serde_json::from_str(&report).unwrap();
-    assert_eq!(json["success"], false, "a processing answer is not success without follow");
-    assert_eq!(json["outcome"], "processing");
+    assert_eq!(json["result"], "failure", "a processing answer is not success without follow");
+    assert_eq!(json["answer"]["outcome"], "processing");
     assert_eq!(json["exchanges"][0]["endpoint"], "/api/v6/images/text2img");
     assert_eq!(post(&format!("{admin}/api/v1/probes/nope/run"), "").await.0, 404);
 
@@ -258,7 +261,7 @@ async fn the_agent_schedules_probes_serves_on_demand_runs_and_keeps_the_key_out(
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     let names: Vec<&str> = status["probes"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["validation", "generate"]);
-    assert_eq!(status["probes"][1]["last"]["job_id"].as_str().map(|s| !s.is_empty()), Some(true));
+    assert_eq!(status["probes"][1]["last"]["answer"]["job_id"].as_str().map(|s| !s.is_empty()), Some(true));
 
     let metrics = get(&format!("{admin}/metrics")).await.1;
     promtool_check_metrics(&metrics).unwrap_or_else(|e| panic!("{e}"));

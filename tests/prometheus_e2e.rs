@@ -3,7 +3,7 @@
 //! every panel query of every dashboard (template variables and `$__rate_interval` substituted),
 //! every template variable and every annotation query must be valid PromQL that returns data.
 //! The report (each panel, its query, data or not) is written to target/dashboard-report.md.
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

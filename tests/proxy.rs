@@ -1,6 +1,6 @@
 //! The proxy, in-process on 127.0.0.1:0, against the emulator and against a hand-made upstream
 //! whose answers are chosen per request (`x-canned` header).
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! The proxy in the agent process: the official clients run through it unchanged, the key is
 //! kept out of everything wherever it travels, and SIGTERM drains in-flight requests.
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

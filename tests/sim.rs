@@ -1,6 +1,6 @@
 //! The emulator against the API's documentation: every seed example, the magic keys, queue
 //! limits, async jobs, each fault, scenario replacement; and the classifier agreeing with it.
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

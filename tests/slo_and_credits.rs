@@ -1,7 +1,7 @@
 //! Error budgets and credits, in the agent against the emulator: each SLO kind judging its events
 //! (and a reload adding and removing SLOs), and the wallet balance polled through the API's error
 //! model (a revoked key is a failed poll, not a balance of 0; the last balance stays).
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 
@@ -99,7 +99,7 @@ async fn each_slo_judges_its_own_events_and_reloads_add_and_remove_them() {
     );
     // A probe run, judged by the probes SLO.
     let report = post(&format!("{}/api/v1/probes/validation/run", a.admin), "").await.1;
-    let success = report.contains("\"success\":true");
+    let success = report.contains("\"result\":\"success\"");
     let m = a.metrics();
     assert_eq!(slo_count(&m, "validation-probe", if success { "good" } else { "bad" }), 1.0, "{report}");
 

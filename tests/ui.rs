@@ -2,7 +2,7 @@
 //! running agent watching the emulator, in three states — healthy, degraded, failing — and the
 //! rendered DOM is checked (the verdict, probe rows, error classes), the Content-Security-Policy
 //! must not block anything, and a screenshot of each state is saved under `target/ui/`.
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

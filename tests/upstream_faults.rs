@@ -1,7 +1,7 @@
 //! The proxy against an upstream that misbehaves at the connection level: keep-alive
 //! connections closed while idle, at random moments. A request that never reached the upstream
 //! is sent again on a fresh connection; none becomes a synthetic 502, and none is sent twice.
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

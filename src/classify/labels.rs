@@ -9,7 +9,7 @@ macro_rules! label_enum {
     ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        $vis enum $name { $($(#[$vmeta])* $variant,)+ }
+        $vis enum $name { $($(#[$vmeta])* #[doc = concat!("Label value `", $text, "`.")] $variant,)+ }
 
         impl $name {
             /// Every value, in declaration order.

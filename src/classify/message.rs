@@ -10,8 +10,11 @@ use super::labels::{Field, Reason};
 /// What one message says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recognised {
+    /// Which documented wording it is (`other` if none).
     pub reason: Reason,
+    /// The request parameter it names, for validation reasons.
     pub field: Option<Field>,
+    /// N of `Maximum N queued requests`.
     pub queue_limit: Option<u32>,
 }
 

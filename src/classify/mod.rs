@@ -41,12 +41,14 @@ label_enum! {
 pub struct Context {
     /// Used to turn an HTTP-date `Retry-After` into seconds.
     pub now: SystemTime,
+    /// A submission or a poll.
     pub kind: RequestKind,
     /// Largest decoded body inspected; larger bodies are classified as not inspectable JSON.
     pub decode_limit: usize,
 }
 
 impl Context {
+    /// The context of an exchange of `kind` now, with the default decode limit.
     pub fn new(kind: RequestKind) -> Self {
         Context { now: SystemTime::now(), kind, decode_limit: DEFAULT_DECODE_LIMIT }
     }
@@ -64,7 +66,9 @@ pub enum Failure {
 /// Why an answer is an error, in label terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorInfo {
+    /// The coarse class alerts look at.
     pub class: ErrorClass,
+    /// What the message said.
     pub reason: Reason,
     /// The parameters a validation error names (empty for other reasons).
     pub fields: Vec<Field>,
@@ -91,16 +95,26 @@ pub struct Details {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Classification {
     /// `"status":"success"`.
-    Success { details: Details },
+    Success {
+        /// The fields the answer carried.
+        details: Details,
+    },
     /// `"status":"processing"`: an async job, with what the API promised about it.
     Processing {
+        /// The fields the answer carried.
         details: Details,
         /// Promised seconds until the job is done.
         eta: Option<f64>,
+        /// Where the API says to poll the job.
         fetch_result: Option<String>,
     },
     /// Anything else: an error of a class, for a reason.
-    Error { details: Details, error: ErrorInfo },
+    Error {
+        /// The fields the answer carried.
+        details: Details,
+        /// Why it is an error.
+        error: ErrorInfo,
+    },
 }
 
 impl Classification {
@@ -179,7 +193,7 @@ pub fn classify_failure(failure: Failure) -> Classification {
 pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], ctx: &Context) -> Classification {
     let is_2xx = (200..300).contains(&status);
     let encoding = headers.get(http::header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-    let json = body::decode(encoding, body, ctx.decode_limit).ok().and_then(|b| parse_json(&b));
+    let json = decode(encoding, body, ctx.decode_limit).ok().and_then(|b| parse_json(&b));
 
     let Some(json) = json else {
         let class = if is_2xx { ErrorClass::InvalidResponse } else { ErrorClass::from_http_status(status) };
@@ -201,7 +215,7 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], ctx: &Context) ->
 
     let details = Details {
         api_status,
-        id: json.get("id").and_then(id_text),
+        id: json.get("id").and_then(id),
         retry_after: json.get("retry_after").and_then(seconds).or_else(|| retry_after_header(headers, ctx.now)),
         queue_limit: recognised.queue_limit,
         message: message.as_ref().map(|m| m.text.clone()),
@@ -321,20 +335,28 @@ fn extract_message(json: &Value) -> Option<Message> {
     }
 }
 
-/// A non-negative number of seconds given as a JSON number or a numeric string.
-fn seconds(v: &Value) -> Option<f64> {
+/// A finite number, given as a JSON number or as a string holding one (the API sends both for
+/// `eta`, `retry_after`, balances and sizes).
+pub fn number(v: &Value) -> Option<f64> {
     let n = match v {
         Value::Number(n) => n.as_f64()?,
         Value::String(s) => s.trim().parse::<f64>().ok()?,
         _ => return None,
     };
-    (n.is_finite() && n >= 0.0).then_some(n)
+    n.is_finite().then_some(n)
 }
 
-fn id_text(v: &Value) -> Option<String> {
+/// A non-negative number of seconds.
+fn seconds(v: &Value) -> Option<f64> {
+    number(v).filter(|n| *n >= 0.0)
+}
+
+/// An id (a job's `id`, a `request_id`, a webhook's `track_id`), given as a number or as a
+/// string; at most [`MAX_ID_CHARS`], since ids end up in logs and spans.
+pub fn id(v: &Value) -> Option<String> {
     match v {
         Value::Number(n) => Some(n.to_string()),
-        Value::String(s) if !s.trim().is_empty() && s.len() <= MAX_ID_CHARS => Some(s.trim().to_owned()),
+        Value::String(s) if !s.trim().is_empty() && s.trim().len() <= MAX_ID_CHARS => Some(s.trim().to_owned()),
         _ => None,
     }
 }

@@ -291,7 +291,7 @@ fn arb_json_body() -> impl Strategy<Value = Vec<u8>> {
         Just("null".to_owned()),
         any::<f64>().prop_map(|f| if f.is_finite() { f.to_string() } else { "1e309".to_owned() }),
         any::<i64>().prop_map(|i| i.to_string()),
-        ".{0,30}".prop_map(|s| serde_json::Value::String(s).to_string()),
+        ".{0,30}".prop_map(|s| Value::String(s).to_string()),
         Just(r#"{"init_image":["The init image field is required."],"x":[1,{}]}"#.to_owned()),
         Just("[\"a\",2]".to_owned()),
     ];

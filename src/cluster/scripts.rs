@@ -8,7 +8,7 @@ use redis::Script;
 /// Tracks a job unless it is tracked already; evicts the oldest beyond the cap.
 /// KEYS: job key, index. ARGV: value, key lifetime ms, submitted ms, id, max tracked, job key
 /// prefix. Returns `["1"|"0", evicted values…]`.
-pub static TRACK: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static TRACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'0'} end
@@ -30,7 +30,7 @@ pub static TRACK: LazyLock<Script> = LazyLock::new(|| {
 
 /// A job's value; with ARGV[2] = 1 also deleted (get-and-delete: one caller ends it).
 /// KEYS: job key, index. ARGV: id, end (0|1).
-pub static FETCH: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static FETCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local v = redis.call('GET', KEYS[1])
@@ -45,7 +45,7 @@ pub static FETCH: LazyLock<Script> = LazyLock::new(|| {
 
 /// Takes out the jobs submitted before a cutoff. KEYS: index. ARGV: cutoff ms, job key prefix,
 /// limit. Returns the values of the jobs it deleted (ids already ended leave nothing).
-pub static SWEEP: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static SWEEP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
@@ -63,7 +63,7 @@ pub static SWEEP: LazyLock<Script> = LazyLock::new(|| {
 
 /// Takes the lease if nobody holds it, with a new fencing epoch. KEYS: lease, epoch counter.
 /// ARGV: replica, ttl ms. Returns `replica#epoch`, or nil.
-pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         if redis.call('EXISTS', KEYS[1]) == 1 then return false end
@@ -76,7 +76,7 @@ pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
 
 /// Extends the lease if this holder still has it. KEYS: lease. ARGV: value held, ttl ms.
 /// Returns 1, or 0 when another holds it.
-pub static RENEW: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -86,7 +86,7 @@ pub static RENEW: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Gives the lease up if this holder still has it. KEYS: lease. ARGV: value held.
-pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -98,7 +98,7 @@ pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
 /// Records one delivery of a waiting webhook. KEYS: the run's hash (`{prefix}:hook:TOKEN`).
 /// ARGV: the payload's `track_id` (empty when it carried none). Returns nil when no run waits
 /// for it (or the track id is another's), else `[probe, deliveries so far, finished ms or ""]`.
-pub static DELIVER: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static DELIVER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local run = redis.call('HMGET', KEYS[1], 'probe', 'track', 'finished')
@@ -111,7 +111,7 @@ pub static DELIVER: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Notes when the run saw its job end, if the run still waits. KEYS: the run's hash. ARGV: ms.
-pub static FINISHED: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static FINISHED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'finished', ARGV[1]) end
@@ -121,7 +121,7 @@ pub static FINISHED: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Ends a run: its delivery count (0 when none came), and the hash deleted. KEYS: the run's hash.
-pub static TAKE: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static TAKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local n = redis.call('HGET', KEYS[1], 'n')

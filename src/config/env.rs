@@ -3,8 +3,11 @@
 /// Why a string could not be substituted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubstError {
+    /// `${NAME}` of an unset variable without a default.
     Unset(String),
+    /// `${` without its `}`.
     Unterminated,
+    /// `${…}` holding something that is not a variable name.
     BadName(String),
 }
 

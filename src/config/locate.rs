@@ -5,7 +5,9 @@
 /// One step of a config path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seg {
+    /// A mapping key.
     Key(String),
+    /// A list index.
     Index(usize),
 }
 

@@ -9,6 +9,7 @@
 
 mod env;
 mod locate;
+pub mod reload;
 mod schema;
 mod validate;
 
@@ -29,6 +30,7 @@ pub struct Problem {
     pub path: String,
     /// 1-based line in the file, when it could be found.
     pub line: Option<usize>,
+    /// What is wrong and what to write instead.
     pub message: String,
 }
 
@@ -47,10 +49,22 @@ impl fmt::Display for Problem {
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read config file {}: {source} (pass --config FILE or set MODELSLAB_SENTINEL_CONFIG)", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The file was read and is not a valid configuration.
     #[error("{}", render_problems(file, problems))]
-    Invalid { file: String, problems: Vec<Problem> },
+    Invalid {
+        /// The file, as given.
+        file: String,
+        /// Every problem found, in file order where it could be found.
+        problems: Vec<Problem>,
+    },
 }
 
 impl ConfigError {
@@ -75,6 +89,7 @@ fn render_problems(file: &str, problems: &[Problem]) -> String {
 
 /// How a load looks up what lies outside the file: environment variables and `*_file` secrets.
 pub struct Environment<'a> {
+    /// Looks up an environment variable.
     pub var: &'a dyn Fn(&str) -> Option<String>,
     /// Relative `*_file` paths are resolved against this folder (the config file's).
     pub base_dir: PathBuf,
@@ -180,6 +195,24 @@ const SECTIONS: &[&str] = &[
     "webhooks",
 ];
 
+/// Each section on its own: `None` where it had a problem (reported), so that every section is
+/// read and checked whatever the others hold.
+struct Sections {
+    upstream: Option<Upstream>,
+    admin: Option<Admin>,
+    proxy: Option<Proxy>,
+    jobs: Option<Jobs>,
+    labels: Option<Labels>,
+    probes: Vec<Option<Probe>>,
+    /// `Some(None)`: no status page.
+    status_page: Option<Option<StatusPage>>,
+    telemetry: Option<Telemetry>,
+    cluster: Option<Cluster>,
+    account: Option<Account>,
+    slos: Vec<Option<Slo>>,
+    webhooks: Option<Webhooks>,
+}
+
 fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Option<Config> {
     let value: Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
@@ -188,11 +221,17 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
             return None;
         }
     };
-    let Value::Mapping(mut top) = value else {
+    let Value::Mapping(top) = value else {
         let what = if value.is_null() { "the file is empty" } else { "the file is not a mapping of sections" };
         problems.add(&[], format!("{what}: at least `upstream.base_url` is required"));
         return None;
     };
+    let sections = read_sections(top, env, problems);
+    check(sections, env, problems)
+}
+
+/// Substitutes the environment into every section and deserialises it.
+fn read_sections(mut top: serde_yaml::Mapping, env: &Environment<'_>, problems: &mut Problems<'_>) -> Sections {
     for k in top.keys() {
         match k.as_str() {
             Some(name) if SECTIONS.contains(&name) => {}
@@ -201,83 +240,92 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
             None => problems.add(&[], "section names must be strings"),
         }
     }
-    let mut section = |name: &str| {
+    let mut section = |name: &str, problems: &mut Problems<'_>| {
         top.remove(name).map(|mut v| {
             substitute_all(&mut v, &mut vec![key(name)], env, problems);
             v
         })
     };
-
-    let upstream_value = section("upstream");
-    let admin_value = section("admin");
-    let proxy_value = section("proxy");
-    let jobs_value = section("jobs");
-    let labels_value = section("labels");
-    let probes_value = section("probes");
-    let status_value = section("status_page");
-    let telemetry_value = section("telemetry");
-    let cluster_value = section("cluster");
-    let account_value = section("account");
-    let slos_value = section("slos");
-    let webhooks_value = section("webhooks");
-
-    let upstream: Option<Upstream> = match upstream_value {
+    let upstream = match section("upstream", problems) {
         None | Some(Value::Null) => {
             problems.add(&[], "missing section `upstream` (at least `upstream.base_url` is required)");
             None
         }
         Some(v) => typed(v, &[key("upstream")], problems),
     };
-    let admin = typed_or_default::<Admin>(admin_value, "admin", problems);
-    let proxy = typed_or_default::<Proxy>(proxy_value, "proxy", problems);
-    let jobs = typed_or_default::<Jobs>(jobs_value, "jobs", problems);
-    let labels = typed_or_default::<Labels>(labels_value, "labels", problems);
-    let telemetry = typed_or_default::<Telemetry>(telemetry_value, "telemetry", problems);
-    let cluster = typed_or_default::<Cluster>(cluster_value, "cluster", problems);
-    let account = typed_or_default::<Account>(account_value, "account", problems);
-    let webhooks = typed_or_default::<Webhooks>(webhooks_value, "webhooks", problems);
-    let slos: Vec<Option<Slo>> = match slos_value {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Sequence(items)) => items
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| typed::<Slo>(item, &[key("slos"), Seg::Index(i)], problems))
-            .collect(),
-        Some(_) => {
-            problems.add(&[key("slos")], "expected a list of SLOs (`- name: …` items)");
-            Vec::new()
-        }
-    };
-    if let Some(a) = &account {
-        validate::check_account(a, problems);
-    }
-    let status_page = match status_value {
+    let status_page = match section("status_page", problems) {
         None => Some(None),
         Some(Value::Null) => Some(Some(StatusPage::default())),
         Some(v) => typed::<StatusPage>(v, &[key("status_page")], problems).map(Some),
     };
-    let probes: Vec<Option<Probe>> = match probes_value {
+    let probes = section("probes", problems);
+    let slos = section("slos", problems);
+    Sections {
+        upstream,
+        admin: typed_or_default(section("admin", problems), "admin", problems),
+        proxy: typed_or_default(section("proxy", problems), "proxy", problems),
+        jobs: typed_or_default(section("jobs", problems), "jobs", problems),
+        labels: typed_or_default(section("labels", problems), "labels", problems),
+        probes: typed_list(probes, "probes", "probes", problems, check_method),
+        status_page,
+        telemetry: typed_or_default(section("telemetry", problems), "telemetry", problems),
+        cluster: typed_or_default(section("cluster", problems), "cluster", problems),
+        account: typed_or_default(section("account", problems), "account", problems),
+        slos: typed_list(slos, "slos", "SLOs", problems, |_, _, _| {}),
+        webhooks: typed_or_default(section("webhooks", problems), "webhooks", problems),
+    }
+}
+
+/// A list section (`- name: …` items), each item on its own after `prepare`.
+fn typed_list<T: DeserializeOwned>(
+    value: Option<Value>,
+    name: &str,
+    what: &str,
+    problems: &mut Problems<'_>,
+    prepare: impl Fn(&mut Value, &[Seg], &mut Problems<'_>),
+) -> Vec<Option<T>> {
+    match value {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Sequence(items)) => items
             .into_iter()
             .enumerate()
             .map(|(i, mut item)| {
-                let at = [key("probes"), Seg::Index(i)];
-                check_method(&mut item, &at, problems);
-                typed::<Probe>(item, &at, problems)
+                let at = [key(name), Seg::Index(i)];
+                prepare(&mut item, &at, problems);
+                typed::<T>(item, &at, problems)
             })
             .collect(),
         Some(_) => {
-            problems.add(&[key("probes")], "expected a list of probes (`- name: …` items)");
+            problems.add(&[key(name)], format!("expected a list of {what} (`- name: …` items)"));
             Vec::new()
         }
-    };
+    }
+}
 
+/// The rules across fields and sections, then the `*_file` secrets: the configuration, if
+/// nothing was wrong.
+fn check(sections: Sections, env: &Environment<'_>, problems: &mut Problems<'_>) -> Option<Config> {
+    let Sections {
+        mut upstream,
+        mut admin,
+        proxy,
+        jobs,
+        labels,
+        probes,
+        status_page,
+        telemetry,
+        mut cluster,
+        account,
+        slos,
+        webhooks,
+    } = sections;
+    if let Some(a) = &account {
+        validate::check_account(a, problems);
+    }
     validate::check_slos(&slos, &probes, problems);
     if let Some(w) = &webhooks {
         validate::check_webhooks(w, &probes, problems);
     }
-    let (mut upstream, mut admin, mut cluster) = (upstream, admin, cluster);
     if let Some(c) = &mut cluster {
         validate::check_cluster(c, problems);
     }
@@ -314,7 +362,6 @@ fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Opti
             read_secret_file(cluster.redis_url_file.as_deref(), &["cluster", "redis_url_file"], env, problems);
         validate::check_redis_url(&cluster, problems);
     }
-
     Some(Config {
         upstream,
         admin,
@@ -362,7 +409,7 @@ fn typed_or_default<T: DeserializeOwned + Default>(
 /// the probe's other problems are found too (the configuration is refused either way).
 fn check_method(probe: &mut Value, at: &[Seg], problems: &mut Problems<'_>) {
     let Some(method) = probe.get_mut("request").and_then(|r| r.get_mut("method")) else { return };
-    let Some(why) = method.as_str().and_then(schema::method::problem) else { return };
+    let Some(why) = method.as_str().and_then(method::problem) else { return };
     let mut path = at.to_vec();
     path.extend([key("request"), key("method")]);
     problems.add(&path, why);
@@ -420,30 +467,6 @@ fn read_secret_file(
 }
 
 impl Config {
-    /// Settings a reload cannot apply to a running agent (they need a restart).
-    pub fn restart_required_changes(&self, new: &Config) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        if self.admin.listen != new.admin.listen {
-            out.push("admin.listen");
-        }
-        if self.proxy.enabled != new.proxy.enabled {
-            out.push("proxy.enabled");
-        }
-        if self.proxy.listen != new.proxy.listen {
-            out.push("proxy.listen");
-        }
-        if self.telemetry != new.telemetry {
-            out.push("telemetry");
-        }
-        if self.cluster != new.cluster {
-            out.push("cluster");
-        }
-        if self.webhooks.listen != new.webhooks.listen {
-            out.push("webhooks.listen");
-        }
-        out
-    }
-
     /// The API key, when one is configured and not empty.
     pub fn api_key(&self) -> Option<&str> {
         self.upstream.api_key.as_ref().map(Secret::expose).filter(|k| !k.is_empty())

@@ -10,24 +10,34 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::classify::{ErrorClass, Reason};
+use crate::classify::{ErrorClass, Outcome, Reason};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
+    /// Where the API is and how probes reach it.
     pub upstream: Upstream,
+    /// The admin port.
     pub admin: Admin,
+    /// The live-traffic proxy.
     pub proxy: Proxy,
+    /// The async jobs the proxy follows.
     pub jobs: Jobs,
+    /// The bounds of the `model` and `endpoint` labels.
     pub labels: Labels,
+    /// The synthetic probes.
     pub probes: Vec<Probe>,
     /// `None`: no status-page poller.
     pub status_page: Option<StatusPage>,
+    /// Logs and traces.
     pub telemetry: Telemetry,
+    /// Several replicas sharing state (Redis).
     pub cluster: Cluster,
+    /// The account: its credits.
     pub account: Account,
     /// Service-level objectives the agent judges its events against.
     pub slos: Vec<Slo>,
+    /// The webhook receiver.
     pub webhooks: Webhooks,
 }
 
@@ -36,6 +46,7 @@ pub struct Config {
 pub struct Secret(String);
 
 impl Secret {
+    /// A secret holding `value`.
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
@@ -45,6 +56,7 @@ impl Secret {
         &self.0
     }
 
+    /// Whether the value is empty (an unset `${VAR:-}`).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -58,7 +70,10 @@ impl fmt::Debug for Secret {
 
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<redacted>")
+        match super::reload::secret_digest(&self.0) {
+            Some(digest) => s.serialize_str(&digest),
+            None => s.serialize_str("<redacted>"),
+        }
     }
 }
 
@@ -106,10 +121,12 @@ impl<'de> Deserialize<'de> for Pattern {
 pub mod duration {
     use super::*;
 
+    /// Writes a duration the humantime way (`1m 30s`).
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 
+    /// Reads a humantime duration, saying how to write one when it cannot.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)
             .map_err(|_| serde::de::Error::custom("expected a duration such as `500ms`, `60s` or `5m`"))?;
@@ -118,9 +135,11 @@ pub mod duration {
         })
     }
 
+    /// An optional duration (`None` when the key is absent).
     pub mod option {
         use super::*;
 
+        /// Writes an optional duration.
         pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
             match d {
                 Some(d) => super::serialize(d, s),
@@ -128,6 +147,7 @@ pub mod duration {
             }
         }
 
+        /// Reads an optional duration.
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
             super::deserialize(d).map(Some)
         }
@@ -138,7 +158,7 @@ pub mod duration {
 mod size {
     use super::*;
 
-    pub fn serialize<S: Serializer>(b: &ByteSize, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(b: &ByteSize, s: S) -> Result<S::Ok, S::Error> {
         let n = b.as_u64();
         let text = match n {
             0 => "0".to_owned(),
@@ -150,7 +170,7 @@ mod size {
         s.serialize_str(&text)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Raw {
@@ -174,6 +194,7 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
+/// The API's origin, the key and the probes' exchange timeout (`upstream`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
@@ -196,6 +217,7 @@ impl Upstream {
     }
 }
 
+/// The admin port (`admin`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
@@ -222,18 +244,24 @@ impl Admin {
     }
 }
 
+/// The live-traffic proxy (`proxy`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Proxy {
+    /// Serve the proxy (a restart applies a change).
     pub enabled: bool,
+    /// Where the proxy listens (`IP:PORT`).
     pub listen: SocketAddr,
+    /// A request without a complete upstream answer by then gets a synthetic 504.
     #[serde(with = "duration")]
     pub upstream_timeout: Duration,
+    /// Larger request bodies get a synthetic 413 without reaching the API.
     #[serde(with = "size")]
     pub max_request_body: ByteSize,
     /// Larger responses pass through unclassified (and are counted).
     #[serde(with = "size")]
     pub inspect_limit: ByteSize,
+    /// Open client connections at most; further clients wait in the listen backlog.
     pub max_connections: usize,
     /// Opt-in: point `fetch_result` URLs in answers at the proxy.
     pub rewrite_fetch_result: bool,
@@ -256,10 +284,13 @@ impl Default for Proxy {
     }
 }
 
+/// Holding rate-limited requests to retry them (`proxy.retry_rate_limited`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryRateLimited {
+    /// Hold a 429'd request and send it again after its `retry_after`.
     pub enabled: bool,
+    /// The longest a request is held in all; a longer `retry_after` is passed through.
     #[serde(with = "duration")]
     pub max_wait: Duration,
 }
@@ -270,6 +301,7 @@ impl Default for RetryRateLimited {
     }
 }
 
+/// The async jobs the proxy follows (`jobs`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Jobs {
@@ -286,6 +318,7 @@ impl Default for Jobs {
     }
 }
 
+/// The bounds of the `model` and `endpoint` labels (`labels`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Labels {
@@ -301,17 +334,21 @@ impl Default for Labels {
     }
 }
 
+/// One synthetic probe (`probes[]`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Probe {
     /// `[a-z0-9_-]`, unique: the `probe` label.
     pub name: String,
+    /// How often the probe runs (the first run falls at random within the first interval).
     #[serde(default = "Probe::default_interval", with = "duration")]
     pub interval: Duration,
     /// Hard deadline of one run, submit to terminal answer; below `interval`.
     #[serde(default = "Probe::default_timeout", with = "duration")]
     pub timeout: Duration,
+    /// What the probe sends.
     pub request: ProbeRequest,
+    /// Follow an async job to its end (`fetch_path` with `{id}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow: Option<Follow>,
     /// Without it a probe succeeds on outcome `success` (after following).
@@ -345,18 +382,22 @@ impl Probe {
     }
 }
 
+/// What a probe sends (`probes[].request`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeRequest {
+    /// `POST` unless said otherwise.
     #[serde(default = "ProbeRequest::default_method", with = "method")]
     pub method: http::Method,
     /// Joined to `upstream.base_url`; may carry a query string.
     pub path: String,
+    /// Extra request headers (credential values are never shown).
     #[serde(default)]
     pub headers: Headers,
     /// JSON body (written as YAML); `key` is injected unless present or `inject_key: false`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<serde_json::Value>,
+    /// Put the key into the body as `key` (unless the body has its own).
     #[serde(default = "yes")]
     pub inject_key: bool,
 }
@@ -377,11 +418,11 @@ pub(crate) mod method {
         (!valid).then(|| format!("`{text}` is not an HTTP method: use GET, POST, PUT, PATCH or DELETE in capitals"))
     }
 
-    pub fn serialize<S: Serializer>(m: &http::Method, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(m: &http::Method, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(m.as_str())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<http::Method, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<http::Method, D::Error> {
         let s = String::deserialize(d)?;
         if let Some(why) = problem(&s) {
             return Err(serde::de::Error::custom(why));
@@ -429,10 +470,21 @@ impl fmt::Debug for Headers {
 
 impl Serialize for Headers {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.shown().serialize(s)
+        let digests: BTreeMap<&str, String> = self
+            .0
+            .iter()
+            .filter(|(k, _)| is_sensitive_header(k))
+            .filter_map(|(k, v)| Some((k.as_str(), super::reload::secret_digest(v)?)))
+            .collect();
+        let mut shown = self.shown();
+        for (k, d) in &digests {
+            shown.insert(k, d.as_str());
+        }
+        shown.serialize(s)
     }
 }
 
+/// Following a job to its end (`probes[].follow`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Follow {
@@ -458,29 +510,29 @@ impl Follow {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ExpectStatus {
-    Success,
-    Processing,
-    Error,
-}
-
+/// What must hold of the final answer (`probes[].expect`); every one given must.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
+    /// The final answer's HTTP status is one of these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_status: Vec<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<ExpectStatus>,
+    /// The outcome of the final answer.
+    pub status: Option<Outcome>,
+    /// The error class of the final answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_class: Option<ErrorClass>,
+    /// The error reason of the final answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<Reason>,
+    /// A regular expression the API's message must match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_matches: Option<Pattern>,
+    /// Submit to terminal answer within this.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "duration::option")]
     pub max_duration: Option<Duration>,
+    /// Checks on the final answer's JSON.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub json: Vec<JsonCheck>,
     /// Download and check the media the final answer names.
@@ -534,8 +586,11 @@ pub enum OutputSize {
     FromRequest,
     /// Whatever size.
     Any,
+    /// This width and height, in pixels.
     Fixed {
+        /// Pixels.
         width: u32,
+        /// Pixels.
         height: u32,
     },
 }
@@ -571,9 +626,12 @@ impl<'de> Deserialize<'de> for OutputSize {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsonCheck {
+    /// An RFC 6901 JSON pointer, e.g. `/output/0`.
     pub pointer: String,
+    /// Whether the pointer must (or must not) find a value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exists: Option<bool>,
+    /// The value it must find.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub equals: Option<serde_json::Value>,
 }
@@ -596,11 +654,11 @@ crate::classify::label_enum! {
 mod page_format {
     use super::*;
 
-    pub fn serialize<S: Serializer>(f: &Option<PageFormat>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(f: &Option<PageFormat>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(f.map_or("auto", PageFormat::as_str))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PageFormat>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PageFormat>, D::Error> {
         let s = String::deserialize(d)?;
         if s == "auto" {
             return Ok(None);
@@ -613,15 +671,19 @@ mod page_format {
     }
 }
 
+/// The vendor's status page (`status_page`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StatusPage {
+    /// The page people open; the providers' JSON documents are found beside it.
     pub url: url::Url,
     /// `None`: detect it (`auto`).
     #[serde(with = "page_format")]
     pub format: Option<PageFormat>,
+    /// How often the page is polled.
     #[serde(with = "duration")]
     pub interval: Duration,
+    /// A poll without an answer by then failed (the last state is kept).
     #[serde(with = "duration")]
     pub timeout: Duration,
     /// Distinct component label values; beyond it components are dropped and counted.
@@ -638,6 +700,7 @@ pub struct StatusPage {
 pub struct HtmlRule {
     /// Matched case-insensitively against the page's text.
     pub contains: String,
+    /// The state the phrase means.
     pub status: crate::classify::PageStatus,
 }
 
@@ -681,11 +744,11 @@ impl Default for Webhooks {
 mod optional_addr {
     use super::*;
 
-    pub fn serialize<S: Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&a.map(|a| a.to_string()).unwrap_or_default())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
         let s = String::deserialize(d)?;
         if s.trim().is_empty() {
             return Ok(None);
@@ -702,6 +765,7 @@ mod optional_addr {
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Account {
+    /// Polling the wallet balance.
     pub balance: Balance,
 }
 
@@ -709,11 +773,14 @@ pub struct Account {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Balance {
+    /// Poll the balance (with the API key).
     pub enabled: bool,
     /// `POST` with `{"key": …}`; answers `{"status":"success","data":{"balance":43.6,"currency":"USD"}}`.
     pub path: String,
+    /// How often (on the lease holder only).
     #[serde(with = "duration")]
     pub interval: Duration,
+    /// A poll without an answer by then failed (the last balance is kept).
     #[serde(with = "duration")]
     pub timeout: Duration,
 }
@@ -738,6 +805,7 @@ pub struct Slo {
     /// Burn-rate alerts need at least this many events in their long window.
     #[serde(default = "Slo::default_min_events")]
     pub min_events: u32,
+    /// What counts as an event, and when it is good.
     pub sli: Sli,
 }
 
@@ -791,15 +859,20 @@ impl TryFrom<RawSli> for Sli {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SliSource {
+    /// Exchanges of the proxy (live traffic) only.
     Proxy,
+    /// Exchanges of the probes only.
     Probe,
+    /// Both.
     #[default]
     Any,
 }
 
+/// An SLI of API exchanges (`sli.requests`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestsSli {
+    /// Whose exchanges count.
     #[serde(default)]
     pub source: SliSource,
     /// Endpoint templates (`/api/v6/images/text2img`, `/api/v6/images/fetch/{id}`); empty = all.
@@ -811,6 +884,7 @@ pub struct RequestsSli {
 }
 
 impl RequestsSli {
+    /// The error classes that are the API's fault (5xx, timeouts, transport, invalid answers).
     pub fn default_bad_classes() -> Vec<ErrorClass> {
         vec![
             ErrorClass::ServerError,
@@ -822,9 +896,11 @@ impl RequestsSli {
     }
 }
 
+/// An SLI of async jobs (`sli.jobs`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobsSli {
+    /// Whose jobs count.
     #[serde(default)]
     pub source: SliSource,
     /// A job that succeeds later than this is bad too; none = any success is good.
@@ -864,24 +940,34 @@ impl Cluster {
     }
 }
 
+/// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
+/// The least severe log level written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
+    /// Everything (no header value or body even then).
     Trace,
+    /// Each API error and job end.
     Debug,
+    /// Start, reloads, state changes.
     Info,
+    /// Failures that need a look.
     Warn,
+    /// Failures only.
     Error,
 }
 
 impl LogLevel {
+    /// The level as the `tracing` filter names it.
     pub fn as_str(self) -> &'static str {
         match self {
             LogLevel::Trace => "trace",
@@ -893,12 +979,17 @@ impl LogLevel {
     }
 }
 
+/// Logs and traces (`telemetry`; a restart applies a change).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Telemetry {
+    /// `service.name` of the traces.
     pub service_name: String,
+    /// How log lines are written.
     pub log_format: LogFormat,
+    /// The least severe level written.
     pub log_level: LogLevel,
+    /// OTLP trace export.
     pub otlp: Otlp,
 }
 
@@ -913,19 +1004,24 @@ impl Default for Telemetry {
     }
 }
 
+/// How traces are exported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum OtlpProtocol {
+    /// OTLP over gRPC (port 4317).
     #[serde(rename = "grpc")]
     Grpc,
+    /// OTLP over HTTP with protobuf bodies (port 4318).
     #[serde(rename = "http/protobuf")]
     HttpProtobuf,
 }
 
+/// OTLP trace export (`telemetry.otlp`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Otlp {
     /// Empty: traces off (unless `OTEL_EXPORTER_OTLP_ENDPOINT` is set).
     pub endpoint: String,
+    /// gRPC or HTTP.
     pub protocol: OtlpProtocol,
     /// Parent-based sampling ratio, 0.0 to 1.0.
     pub sample_ratio: f64,

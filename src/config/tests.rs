@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::classify::Outcome;
 
 fn env_with(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
     move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
@@ -106,7 +107,7 @@ fn shipped_production_config_loads_and_spends_no_credits() {
     for p in &c.probes {
         assert_eq!(p.max_runs_per_day, 0, "{} is uncapped, so it must be free", p.name);
         let e = p.expect.as_ref().unwrap();
-        assert_eq!(e.status, Some(ExpectStatus::Error), "{} must expect an error answer (free)", p.name);
+        assert_eq!(e.status, Some(Outcome::Error), "{} must expect an error answer (free)", p.name);
     }
     let names: Vec<&str> = c.probes.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["text2img-validation", "auth-rejects-bad-key"]);
@@ -188,7 +189,7 @@ unknown: 1
         [
             "18: unknown: unknown section `unknown`, expected one of `upstream`, `admin`, `proxy`, `jobs`, `labels`, `probes`, `status_page`, `telemetry`, `cluster`, `account`, `slos`, `webhooks`",
             "3: upstream.timeout: invalid duration `soon`: expected number at 0 (write e.g. `500ms`, `60s`, `5m`)",
-            "13: probes[1].expect.status: unknown variant `ok`, expected one of `success`, `processing`, `error`",
+            "13: probes[1].expect.status: unknown value `ok`, expected one of: success, processing, error",
             "5: probes[0].name: `Bad Name` is not a valid probe name: use 1 to 63 of a-z, 0-9, `_` and `-`",
             "7: probes[0].timeout: 20s must be shorter than the interval (10s) so that runs cannot overlap",
             "15: probes[2].request.path: `c` must be a path starting with `/` (the host comes from upstream.base_url)",

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::schema::*;
 use super::{Problems, Seg, key};
+use crate::classify::Outcome;
 
 fn d(x: Duration) -> String {
     humantime::format_duration(x).to_string()
@@ -162,10 +163,10 @@ pub(crate) fn check_redis_url(c: &Cluster, p: &mut Problems<'_>) {
     match url::Url::parse(u.trim()) {
         Ok(url) if matches!(url.scheme(), "redis" | "rediss") && url.host_str().is_some_and(|h| !h.is_empty()) => {}
         Ok(url) if matches!(url.scheme(), "redis" | "rediss") => {
-            p.add(&path, "must name a host: redis://HOST:PORT[/DB]")
+            p.add(&path, "must name a host: redis://HOST:PORT[/DB]");
         }
         Ok(url) => {
-            p.add(&path, format!("scheme must be redis or rediss, not `{}` (e.g. redis://redis:6379/0)", url.scheme()))
+            p.add(&path, format!("scheme must be redis or rediss, not `{}` (e.g. redis://redis:6379/0)", url.scheme()));
         }
         Err(e) => p.add(&path, format!("not a URL ({e}): write redis://[:PASSWORD@]HOST:PORT[/DB]")),
     }
@@ -418,7 +419,7 @@ fn check_expect(e: &Expect, base: &[Seg], p: &mut Problems<'_>) {
         p.add(&at(base, &["max_duration"]), "must be longer than 0s");
     }
     if (e.error_class.is_some() || e.reason.is_some())
-        && matches!(e.status, Some(ExpectStatus::Success | ExpectStatus::Processing))
+        && matches!(e.status, Some(Outcome::Success | Outcome::Processing))
     {
         p.add(
             &at(base, &["status"]),
@@ -448,7 +449,7 @@ fn check_expect(e: &Expect, base: &[Seg], p: &mut Problems<'_>) {
                 p.add(&path, format!("`{h}` must be a host name, e.g. pub-3626123a908346a7a8be8d9295f44e26.r2.dev"));
             }
         }
-        if matches!(e.status, Some(ExpectStatus::Error | ExpectStatus::Processing)) {
+        if matches!(e.status, Some(Outcome::Error | Outcome::Processing)) {
             p.add(&at(&ob, &[]), "output checks need a successful answer: drop them or expect `status: success`");
         }
     }

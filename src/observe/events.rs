@@ -8,10 +8,11 @@ use super::history::RunMark;
 use super::spans::{self, SpanContext};
 use super::{Event, Observer};
 use crate::classify::PageStatus;
-use crate::metrics::{
-    ClusterOp, OutputResult, ProbeFailure, SkipReason, Source, SyntheticReason, UninspectedReason, WebhookResult,
+use crate::vocab::{
+    ClusterOp, OutputResult, ProbeFailure, RunReport, SkipReason, Source, SyntheticReason, UninspectedReason,
+    WebhookResult,
 };
-pub use crate::metrics::{Exchange, JobEnd};
+pub use crate::vocab::{Exchange, JobEnd};
 
 /// One HTTP exchange with the API was classified (a probe's submit or poll, a proxied request).
 pub struct ExchangeObserved<'a> {
@@ -36,7 +37,7 @@ impl Event for ExchangeObserved<'_> {
     fn emit(self, to: &Observer) {
         let ex = &self.exchange;
         let c = ex.classification;
-        to.metrics.record_exchange(ex);
+        to.metrics.exchanges.record(ex);
         to.history.exchange(ex);
         let slos = to.slos();
         for (slo, good) in slos.exchange(ex) {
@@ -57,7 +58,7 @@ impl Event for ExchangeObserved<'_> {
         if let Some(e) = c.error() {
             tracing::debug!(
                 source = ex.source.as_str(), endpoint = ex.endpoint,
-                http_status = %crate::metrics::status_label(ex.http_status),
+                http_status = %crate::vocab::status_label(ex.http_status),
                 error_class = e.class.as_str(), reason = e.reason.as_str(), "api error"
             );
         }
@@ -67,6 +68,7 @@ impl Event for ExchangeObserved<'_> {
 /// The proxy answered a request itself (the upstream timed out or could not be reached, the body
 /// was too large, the request was refused).
 pub struct SyntheticAnswer<'a> {
+    /// Why the proxy answered.
     pub reason: SyntheticReason,
     /// The status the proxy answered with.
     pub status: u16,
@@ -78,7 +80,7 @@ impl Event for SyntheticAnswer<'_> {
     const NAME: &'static str = "synthetic_answer";
 
     fn emit(self, to: &Observer) {
-        to.metrics.proxy_synthetic(self.reason);
+        to.metrics.proxy.synthetic(self.reason);
         spans::record_server(self.server, self.status, Some(self.reason.as_str()));
         tracing::debug!(reason = self.reason.as_str(), status = self.status, "proxy answered itself");
     }
@@ -86,6 +88,7 @@ impl Event for SyntheticAnswer<'_> {
 
 /// The proxy passed an answer through without classifying it.
 pub struct ResponseUninspected {
+    /// Why the answer was not classified.
     pub reason: UninspectedReason,
 }
 
@@ -93,13 +96,14 @@ impl Event for ResponseUninspected {
     const NAME: &'static str = "response_uninspected";
 
     fn emit(self, to: &Observer) {
-        to.metrics.proxy_uninspected(self.reason);
+        to.metrics.proxy.uninspected(self.reason);
         tracing::trace!(reason = self.reason.as_str(), "answer passed through uninspected");
     }
 }
 
 /// The proxy held a rate-limited request and is sending it again after `retry_after`.
 pub struct RateLimitRetry {
+    /// How long it waits before sending again.
     pub wait: Duration,
 }
 
@@ -107,13 +111,14 @@ impl Event for RateLimitRetry {
     const NAME: &'static str = "rate_limit_retry";
 
     fn emit(self, to: &Observer) {
-        to.metrics.proxy_retried();
+        to.metrics.proxy.retried();
         tracing::debug!(wait_seconds = self.wait.as_secs_f64(), "rate limited: holding the request to retry it");
     }
 }
 
 /// An async job began to be followed.
 pub struct JobStarted {
+    /// Which component follows the job.
     pub source: Source,
 }
 
@@ -121,7 +126,7 @@ impl Event for JobStarted {
     const NAME: &'static str = "job_started";
 
     fn emit(self, to: &Observer) {
-        to.metrics.job_started(self.source);
+        to.metrics.jobs.started(self.source);
         to.history.job_started();
     }
 }
@@ -132,6 +137,7 @@ pub struct JobEnded<'a> {
     pub job: JobEnd<'a>,
     /// The span of the exchange that saw the end, linked to the submission's.
     pub span: Option<&'a Span>,
+    /// The submission's span (its context), when known.
     pub submitted: Option<&'a SpanContext>,
 }
 
@@ -140,7 +146,7 @@ impl Event for JobEnded<'_> {
 
     fn emit(self, to: &Observer) {
         let job = &self.job;
-        to.metrics.job_ended(job);
+        to.metrics.jobs.ended(job);
         to.history.job_ended(job);
         let slos = to.slos();
         for (slo, good) in slos.job(job) {
@@ -161,8 +167,11 @@ impl Event for JobEnded<'_> {
 
 /// A probe was scheduled, or rescheduled after its definition changed.
 pub struct ProbeScheduled<'a> {
+    /// The probe's name.
     pub probe: &'a str,
+    /// Its interval.
     pub interval: Duration,
+    /// Whether it replaced a changed definition.
     pub changed: bool,
 }
 
@@ -170,7 +179,7 @@ impl Event for ProbeScheduled<'_> {
     const NAME: &'static str = "probe_scheduled";
 
     fn emit(self, to: &Observer) {
-        to.metrics.probe_registered(self.probe);
+        to.metrics.probes.registered(self.probe);
         if self.changed {
             tracing::info!(probe = %self.probe, "probe changed: rescheduled");
         } else {
@@ -181,6 +190,7 @@ impl Event for ProbeScheduled<'_> {
 
 /// A probe left the configuration.
 pub struct ProbeRemoved<'a> {
+    /// The probe's name.
     pub probe: &'a str,
 }
 
@@ -188,7 +198,7 @@ impl Event for ProbeRemoved<'_> {
     const NAME: &'static str = "probe_removed";
 
     fn emit(self, to: &Observer) {
-        to.metrics.forget_probe(self.probe);
+        to.metrics.probes.forget(self.probe);
         to.history.probe_removed(self.probe);
         tracing::info!(probe = %self.probe, "probe removed");
     }
@@ -197,6 +207,7 @@ impl Event for ProbeRemoved<'_> {
 /// This replica stopped running a `replicas: one` probe (another holds the lease): its last
 /// result stops being exported here, so that a stale failure cannot keep an alert firing.
 pub struct ProbeStandby<'a> {
+    /// The probe's name.
     pub probe: &'a str,
 }
 
@@ -204,14 +215,16 @@ impl Event for ProbeStandby<'_> {
     const NAME: &'static str = "probe_standby";
 
     fn emit(self, to: &Observer) {
-        to.metrics.forget_probe_state(self.probe);
+        to.metrics.probes.forget_state(self.probe);
         tracing::debug!(probe = self.probe, "probe runs on the lease holder: its last result here is dropped");
     }
 }
 
 /// A probe tick did not run.
 pub struct ProbeSkipped<'a> {
+    /// The probe's name.
     pub probe: &'a str,
+    /// Why the tick did not run.
     pub reason: SkipReason,
 }
 
@@ -219,20 +232,15 @@ impl Event for ProbeSkipped<'_> {
     const NAME: &'static str = "probe_skipped";
 
     fn emit(self, to: &Observer) {
-        to.metrics.probe_skipped(self.probe, self.reason);
+        to.metrics.probes.skipped(self.probe, self.reason);
         tracing::debug!(probe = self.probe, reason = self.reason.as_str(), "probe tick skipped");
     }
 }
 
 /// A probe run ended (its exchanges were observed on the way).
 pub struct ProbeRunFinished<'a> {
-    pub probe: &'a str,
-    pub success: bool,
-    pub failure: Option<ProbeFailure>,
-    /// Why expectations failed, one line each (for the log).
-    pub failed_expectations: &'a [String],
-    pub duration: Duration,
-    pub started_at_unix: f64,
+    /// The run's report.
+    pub report: &'a RunReport,
     /// Whether the previous run succeeded (`None`: the first run); changes are logged.
     pub previous_success: Option<bool>,
     /// The run's root span.
@@ -243,42 +251,40 @@ impl Event for ProbeRunFinished<'_> {
     const NAME: &'static str = "probe_run_finished";
 
     fn emit(self, to: &Observer) {
-        to.metrics.probe_finished(
-            self.probe,
-            self.success,
-            self.failure,
-            self.duration.as_secs_f64(),
-            self.started_at_unix,
-        );
-        if !self.success {
+        let r = self.report;
+        let probe = r.probe.as_str();
+        let failure = r.outcome.failure();
+        let duration = Duration::from_secs_f64(r.duration_seconds.max(0.0));
+        to.metrics.probes.finished(probe, failure, duration, r.started_at_unix);
+        if failure.is_some() {
             self.span.record("otel.status_code", "error");
         }
         to.history.probe_run(
-            self.probe,
+            probe,
             RunMark {
-                at_unix: self.started_at_unix,
-                success: self.success,
-                duration_seconds: self.duration.as_secs_f64(),
-                failure_reason: self.failure,
+                at_unix: r.started_at_unix,
+                success: failure.is_none(),
+                duration_seconds: r.duration_seconds,
+                failure_reason: failure,
             },
         );
         let slos = to.slos();
-        for (slo, good) in slos.probe(self.probe, self.success) {
+        for (slo, good) in slos.probe(probe, failure.is_none()) {
             to.slo_event(slo, good);
         }
-        let reason = self.failure.map_or("-", ProbeFailure::as_str);
-        match (self.previous_success, self.success) {
+        let reason = failure.map_or("-", ProbeFailure::as_str);
+        match (self.previous_success, failure.is_none()) {
             (Some(true) | None, false) => tracing::warn!(
-                probe = %self.probe, reason, failed = %self.failed_expectations.join("; "), "probe failing"
+                probe, reason, failed = %r.outcome.failed_expectations().join("; "), "probe failing"
             ),
-            (Some(false), true) => tracing::info!(probe = %self.probe, "probe recovered"),
+            (Some(false), true) => tracing::info!(probe, "probe recovered"),
             _ => {}
         }
         tracing::debug!(
-            probe = self.probe,
-            success = self.success,
+            probe,
+            result = r.outcome.result().as_str(),
             reason,
-            duration_seconds = self.duration.as_secs_f64(),
+            duration_seconds = r.duration_seconds,
             "probe run finished"
         );
     }
@@ -286,7 +292,9 @@ impl Event for ProbeRunFinished<'_> {
 
 /// The status-page poller settled on a document format.
 pub struct StatusPageDetected<'a> {
+    /// The format settled on.
     pub format: &'a str,
+    /// The document it is read from.
     pub url: &'a str,
 }
 
@@ -300,11 +308,15 @@ impl Event for StatusPageDetected<'_> {
 
 /// A status-page poll fetched and parsed.
 pub struct StatusPagePolled<'a> {
+    /// The format read.
     pub format: &'a str,
+    /// The page's overall state.
     pub status: PageStatus,
+    /// Each component's state.
     pub components: &'a [(String, PageStatus)],
     /// Components listed before and not any more: their series go.
     pub gone: &'a [String],
+    /// Incidents open.
     pub incidents_open: u32,
     /// The state before this poll (`None`: the first poll that succeeded).
     pub previous: Option<PageStatus>,
@@ -316,7 +328,7 @@ impl Event for StatusPagePolled<'_> {
     const NAME: &'static str = "status_page_polled";
 
     fn emit(self, to: &Observer) {
-        to.metrics.status_page_state(self.status, self.components, self.gone, self.incidents_open);
+        to.metrics.status_page.state(self.status, self.components, self.gone, self.incidents_open);
         if self.previous != Some(self.status) {
             tracing::info!(
                 format = self.format,
@@ -341,6 +353,7 @@ pub fn status_change(before: Option<PageStatus>, now: PageStatus) -> String {
 
 /// A status-page poll failed; the last known state stays.
 pub struct StatusPageFailed<'a> {
+    /// Why, in words (no body).
     pub error: &'a str,
     /// The poll before succeeded (or this is the first): the failure is logged once.
     pub first: bool,
@@ -350,7 +363,7 @@ impl Event for StatusPageFailed<'_> {
     const NAME: &'static str = "status_page_failed";
 
     fn emit(self, to: &Observer) {
-        to.metrics.status_page_down();
+        to.metrics.status_page.down();
         if self.first {
             tracing::warn!("status page unreachable, keeping the last known state: {}", self.error);
         }
@@ -359,6 +372,7 @@ impl Event for StatusPageFailed<'_> {
 
 /// A status-page component was dropped: `status_page.max_components` was reached.
 pub struct ComponentOverflow<'a> {
+    /// The component dropped.
     pub component: &'a str,
 }
 
@@ -366,23 +380,24 @@ impl Event for ComponentOverflow<'_> {
     const NAME: &'static str = "component_overflow";
 
     fn emit(self, to: &Observer) {
-        to.metrics.component_overflow();
+        to.metrics.agent.label_overflow("component");
         tracing::debug!(component = self.component, "status page component over max_components: dropped");
     }
 }
 
 /// The configuration was (re)loaded.
 pub struct ConfigReloaded<'a> {
+    /// The configuration file.
     pub file: &'a str,
     /// Changed settings that only a restart applies.
-    pub restart_required: &'a [&'static str],
+    pub restart_required: &'a [String],
 }
 
 impl Event for ConfigReloaded<'_> {
     const NAME: &'static str = "config_reloaded";
 
     fn emit(self, to: &Observer) {
-        to.metrics.config_loaded(true);
+        to.metrics.agent.config_loaded(true);
         if !self.restart_required.is_empty() {
             tracing::warn!(
                 settings = %self.restart_required.join(", "),
@@ -395,6 +410,7 @@ impl Event for ConfigReloaded<'_> {
 
 /// A reload found a bad configuration; the running one stays.
 pub struct ConfigReloadFailed<'a> {
+    /// Every problem, one per line.
     pub problems: &'a str,
 }
 
@@ -402,13 +418,14 @@ impl Event for ConfigReloadFailed<'_> {
     const NAME: &'static str = "config_reload_failed";
 
     fn emit(self, to: &Observer) {
-        to.metrics.config_loaded(false);
+        to.metrics.agent.config_loaded(false);
         tracing::error!("configuration reload failed, keeping the running configuration: {}", self.problems);
     }
 }
 
 /// Redis answered again, or stopped answering.
 pub struct ClusterReachable {
+    /// Whether it answers.
     pub up: bool,
 }
 
@@ -416,7 +433,7 @@ impl Event for ClusterReachable {
     const NAME: &'static str = "cluster_reachable";
 
     fn emit(self, to: &Observer) {
-        to.metrics.cluster_up(self.up);
+        to.metrics.cluster.up(self.up);
         if self.up {
             tracing::info!("cluster: Redis answers; job state and probe leadership are shared");
         } else {
@@ -429,7 +446,9 @@ impl Event for ClusterReachable {
 
 /// A Redis operation failed (`kind`: the client's error kind, or `timeout`; never a URL).
 pub struct ClusterError {
+    /// What was asked.
     pub op: ClusterOp,
+    /// The client's error kind, or `timeout`.
     pub kind: String,
 }
 
@@ -437,14 +456,16 @@ impl Event for ClusterError {
     const NAME: &'static str = "cluster_error";
 
     fn emit(self, to: &Observer) {
-        to.metrics.cluster_error(self.op);
+        to.metrics.cluster.error(self.op);
         tracing::debug!(op = self.op.as_str(), kind = %self.kind, "cluster: redis operation failed");
     }
 }
 
 /// This replica took or gave up the probe lease (or learned its role the first time).
 pub struct ClusterRole<'a> {
+    /// This replica's name.
     pub replica: &'a str,
+    /// Whether it holds the lease now.
     pub leader: bool,
     /// The holder as Redis says (`replica#epoch`).
     pub holder: Option<&'a str>,
@@ -454,7 +475,7 @@ impl Event for ClusterRole<'_> {
     const NAME: &'static str = "cluster_role";
 
     fn emit(self, to: &Observer) {
-        to.metrics.cluster_leader(self.leader);
+        to.metrics.cluster.leader(self.leader);
         if self.leader {
             tracing::info!(
                 replica = self.replica,
@@ -473,7 +494,9 @@ impl Event for ClusterRole<'_> {
 
 /// A wallet balance poll succeeded.
 pub struct BalancePolled<'a> {
+    /// The balance.
     pub balance: f64,
+    /// Its currency (an ISO 4217 code, or `other`).
     pub currency: &'a str,
     /// The poll before had failed.
     pub recovered: bool,
@@ -483,7 +506,7 @@ impl Event for BalancePolled<'_> {
     const NAME: &'static str = "balance_polled";
 
     fn emit(self, to: &Observer) {
-        to.metrics.balance(self.balance, self.currency);
+        to.metrics.account.balance(self.balance, self.currency);
         to.history.balance(self.balance);
         if self.recovered {
             tracing::info!("account balance readable again");
@@ -504,7 +527,7 @@ impl Event for BalanceFailed<'_> {
     const NAME: &'static str = "balance_failed";
 
     fn emit(self, to: &Observer) {
-        to.metrics.balance_down();
+        to.metrics.account.balance_down();
         if self.first {
             tracing::warn!("account balance poll failed, keeping the last balance: {}", self.why);
         }
@@ -513,10 +536,13 @@ impl Event for BalanceFailed<'_> {
 
 /// A probe checked one generated file the answer pointed to.
 pub struct OutputChecked<'a> {
+    /// The probe.
     pub probe: &'a str,
+    /// How the check ended.
     pub result: OutputResult,
     /// The URL without its query string (which may carry a signed token).
     pub url: &'a str,
+    /// How long the download took, when one was made.
     pub download: Option<Duration>,
 }
 
@@ -524,7 +550,7 @@ impl Event for OutputChecked<'_> {
     const NAME: &'static str = "output_checked";
 
     fn emit(self, to: &Observer) {
-        to.metrics.output_checked(self.probe, self.result, self.download);
+        to.metrics.delivery.output_checked(self.probe, self.result, self.download);
         to.history.output(self.result);
         tracing::debug!(probe = self.probe, result = self.result.as_str(), url = self.url, "output checked");
     }
@@ -532,7 +558,9 @@ impl Event for OutputChecked<'_> {
 
 /// A webhook delivery's verdict (`probe`: "none" for one no run waits for).
 pub struct WebhookDelivery<'a> {
+    /// The run's probe (`none` when no run waits for it).
     pub probe: &'a str,
+    /// The verdict.
     pub result: WebhookResult,
     /// Arrival after the job was seen finished (0 when it came first).
     pub delay: Option<Duration>,
@@ -544,7 +572,7 @@ impl Event for WebhookDelivery<'_> {
     const NAME: &'static str = "webhook_delivery";
 
     fn emit(self, to: &Observer) {
-        to.metrics.webhook(self.probe, self.result, self.delay);
+        to.metrics.delivery.webhook(self.probe, self.result, self.delay);
         to.history.webhook(self.result);
         match self.result {
             WebhookResult::Missing => tracing::warn!(

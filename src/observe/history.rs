@@ -10,10 +10,11 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::classify::{Classification, ErrorClass};
-use crate::metrics::{Exchange, JobEnd, JobResult, OutputResult, ProbeFailure, WebhookResult, unix_now};
+use crate::clock::unix_seconds as unix_now;
+use crate::vocab::{Exchange, JobEnd, JobResult, OutputResult, ProbeFailure, WebhookResult};
 
 /// Seconds one bucket spans (a typical scrape interval).
 pub const BUCKET_SECONDS: u64 = 15;
@@ -37,27 +38,30 @@ pub const API_FAULTS: &[ErrorClass] = &[
 ];
 
 /// One 15-second slice of what happened.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Bucket {
     /// Unix seconds the bucket starts at.
     pub start: u64,
+    /// Exchanges that were successes.
     pub success: u32,
+    /// Exchanges that were `processing`.
     pub processing: u32,
+    /// Exchanges that were errors.
     pub error: u32,
     /// Errors by class.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub classes: BTreeMap<&'static str, u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub classes: BTreeMap<ErrorClass, u32>,
     /// Jobs that ended, by result.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub jobs: BTreeMap<&'static str, u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub jobs: BTreeMap<JobResult, u32>,
     /// Webhook verdicts, by result.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub webhooks: BTreeMap<&'static str, u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub webhooks: BTreeMap<WebhookResult, u32>,
     /// Output checks, by result.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub outputs: BTreeMap<&'static str, u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<OutputResult, u32>,
     /// SLO events: `[good, bad]` by SLO.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub slos: BTreeMap<String, [u32; 2]>,
 }
 
@@ -68,11 +72,15 @@ impl Bucket {
 }
 
 /// One probe run, as the strip of recent runs shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunMark {
+    /// When the run started (Unix seconds).
     pub at_unix: f64,
+    /// Whether it met its expectations.
     pub success: bool,
+    /// How long it took.
     pub duration_seconds: f64,
+    /// Why it failed, when it did.
     pub failure_reason: Option<ProbeFailure>,
 }
 
@@ -135,6 +143,7 @@ impl History {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Counts an observed exchange.
     pub fn exchange(&self, ex: &Exchange<'_>) {
         self.exchange_at(ex.classification, unix_now());
     }
@@ -156,15 +165,17 @@ impl History {
             Classification::Processing { .. } => b.processing += 1,
             Classification::Error { error, .. } => {
                 b.error += 1;
-                *b.classes.entry(error.class.as_str()).or_default() += 1;
+                *b.classes.entry(error.class).or_default() += 1;
             }
         }
     }
 
+    /// A job began to be followed.
     pub fn job_started(&self) {
         self.lock().in_flight += 1;
     }
 
+    /// A followed job ended.
     pub fn job_ended(&self, job: &JobEnd<'_>) {
         self.job_ended_at(job.result, job.duration.as_secs_f64(), job.first_eta, unix_now());
     }
@@ -176,9 +187,10 @@ impl History {
             h.jobs.pop_front();
         }
         h.jobs.push_back(JobMark { at, result, duration, eta });
-        *h.bucket(at).jobs.entry(result.as_str()).or_default() += 1;
+        *h.bucket(at).jobs.entry(result).or_default() += 1;
     }
 
+    /// Remembers a probe's run (the last 30).
     pub fn probe_run(&self, probe: &str, mark: RunMark) {
         let mut h = self.lock();
         let runs = h.probes.entry(probe.to_owned()).or_default();
@@ -188,6 +200,7 @@ impl History {
         runs.push_back(mark);
     }
 
+    /// Forgets a probe that left the configuration.
     pub fn probe_removed(&self, probe: &str) {
         self.lock().probes.remove(probe);
     }
@@ -197,16 +210,19 @@ impl History {
         self.lock().probes.get(probe).map(|r| r.iter().cloned().collect()).unwrap_or_default()
     }
 
+    /// Counts a webhook verdict.
     pub fn webhook(&self, result: WebhookResult) {
         let mut h = self.lock();
-        *h.bucket(unix_now()).webhooks.entry(result.as_str()).or_default() += 1;
+        *h.bucket(unix_now()).webhooks.entry(result).or_default() += 1;
     }
 
+    /// Counts an output check.
     pub fn output(&self, result: OutputResult) {
         let mut h = self.lock();
-        *h.bucket(unix_now()).outputs.entry(result.as_str()).or_default() += 1;
+        *h.bucket(unix_now()).outputs.entry(result).or_default() += 1;
     }
 
+    /// Remembers a balance read.
     pub fn balance(&self, balance: f64) {
         self.balance_at(balance, unix_now());
     }
@@ -233,6 +249,7 @@ impl History {
         }
     }
 
+    /// Counts an SLO's judgement of one event.
     pub fn slo_event(&self, slo: &str, good: bool) {
         let mut h = self.lock();
         let Some(mark) = h.slos.get_mut(slo) else { return };
@@ -265,27 +282,27 @@ impl History {
             })
             .collect();
         let since = |minutes: u64| traffic.iter().filter(move |b| b.start + minutes * 60 > newest);
-        let sum = |map: fn(&Bucket) -> &BTreeMap<&'static str, u32>| {
-            let mut out: BTreeMap<&'static str, u32> = BTreeMap::new();
-            for b in &traffic {
+        fn sum<K: Ord + Copy>(traffic: &[Bucket], map: fn(&Bucket) -> &BTreeMap<K, u32>) -> BTreeMap<K, u32> {
+            let mut out = BTreeMap::new();
+            for b in traffic {
                 for (k, v) in map(b) {
-                    *out.entry(k).or_default() += v;
+                    *out.entry(*k).or_default() += v;
                 }
             }
             out
-        };
+        }
 
         let five: Vec<&Bucket> = since(5).collect();
         let requests_5m: u32 = five.iter().map(|b| b.requests()).sum();
         let class_5m = |classes: &[ErrorClass]| -> u32 {
-            five.iter().flat_map(|b| classes.iter().map(move |c| b.classes.get(c.as_str()).copied().unwrap_or(0))).sum()
+            five.iter().flat_map(|b| classes.iter().map(move |c| b.classes.get(c).copied().unwrap_or(0))).sum()
         };
         let totals = Totals {
             requests: traffic.iter().map(Bucket::requests).sum(),
             success: traffic.iter().map(|b| b.success).sum(),
             processing: traffic.iter().map(|b| b.processing).sum(),
             error: traffic.iter().map(|b| b.error).sum(),
-            classes: sum(|b| &b.classes),
+            classes: sum(&traffic, |b| &b.classes),
             requests_5m,
             api_faults_5m: class_5m(API_FAULTS),
             rate_limited_5m: class_5m(&[ErrorClass::RateLimited]),
@@ -303,7 +320,7 @@ impl History {
             .collect();
         let jobs_view = Jobs {
             in_flight: h.in_flight.max(0) as u64,
-            finished: sum(|b| &b.jobs),
+            finished: sum(&traffic, |b| &b.jobs),
             duration_p50_seconds: percentile(&mut durations, 0.5),
             duration_p95_seconds: percentile(&mut durations, 0.95),
             eta_ratio_p50: percentile(&mut ratios, 0.5),
@@ -312,7 +329,7 @@ impl History {
         };
 
         let rate_limits = RateLimits {
-            rate_limited: totals.classes.get(ErrorClass::RateLimited.as_str()).copied().unwrap_or(0),
+            rate_limited: totals.classes.get(&ErrorClass::RateLimited).copied().unwrap_or(0),
             last_retry_after_seconds: h.retry_after.map(|(w, _)| w),
             last_retry_after_at_unix: h.retry_after.map(|(_, at)| at),
             queue_limit: h.queue_limit,
@@ -341,7 +358,7 @@ impl History {
             })
             .collect();
 
-        let (webhooks, outputs) = (sum(|b| &b.webhooks), sum(|b| &b.outputs));
+        let (webhooks, outputs) = (sum(&traffic, |b| &b.webhooks), sum(&traffic, |b| &b.outputs));
         Recent {
             bucket_seconds: BUCKET_SECONDS,
             traffic,
@@ -381,79 +398,108 @@ fn spend(samples: &VecDeque<(f64, f64)>, from: f64) -> Option<Credits> {
 }
 
 /// The last 15 minutes, as `/api/v1/status` shows them under `recent`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Recent {
+    /// Seconds one bucket of `traffic` spans.
     pub bucket_seconds: u64,
     /// 60 buckets, oldest first, the current one last.
     pub traffic: Vec<Bucket>,
+    /// Counts over the window, and over its last 5 minutes.
     pub totals: Totals,
     /// Webhook verdicts over the window.
-    pub webhooks: BTreeMap<&'static str, u32>,
+    pub webhooks: BTreeMap<WebhookResult, u32>,
     /// Output checks over the window.
-    pub outputs: BTreeMap<&'static str, u32>,
+    pub outputs: BTreeMap<OutputResult, u32>,
+    /// Jobs that ended in the window.
     pub jobs: Jobs,
+    /// Rate limits met in the window.
     pub rate_limits: RateLimits,
     /// From the balance polls in the window (`account.balance`).
     pub credits: Option<Credits>,
+    /// Each SLO's events.
     pub slos: Vec<SloView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Exchanges over the window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Totals {
+    /// All of them.
     pub requests: u32,
+    /// Successes.
     pub success: u32,
+    /// Processing answers.
     pub processing: u32,
+    /// Errors.
     pub error: u32,
-    pub classes: BTreeMap<&'static str, u32>,
+    /// Errors by class.
+    pub classes: BTreeMap<ErrorClass, u32>,
     /// The last 5 minutes: requests, and those that were the API's fault, 429s and 402s.
     pub requests_5m: u32,
+    /// Of those, the API's own faults (server errors, unavailable, timeouts, transport, invalid answers).
     pub api_faults_5m: u32,
+    /// Of those, 429s.
     pub rate_limited_5m: u32,
+    /// Of those, 402s.
     pub payment_required_5m: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Jobs that ended over the window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Jobs {
     /// Jobs this replica saw submitted and not yet ended.
     pub in_flight: u64,
-    pub finished: BTreeMap<&'static str, u32>,
+    /// By result.
+    pub finished: BTreeMap<JobResult, u32>,
     /// Of successful jobs in the window.
     pub duration_p50_seconds: Option<f64>,
+    /// Of successful jobs in the window.
     pub duration_p95_seconds: Option<f64>,
     /// Actual duration / first eta.
     pub eta_ratio_p50: Option<f64>,
+    /// How many took over twice their first eta.
     pub over_twice_eta: u32,
+    /// How many had an eta to compare with.
     pub with_eta: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Rate limits over the window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RateLimits {
     /// 429s in the window.
     pub rate_limited: u32,
+    /// The last 429's `retry_after`.
     pub last_retry_after_seconds: Option<f64>,
+    /// When the last 429 came (Unix seconds).
     pub last_retry_after_at_unix: Option<f64>,
     /// N of the last `Maximum N queued requests`.
     pub queue_limit: Option<u32>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// What the credits cost, from the balance polls of the window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Credits {
+    /// Spent per hour (top-ups are not negative spend).
     pub spend_per_hour: f64,
     /// At that rate; `None` when nothing was spent.
     pub runway_hours: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One SLO over the window and since the agent started.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SloView {
+    /// Its name.
     pub name: String,
     /// Percent.
     pub objective: f64,
+    /// Burn-rate alerts need this many events.
     pub min_events: u32,
     /// Since the agent started.
     pub good_total: u64,
+    /// Bad events since the agent started.
     pub bad_total: u64,
     /// Bad events over those the objective allows, since the agent started (1 = all spent).
     pub budget_spent_ratio: Option<f64>,
+    /// Events in the window.
     pub events_15m: u32,
     /// The error ratio of the window over the allowed one (1 = spending exactly the budget).
     pub burn_rate_15m: Option<f64>,
@@ -482,7 +528,7 @@ mod tests {
         let r = h.recent_at(t0 + 30.0);
         assert_eq!(r.traffic.len(), BUCKETS);
         assert_eq!((r.totals.requests, r.totals.success, r.totals.error), (3, 1, 2));
-        assert_eq!(r.totals.classes.get("server_error"), Some(&1));
+        assert_eq!(r.totals.classes.get(&ErrorClass::ServerError), Some(&1));
         assert_eq!((r.totals.api_faults_5m, r.totals.rate_limited_5m), (1, 1));
         assert_eq!(r.rate_limits.last_retry_after_seconds, Some(12.0));
         assert_eq!(r.rate_limits.queue_limit, Some(5));
@@ -514,7 +560,7 @@ mod tests {
         h.job_started();
         let r = h.recent_at(t0 + 1.0);
         assert_eq!(r.jobs.in_flight, 1);
-        assert_eq!(r.jobs.finished.get("success"), Some(&3));
+        assert_eq!(r.jobs.finished.get(&JobResult::Success), Some(&3));
         assert_eq!((r.jobs.duration_p50_seconds, r.jobs.duration_p95_seconds), (Some(10.0), Some(30.0)));
         assert_eq!((r.jobs.eta_ratio_p50, r.jobs.over_twice_eta), (Some(2.0), 1));
 

@@ -12,6 +12,8 @@ mod events;
 pub mod history;
 pub mod slo;
 pub mod spans;
+pub mod status;
+pub mod verdict;
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -20,7 +22,7 @@ pub use spans::{SpanContext, exchange_span, from_traceparent, probe_span, server
 
 use crate::config::Slo;
 use crate::metrics::Metrics;
-pub use crate::metrics::{
+pub use crate::vocab::{
     BackoffReason, ClusterOp, JobResult, OutputResult, ProbeFailure, SkipReason, Source, SyntheticReason,
     UninspectedReason, WebhookResult,
 };
@@ -47,6 +49,7 @@ pub struct Observer {
 }
 
 impl Observer {
+    /// An observer recording into `metrics`.
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Observer { metrics, slos: Arc::default(), history: Arc::default(), journal: None }
     }
@@ -66,11 +69,11 @@ impl Observer {
         let mut current = self.slos.write().unwrap_or_else(PoisonError::into_inner);
         for old in current.names() {
             if !slos.iter().any(|s| s.name == old) {
-                self.metrics.slo_removed(&old);
+                self.metrics.slos.removed(&old);
             }
         }
         for s in slos {
-            self.metrics.slo_declared(&s.name, s.objective / 100.0, s.window.as_secs_f64(), s.min_events);
+            self.metrics.slos.declared(&s.name, s.objective / 100.0, s.window.as_secs_f64(), s.min_events);
         }
         *current = Arc::new(SloSet::new(slos));
         let marks: Vec<(String, f64, u32)> = slos.iter().map(|s| (s.name.clone(), s.objective, s.min_events)).collect();
@@ -79,7 +82,7 @@ impl Observer {
 
     /// One event judged by an SLO: counted, and remembered for the status page.
     fn slo_event(&self, slo: &str, good: bool) {
-        self.metrics.slo_event(slo, good);
+        self.metrics.slos.event(slo, crate::vocab::SloResult::of(good));
         self.history.slo_event(slo, good);
     }
 
@@ -122,6 +125,7 @@ impl Observer {
 pub struct Journal(Arc<Mutex<Vec<&'static str>>>);
 
 impl Journal {
+    /// The events seen, in order.
     pub fn names(&self) -> Vec<&'static str> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }

@@ -7,7 +7,12 @@ use std::collections::HashSet;
 
 use crate::classify::ErrorClass;
 use crate::config::{Sli, SliSource, Slo};
-use crate::metrics::{Exchange, JobEnd, JobResult, Source};
+use crate::vocab::{Exchange, JobEnd, JobResult, Source};
+
+/// The burn rate of the fast page of the SLO rules (1h and 5m windows, Google SRE workbook): at
+/// it a 30-day budget is gone in about 2 days. The status page's verdict flags an SLO burning this
+/// fast too; the rule file is rendered from the same figure (`alerts`).
+pub const PAGE_BURN_RATE_FAST: f64 = 14.4;
 
 /// The SLOs of the running configuration, ready to judge events.
 #[derive(Debug, Default)]
@@ -37,6 +42,7 @@ fn matches(want: SliSource, source: Source) -> bool {
 }
 
 impl SloSet {
+    /// Judges against `slos` (the configuration's).
     pub fn new(slos: &[Slo]) -> Self {
         let slos = slos
             .iter()
@@ -58,6 +64,7 @@ impl SloSet {
         SloSet { slos }
     }
 
+    /// Whether there is no SLO.
     pub fn is_empty(&self) -> bool {
         self.slos.is_empty()
     }

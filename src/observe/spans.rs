@@ -16,7 +16,7 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::classify::{self, Classification, Outcome};
-use crate::metrics::Source;
+use crate::vocab::Source;
 
 /// Longest `modelslab.error.message` recorded.
 pub const MAX_MESSAGE: usize = 256;

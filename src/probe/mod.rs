@@ -17,28 +17,33 @@ mod run;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rand::Rng;
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use run::{Callback, ExchangeReport, RunContext, RunReport, WebhookWatch};
+pub use run::{Callback, RunContext, WebhookWatch};
 
 use crate::BoxFuture;
 use crate::classify::ErrorClass;
-use crate::cluster::{Cluster, unix_ms};
+use crate::clients::Clients;
+use crate::clock;
+use crate::cluster::{Cluster, Role};
 use crate::config::{Config, Probe, Replicas, Upstream};
+use crate::observe::status::{Backoff, ProbeView};
 use crate::observe::{self, BackoffReason, Observer, SkipReason};
+use crate::tasks::Tasks;
+use crate::vocab::RunReport;
 
 /// How long a credit-spending probe pauses after a 402.
 pub const PAYMENT_PAUSE: Duration = Duration::from_secs(15 * 60);
 
 /// Runs one probe once. The HTTP runner in production; tests substitute their own.
 pub trait Runner: Send + Sync + 'static {
+    /// One run of `probe` against `upstream`, its report uniform whatever happened.
     fn run<'a>(&'a self, probe: &'a Probe, upstream: &'a Upstream) -> BoxFuture<'a, RunReport>;
 }
 
@@ -52,17 +57,14 @@ impl Runner for HttpRunner {
 }
 
 impl HttpRunner {
-    /// A runner with its own HTTP clients: one for the API, one for downloading outputs.
-    pub fn new(observer: Observer) -> Result<Self, reqwest::Error> {
-        let agent = concat!("modelslab-sentinel/", env!("CARGO_PKG_VERSION"));
-        let client = reqwest::Client::builder().user_agent(agent).pool_idle_timeout(Duration::from_secs(90)).build()?;
-        let downloads = reqwest::Client::builder()
-            .user_agent(agent)
-            // output::download follows redirects itself, checking each hop against the allowlist.
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()?;
-        Ok(HttpRunner(RunContext { client, downloads, observer, webhooks: None }))
+    /// A runner on the agent's clients: the API's, and the one for downloading outputs.
+    pub fn new(observer: Observer, clients: &Clients) -> Self {
+        HttpRunner(RunContext {
+            client: clients.api.clone(),
+            downloads: clients.downloads.clone(),
+            observer,
+            webhooks: None,
+        })
     }
 
     /// Runs with `follow.webhook` ask the API to call this receiver.
@@ -74,8 +76,8 @@ impl HttpRunner {
 
 #[derive(Default)]
 struct Gates {
-    backoff_until: Option<Instant>,
-    backoff_reason: Option<BackoffReason>,
+    /// Until when, and why, the probe waits.
+    backoff: Option<(Instant, BackoffReason)>,
     day: u64,
     runs_today: u32,
 }
@@ -90,19 +92,6 @@ struct ProbeState {
     resume: tokio::sync::Notify,
 }
 
-/// A probe's state as `/api/v1/status` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ProbeStatus {
-    pub name: String,
-    pub interval_seconds: f64,
-    pub running: bool,
-    pub runs_today: u32,
-    /// Seconds until the probe runs again after a 429 or a 402.
-    pub backoff_remaining_seconds: Option<f64>,
-    pub backoff_reason: Option<BackoffReason>,
-    pub last: Option<RunReport>,
-}
-
 /// The probe component.
 #[derive(Clone)]
 pub struct Probes {
@@ -112,6 +101,7 @@ pub struct Probes {
 struct Inner {
     observer: Observer,
     cluster: Cluster,
+    tasks: Tasks,
     /// Whether this replica runs the `replicas: one` probes: always with one replica; with
     /// several, once it holds the lease *and* has taken over their shared state.
     leading: AtomicBool,
@@ -124,40 +114,42 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn utc_day() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 86_400).unwrap_or(0)
-}
-
 impl Probes {
+    /// The probe component: `runner` makes the runs, `tasks` tracks them.
     pub fn new(
         config: watch::Receiver<Arc<Config>>,
         observer: Observer,
         runner: Arc<dyn Runner>,
         cluster: Cluster,
+        tasks: Tasks,
     ) -> Self {
-        let leading = AtomicBool::new(!cluster.is_shared());
+        let leading = AtomicBool::new(cluster.leads());
         Probes {
-            inner: Arc::new(Inner { observer, cluster, leading, runner, config, states: Mutex::new(HashMap::new()) }),
+            inner: Arc::new(Inner {
+                observer,
+                cluster,
+                tasks,
+                leading,
+                runner,
+                config,
+                states: Mutex::new(HashMap::new()),
+            }),
         }
     }
 
     /// Schedules the configured probes and follows config changes until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        if let Some(roles) = self.inner.cluster.roles() {
-            tokio::spawn(self.clone().adopt_shared_state(roles, shutdown.clone()));
-        }
+        self.inner.tasks.spawn(self.clone().follow_role(self.inner.cluster.roles(), shutdown.clone()));
         let mut config = self.inner.config.clone();
         let mut tasks: HashMap<String, (Probe, CancellationToken)> = HashMap::new();
         loop {
             let current = config.borrow_and_update().clone();
             self.apply(&current, &mut tasks, &shutdown);
             tokio::select! {
-                _ = shutdown.cancelled() => break,
-                changed = config.changed() => if changed.is_err() { break },
+                // The schedules stop with `shutdown`; runs in flight may finish.
+                _ = shutdown.cancelled() => return,
+                changed = config.changed() => if changed.is_err() { return },
             }
-        }
-        for (_, (_, token)) in tasks {
-            token.cancel();
         }
     }
 
@@ -199,15 +191,16 @@ impl Probes {
                 })
                 .clone();
             self.inner.observer.emit(observe::ProbeScheduled { probe: name, interval: def.interval, changed });
-            let token = shutdown.child_token();
-            tokio::spawn(schedule(self.inner.clone(), state, def.clone(), token.clone()));
-            tasks.insert(name.to_owned(), (def.clone(), token));
+            let stop = CancellationToken::new();
+            self.inner.tasks.spawn(schedule(self.inner.clone(), state, def.clone(), stop.clone(), shutdown.clone()));
+            tasks.insert(name.to_owned(), (def.clone(), stop));
         }
     }
 
-    /// Each time this replica takes the probe lease, takes over the shared backoff and day budget
-    /// of the `replicas: one` probes, so that the new holder neither runs early nor spends twice.
-    async fn adopt_shared_state(self, mut roles: watch::Receiver<crate::cluster::Role>, shutdown: CancellationToken) {
+    /// Follows this replica's role: each time it takes the probe lease it takes over the shared
+    /// backoff and day budget of the `replicas: one` probes, so that the new holder neither runs
+    /// early nor spends twice; when it loses it, their last results stop being exported here.
+    async fn follow_role(self, mut roles: watch::Receiver<Role>, shutdown: CancellationToken) {
         loop {
             let leader = roles.borrow_and_update().leader;
             if !leader {
@@ -232,13 +225,13 @@ impl Probes {
     async fn adopt(&self) {
         let probes: Vec<Probe> =
             self.inner.config.borrow().probes.iter().filter(|p| p.replicas == Replicas::One).cloned().collect();
-        let day = utc_day();
+        let day = clock::utc_day();
         for p in probes {
             let Some(shared) = self.inner.cluster.probe_state(&p.name, day).await else { continue };
             let Some(state) = lock(&self.inner.states).get(&p.name).cloned() else { continue };
             if let Some(last_ms) = shared.last_run_ms {
                 // Keep the last holder's rhythm: run when its next run was due (now, if past).
-                let since = Duration::from_millis(unix_ms().saturating_sub(last_ms));
+                let since = Duration::from_millis(clock::unix_millis().saturating_sub(last_ms));
                 *lock(&state.resume_at) = Some(Instant::now() + p.interval.saturating_sub(since));
                 state.resume.notify_one();
             }
@@ -249,10 +242,9 @@ impl Probes {
             }
             g.runs_today = g.runs_today.max(shared.runs_today);
             if let Some((until_ms, reason)) = shared.backoff {
-                let until = Instant::now() + Duration::from_millis(until_ms.saturating_sub(unix_ms()));
-                if g.backoff_until.is_none_or(|t| t < until) {
-                    g.backoff_until = Some(until);
-                    g.backoff_reason = reason.parse().ok();
+                let until = Instant::now() + Duration::from_millis(until_ms.saturating_sub(clock::unix_millis()));
+                if g.backoff.is_none_or(|(t, _)| t < until) {
+                    g.backoff = Some((until, reason));
                 }
             }
         }
@@ -270,8 +262,8 @@ impl Probes {
         Some(report)
     }
 
-    /// Every configured probe's state, in config order.
-    pub fn status(&self) -> Vec<ProbeStatus> {
+    /// Every configured probe's part of the status document, in config order.
+    pub fn status(&self) -> Vec<ProbeView> {
         let config = self.inner.config.borrow().clone();
         let states = lock(&self.inner.states);
         let now = Instant::now();
@@ -281,29 +273,41 @@ impl Probes {
             .filter_map(|p| {
                 let s = states.get(&p.name)?;
                 let gates = lock(&s.gates);
-                let backoff = gates.backoff_until.filter(|t| *t > now);
-                Some(ProbeStatus {
+                Some(ProbeView {
                     name: p.name.clone(),
                     interval_seconds: p.interval.as_secs_f64(),
                     running: s.running.load(Ordering::Acquire),
-                    runs_today: if gates.day == utc_day() { gates.runs_today } else { 0 },
-                    backoff_remaining_seconds: backoff.map(|t| (t - now).as_secs_f64()),
-                    backoff_reason: backoff.and(gates.backoff_reason),
+                    runs_today: if gates.day == clock::utc_day() { gates.runs_today } else { 0 },
+                    backoff: gates
+                        .backoff
+                        .filter(|(t, _)| *t > now)
+                        .map(|(t, reason)| Backoff { reason, remaining_seconds: (t - now).as_secs_f64() }),
                     last: lock(&s.last).clone(),
+                    recent_runs: self.inner.observer.history().probe_runs(&p.name),
                 })
             })
             .collect()
     }
 }
 
-/// One probe's schedule: ticks every interval after a random first delay.
-async fn schedule(inner: Arc<Inner>, state: Arc<ProbeState>, def: Probe, token: CancellationToken) {
+/// One probe's schedule: ticks every interval after a random first delay, until `stop` (the
+/// probe was removed or changed) or `shutdown`. A run in flight at shutdown may finish within the
+/// grace period (its result is recorded and its trace exported); one of a removed or changed probe
+/// is cut.
+async fn schedule(
+    inner: Arc<Inner>,
+    state: Arc<ProbeState>,
+    def: Probe,
+    stop: CancellationToken,
+    shutdown: CancellationToken,
+) {
     let jitter = rand::rng().random_range(Duration::ZERO..def.interval.max(Duration::from_millis(1)));
     let mut ticker = tokio::time::interval_at(Instant::now() + jitter, def.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
         tokio::select! {
-            _ = token.cancelled() => return,
+            _ = stop.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
             _ = state.resume.notified() => {
                 // Taken over from another replica: keep its rhythm, and catch up if it is due.
@@ -325,25 +329,28 @@ async fn schedule(inner: Arc<Inner>, state: Arc<ProbeState>, def: Probe, token: 
             inner.observer.emit(observe::ProbeSkipped { probe: &def.name, reason: SkipReason::Overlap });
             continue;
         }
-        let (inner, state, def, token) = (inner.clone(), state.clone(), def.clone(), token.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = token.cancelled() => {}
-                _ = run_and_record(&inner, &state, &def) => {}
+        let run = {
+            let (inner, state, def, stop) = (inner.clone(), state.clone(), def.clone(), stop.clone());
+            async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = run_and_record(&inner, &state, &def) => {}
+                }
+                state.running.store(false, Ordering::Release);
             }
-            state.running.store(false, Ordering::Release);
-        });
+        };
+        inner.tasks.spawn(run);
     }
 }
 
 /// Why this tick must not run, if it must not; counts the run against the day's budget if it may.
 fn gate(inner: &Inner, state: &ProbeState, def: &Probe) -> Option<SkipReason> {
     let mut g = lock(&state.gates);
-    if g.backoff_until.is_some_and(|t| Instant::now() < t) {
+    if g.backoff.is_some_and(|(t, _)| Instant::now() < t) {
         return Some(SkipReason::Backoff);
     }
     if def.max_runs_per_day > 0 {
-        let today = utc_day();
+        let today = clock::utc_day();
         if g.day != today {
             g.day = today;
             g.runs_today = 0;
@@ -352,71 +359,47 @@ fn gate(inner: &Inner, state: &ProbeState, def: &Probe) -> Option<SkipReason> {
             return Some(SkipReason::Budget);
         }
         g.runs_today += 1;
-        share(inner, def, |c, name| {
-            let (day, runs) = (g.day, g.runs_today);
-            async move { c.save_runs(&name, day, runs).await }
-        });
+        if def.replicas == Replicas::One {
+            inner.tasks.finish_or_spawn(inner.cluster.save_runs(&def.name, g.day, g.runs_today));
+        }
     }
     None
 }
 
-/// Writes a `replicas: one` probe's state to Redis (off the scheduler's path), when replicas share
-/// state.
-fn share<F, Fut>(inner: &Inner, def: &Probe, write: F)
-where
-    F: FnOnce(Cluster, String) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    if inner.cluster.is_shared() && def.replicas == Replicas::One {
-        tokio::spawn(write(inner.cluster.clone(), def.name.clone()));
+/// Waits out a 429's `retry_after`, or pauses a credit-spending probe after a 402: here, and for
+/// the replica that takes the probe over.
+fn back_off(inner: &Inner, state: &ProbeState, def: &Probe, report: &RunReport) {
+    let (wait, reason) = match report.error_class() {
+        Some(ErrorClass::RateLimited) => (report.retry_after().unwrap_or(def.interval), BackoffReason::RateLimited),
+        Some(ErrorClass::PaymentRequired) if def.max_runs_per_day > 0 => {
+            (PAYMENT_PAUSE, BackoffReason::PaymentRequired)
+        }
+        _ => return,
+    };
+    lock(&state.gates).backoff = Some((Instant::now() + wait, reason));
+    if def.replicas == Replicas::One {
+        let until_ms = clock::unix_millis().saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+        inner.tasks.finish_or_spawn(inner.cluster.save_backoff(&def.name, until_ms, reason));
     }
-}
-
-fn share_backoff(inner: &Inner, def: &Probe, wait: Duration, reason: BackoffReason) {
-    let until_ms = unix_ms() + wait.as_millis() as u64;
-    share(inner, def, |c, name| async move { c.save_backoff(&name, until_ms, reason.as_str()).await });
 }
 
 async fn run_and_record(inner: &Inner, state: &ProbeState, def: &Probe) -> RunReport {
     let upstream = inner.config.borrow().upstream.clone();
-    let started_at = crate::metrics::unix_now();
-    let started_ms = unix_ms();
-    share(inner, def, |c, name| async move { c.save_last_run(&name, started_ms).await });
+    let started_at = clock::unix_seconds();
+    if def.replicas == Replicas::One {
+        inner.tasks.finish_or_spawn(inner.cluster.save_last_run(&def.name, clock::unix_millis()));
+    }
     let root = observe::probe_span(&def.name);
     let run = tokio::time::timeout(def.timeout, inner.runner.run(def, &upstream)).instrument(root.clone());
     let report = match run.await {
         Ok(report) => report,
         Err(_) => RunReport::timed_out(&def.name, def.timeout, started_at),
     };
-
-    // Respect the API: wait out a 429's retry_after; pause credit spending after a 402.
-    {
-        let mut g = lock(&state.gates);
-        match report.error_class {
-            Some(ErrorClass::RateLimited) => {
-                let wait = report.retry_after_seconds.map(Duration::from_secs_f64).unwrap_or(def.interval);
-                g.backoff_until = Some(Instant::now() + wait);
-                g.backoff_reason = Some(BackoffReason::RateLimited);
-                share_backoff(inner, def, wait, BackoffReason::RateLimited);
-            }
-            Some(ErrorClass::PaymentRequired) if def.max_runs_per_day > 0 => {
-                g.backoff_until = Some(Instant::now() + PAYMENT_PAUSE);
-                g.backoff_reason = Some(BackoffReason::PaymentRequired);
-                share_backoff(inner, def, PAYMENT_PAUSE, BackoffReason::PaymentRequired);
-            }
-            _ => {}
-        }
-    }
-
+    back_off(inner, state, def, &report);
     let previous = lock(&state.last).replace(report.clone());
     inner.observer.emit(observe::ProbeRunFinished {
-        probe: &def.name,
-        success: report.success,
-        failure: report.failure_reason,
-        failed_expectations: &report.failed_expectations,
-        duration: Duration::from_secs_f64(report.duration_seconds),
-        started_at_unix: report.started_at_unix,
-        previous_success: previous.map(|p| p.success),
+        report: &report,
+        previous_success: previous.map(|p| p.outcome.is_success()),
         span: &root,
     });
     report

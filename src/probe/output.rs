@@ -26,7 +26,7 @@ const BLANK_STDDEV: f64 = 3.0;
 
 /// The URLs of the generated files: `output`, else `future_links`, else `proxy_links` (each an
 /// array, a string, or an object keyed `"0"`, `"1"`…).
-pub fn urls(answer: &Value) -> Vec<String> {
+pub(crate) fn urls(answer: &Value) -> Vec<String> {
     fn list(v: &Value) -> Vec<String> {
         match v {
             Value::String(s) if !s.is_empty() => vec![s.clone()],
@@ -48,7 +48,7 @@ pub fn urls(answer: &Value) -> Vec<String> {
 }
 
 /// A URL as it may be shown: scheme, host, port and path, no query or fragment.
-pub fn shown(url: &str) -> String {
+pub(crate) fn shown(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             u.set_query(None);
@@ -64,11 +64,8 @@ pub fn shown(url: &str) -> String {
 /// The width × height the request asked for, when it names both.
 fn requested_size(request: Option<&Value>) -> Option<(u32, u32)> {
     let dim = |k: &str| -> Option<u32> {
-        match request?.get(k)? {
-            Value::Number(n) => n.as_u64().and_then(|v| u32::try_from(v).ok()),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        }
+        let n = crate::classify::number(request?.get(k)?)?;
+        (n >= 0.0 && n.fract() == 0.0 && n <= f64::from(u32::MAX)).then_some(n as u32)
     };
     Some((dim("width")?, dim("height")?))
 }
@@ -82,7 +79,7 @@ pub(crate) enum Verdict {
 
 /// Checks the output of a successful `answer` to `request`; each failed check, one line each
 /// (check, URL and why).
-pub async fn check(
+pub(crate) async fn check(
     probe: &str,
     cfg: &OutputCheck,
     answer: &Value,

@@ -6,85 +6,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::BoxFuture;
 use bytes::Bytes;
-use serde::Serialize;
 use serde_json::Value;
-
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::output;
-use crate::classify::{self, ApiStatus, Classification, Context, ErrorClass, Failure, Outcome, Reason, RequestKind};
-use crate::config::{Expect, ExpectStatus, Probe, Upstream};
+use crate::BoxFuture;
+use crate::classify::{self, ApiStatus, Classification, Context, ErrorClass, Failure, Outcome, RequestKind};
+use crate::clock;
+use crate::config::{Expect, Follow, Probe, Upstream};
 use crate::observe::{self, JobResult, Observer, ProbeFailure, Source, SpanContext};
+use crate::vocab::{AnswerOutcome, ExchangeReport, FinalAnswer, RunOutcome, RunReport};
 
 /// Longest answer body a probe reads; API answers are a few KiB.
 const MAX_BODY: usize = 8 << 20;
 /// Longest wait between polls, whatever the eta says.
 const MAX_POLL_WAIT: Duration = Duration::from_secs(30);
-
-/// What one HTTP exchange of a run did (never the key, a prompt or a body).
-#[derive(Debug, Clone, Serialize)]
-pub struct ExchangeReport {
-    pub kind: RequestKind,
-    pub method: String,
-    /// The endpoint label (id-like segments as `{id}`, no query).
-    pub endpoint: String,
-    pub http_status: Option<u16>,
-    pub outcome: Outcome,
-    pub error_class: Option<ErrorClass>,
-    pub reason: Option<Reason>,
-    pub duration_seconds: f64,
-}
-
-/// The uniform result of a run.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunReport {
-    pub probe: String,
-    pub success: bool,
-    pub failure_reason: Option<ProbeFailure>,
-    /// Why expectations failed, one line each.
-    pub failed_expectations: Vec<String>,
-    pub duration_seconds: f64,
-    pub started_at_unix: f64,
-    /// The final answer's classification.
-    pub http_status: Option<u16>,
-    pub outcome: Option<Outcome>,
-    pub error_class: Option<ErrorClass>,
-    pub reason: Option<Reason>,
-    /// The API's message, at most 256 characters.
-    pub message: Option<String>,
-    pub job_id: Option<String>,
-    /// `retry_after` of the final answer (the scheduler backs off by it after a 429).
-    pub retry_after_seconds: Option<f64>,
-    pub exchanges: Vec<ExchangeReport>,
-}
-
-impl RunReport {
-    /// A run cut by the probe's hard timeout.
-    pub fn timed_out(probe: &str, timeout: Duration, started_at_unix: f64) -> Self {
-        RunReport {
-            probe: probe.to_owned(),
-            success: false,
-            failure_reason: Some(ProbeFailure::Timeout),
-            failed_expectations: vec![format!(
-                "no result within the probe's timeout ({})",
-                humantime::format_duration(timeout)
-            )],
-            duration_seconds: timeout.as_secs_f64(),
-            started_at_unix,
-            http_status: None,
-            outcome: None,
-            error_class: Some(ErrorClass::Timeout),
-            reason: None,
-            message: None,
-            job_id: None,
-            retry_after_seconds: None,
-            exchanges: Vec::new(),
-        }
-    }
-}
 
 /// What a run needs from the agent.
 pub struct RunContext {
@@ -92,6 +30,7 @@ pub struct RunContext {
     pub client: reqwest::Client,
     /// Downloads generated files from wherever answers point (never with the key).
     pub downloads: reqwest::Client,
+    /// Where the run's events go.
     pub observer: Observer,
     /// The webhook receiver, for probes with `follow.webhook`.
     pub webhooks: Option<Arc<dyn WebhookWatch>>,
@@ -138,24 +77,13 @@ impl Answer {
 }
 
 /// Runs `probe` once against `upstream`, within the current span (the run's root).
-pub async fn run(probe: &Probe, upstream: &Upstream, ctx: &RunContext) -> RunReport {
+pub(super) async fn run(probe: &Probe, upstream: &Upstream, ctx: &RunContext) -> RunReport {
     let started = Instant::now();
-    let started_at_unix = crate::metrics::unix_now();
+    let started_at_unix = clock::unix_seconds();
     let mut exchanges = Vec::new();
     let key = key_for(probe, upstream);
     let mut body = request_body(probe, key.as_deref());
-    // Ask for a webhook: a URL with a token of this run's own, and a track id.
-    let callback = match (&probe.follow, &ctx.webhooks) {
-        (Some(f), Some(w)) if f.webhook => {
-            let cb = w.expect(&probe.name).await;
-            if let Some(map) = body.get_or_insert_with(|| Value::Object(Default::default())).as_object_mut() {
-                map.insert("webhook".into(), Value::String(cb.url.clone()));
-                map.insert("track_id".into(), Value::String(cb.track_id.clone()));
-            }
-            Some((w, cb))
-        }
-        _ => None,
-    };
+    let callback = ask_for_webhook(probe, ctx, &mut body).await;
     let model = probe.request.body.as_ref().and_then(|b| b.get("model_id")).and_then(Value::as_str);
     let model_label = ctx.observer.model_label(model);
     let submit_endpoint = ctx.observer.endpoint_label(&probe.request.path);
@@ -172,72 +100,16 @@ pub async fn run(probe: &Probe, upstream: &Upstream, ctx: &RunContext) -> RunRep
             &mut exchanges,
         )
         .await;
-
-    let mut job_failure: Option<ProbeFailure> = None;
-    let mut job_id = submit.classification.details().id.clone();
-    let mut last = submit.clone();
-    if let (Some(follow), Outcome::Processing, Some(id)) =
-        (&probe.follow, last.classification.outcome(), job_id.clone())
-    {
-        ctx.observer.emit(observe::JobStarted { source: Source::Probe });
-        let first_eta = last.classification.eta();
-        let fetch_path = follow.fetch_path.replace("{id}", &id);
-        let fetch_endpoint = ctx.observer.endpoint_label(&fetch_path);
-        let fetch_body = key.as_ref().map(|k| serde_json::json!({ "key": k }));
-        let job_started = Instant::now();
-        let result = loop {
-            let wait = last.classification.eta().map(Duration::from_secs_f64).unwrap_or(follow.poll_interval);
-            let wait = wait.clamp(follow.poll_interval, MAX_POLL_WAIT.max(follow.poll_interval));
-            if job_started.elapsed() + wait > follow.max_wait {
-                job_failure = Some(ProbeFailure::JobTimeout);
-                break JobResult::Expired;
-            }
-            tokio::time::sleep(wait).await;
-            let answer = call
-                .exchange(
-                    &http::Method::POST,
-                    &fetch_path,
-                    fetch_body.as_ref(),
-                    RequestKind::Fetch,
-                    &fetch_endpoint,
-                    Some(&submit.span),
-                    &mut exchanges,
-                )
-                .await;
-            let outcome = answer.classification.outcome();
-            last = answer;
-            match outcome {
-                Outcome::Processing => continue,
-                Outcome::Success => break JobResult::Success,
-                Outcome::Error => {
-                    job_failure = Some(match last.http_status {
-                        None => failure_of(&last.classification),
-                        Some(_) => ProbeFailure::JobFailed,
-                    });
-                    break if last.classification.details().api_status == Some(ApiStatus::Failed) {
-                        JobResult::Failed
-                    } else {
-                        JobResult::Error
-                    };
-                }
-            }
-        };
-        ctx.observer.emit(observe::JobEnded {
-            job: observe::JobEnd {
-                source: Source::Probe,
-                endpoint: &submit_endpoint,
-                model: &model_label,
-                result,
-                duration: job_started.elapsed(),
-                first_eta,
-            },
-            span: None,
-            submitted: None,
-        });
-        if let Some(id) = &last.classification.details().id {
-            job_id = Some(id.clone());
+    let job = match (&probe.follow, submit.classification.outcome(), submit.classification.details().id.clone()) {
+        (Some(follow), Outcome::Processing, Some(id)) => {
+            Some(follow_job(&call, follow, &submit, &id, &submit_endpoint, &mut exchanges).await)
         }
-    }
+        _ => None,
+    };
+    let (last, job_failure, job_id) = match job {
+        Some(j) => (j.last, j.failure, Some(j.id)),
+        None => (submit.clone(), None, submit.classification.details().id.clone()),
+    };
     if let Some((w, cb)) = &callback {
         if submit.classification.outcome() == Outcome::Error {
             w.abandon(&cb.token);
@@ -248,47 +120,150 @@ pub async fn run(probe: &Probe, upstream: &Upstream, ctx: &RunContext) -> RunRep
     }
 
     let duration = started.elapsed();
-    let mut failed_expectations = check(probe.expect.as_ref(), &last, duration);
-    let mut output_failed = false;
-    if let (Some(wanted), true, Outcome::Success) = (
-        probe.expect.as_ref().and_then(|e| e.output.as_ref()),
-        failed_expectations.is_empty(),
-        last.classification.outcome(),
-    ) {
-        let answer = last.json().unwrap_or(Value::Null);
-        let failed =
-            output::check(&probe.name, wanted, &answer, probe.request.body.as_ref(), &ctx.downloads, &ctx.observer)
-                .await;
-        output_failed = !failed.is_empty();
-        failed_expectations.extend(failed);
-    }
-    let success = failed_expectations.is_empty();
-    let failure_reason = if success {
-        None
-    } else if last.http_status.is_none() {
-        Some(failure_of(&last.classification))
-    } else if output_failed {
-        Some(ProbeFailure::Output)
-    } else {
-        Some(job_failure.unwrap_or(ProbeFailure::Expectation))
-    };
+    let outcome = judge(probe, ctx, &last, duration, job_failure).await;
     let c = &last.classification;
     RunReport {
         probe: probe.name.clone(),
-        success,
-        failure_reason,
-        failed_expectations,
+        outcome,
         duration_seconds: duration.as_secs_f64(),
         started_at_unix,
-        http_status: last.http_status,
-        outcome: Some(c.outcome()),
-        error_class: c.error_class(),
-        reason: c.error().map(|e| e.reason),
-        message: c.details().message.as_deref().map(|m| classify::truncate(m, 256)),
-        job_id,
-        retry_after_seconds: c.details().retry_after,
+        answer: Some(FinalAnswer {
+            http_status: last.http_status,
+            outcome: AnswerOutcome::of(c),
+            message: c.details().message.as_deref().map(|m| classify::truncate(m, 256)),
+            job_id,
+            retry_after_seconds: c.details().retry_after,
+        }),
         exchanges,
     }
+}
+
+/// With `follow.webhook`, asks the API for a webhook: a URL with a token of this run's own, and
+/// a track id.
+async fn ask_for_webhook<'a>(
+    probe: &Probe,
+    ctx: &'a RunContext,
+    body: &mut Option<Value>,
+) -> Option<(&'a Arc<dyn WebhookWatch>, Callback)> {
+    let (Some(follow), Some(w)) = (&probe.follow, &ctx.webhooks) else { return None };
+    if !follow.webhook {
+        return None;
+    }
+    let cb = w.expect(&probe.name).await;
+    if let Some(map) = body.get_or_insert_with(|| Value::Object(Default::default())).as_object_mut() {
+        map.insert("webhook".into(), Value::String(cb.url.clone()));
+        map.insert("track_id".into(), Value::String(cb.track_id.clone()));
+    }
+    Some((w, cb))
+}
+
+/// A followed job's end.
+struct JobOutcome {
+    /// The terminal answer (or the last one, when the wait ran out).
+    last: Answer,
+    failure: Option<ProbeFailure>,
+    id: String,
+}
+
+/// Polls the job `id` at its fetch path until a terminal answer or `max_wait`, honouring the
+/// eta; the job's end feeds the shared job metrics.
+async fn follow_job(
+    call: &Call<'_>,
+    follow: &Follow,
+    submit: &Answer,
+    id: &str,
+    submit_endpoint: &str,
+    exchanges: &mut Vec<ExchangeReport>,
+) -> JobOutcome {
+    let observer = &call.ctx.observer;
+    observer.emit(observe::JobStarted { source: Source::Probe });
+    let first_eta = submit.classification.eta();
+    let fetch_path = follow.fetch_path.replace("{id}", id);
+    let fetch_endpoint = observer.endpoint_label(&fetch_path);
+    let fetch_body = call.key.map(|k| serde_json::json!({ "key": k }));
+    let started = Instant::now();
+    let mut last = submit.clone();
+    let mut failure = None;
+    let result = loop {
+        let wait = last.classification.eta().map(Duration::from_secs_f64).unwrap_or(follow.poll_interval);
+        let wait = wait.clamp(follow.poll_interval, MAX_POLL_WAIT.max(follow.poll_interval));
+        if started.elapsed() + wait > follow.max_wait {
+            failure = Some(ProbeFailure::JobTimeout);
+            break JobResult::Expired;
+        }
+        tokio::time::sleep(wait).await;
+        last = call
+            .exchange(
+                &http::Method::POST,
+                &fetch_path,
+                fetch_body.as_ref(),
+                RequestKind::Fetch,
+                &fetch_endpoint,
+                Some(&submit.span),
+                exchanges,
+            )
+            .await;
+        match last.classification.outcome() {
+            Outcome::Processing => continue,
+            Outcome::Success => break JobResult::Success,
+            Outcome::Error => {
+                failure = Some(match last.http_status {
+                    None => failure_of(&last.classification),
+                    Some(_) => ProbeFailure::JobFailed,
+                });
+                let failed = last.classification.details().api_status == Some(ApiStatus::Failed);
+                break if failed { JobResult::Failed } else { JobResult::Error };
+            }
+        }
+    };
+    observer.emit(observe::JobEnded {
+        job: observe::JobEnd {
+            source: Source::Probe,
+            endpoint: submit_endpoint,
+            model: call.model_label,
+            result,
+            duration: started.elapsed(),
+            first_eta,
+        },
+        span: None,
+        submitted: None,
+    });
+    let id = last.classification.details().id.clone().unwrap_or_else(|| id.to_owned());
+    JobOutcome { last, failure, id }
+}
+
+/// The run's verdict: every expectation on the final answer, then the output checks (only of a
+/// success that met the rest).
+async fn judge(
+    probe: &Probe,
+    ctx: &RunContext,
+    last: &Answer,
+    duration: Duration,
+    job_failure: Option<ProbeFailure>,
+) -> RunOutcome {
+    let mut failed = check(probe.expect.as_ref(), last, duration);
+    let mut output_failed = false;
+    if let (Some(wanted), true, Outcome::Success) =
+        (probe.expect.as_ref().and_then(|e| e.output.as_ref()), failed.is_empty(), last.classification.outcome())
+    {
+        let answer = last.json().unwrap_or(Value::Null);
+        let found =
+            output::check(&probe.name, wanted, &answer, probe.request.body.as_ref(), &ctx.downloads, &ctx.observer)
+                .await;
+        output_failed = !found.is_empty();
+        failed.extend(found);
+    }
+    if failed.is_empty() {
+        return RunOutcome::Success;
+    }
+    let reason = if last.http_status.is_none() {
+        failure_of(&last.classification)
+    } else if output_failed {
+        ProbeFailure::Output
+    } else {
+        job_failure.unwrap_or(ProbeFailure::Expectation)
+    };
+    RunOutcome::Failure { reason, failed_expectations: failed }
 }
 
 fn failure_of(c: &Classification) -> ProbeFailure {
@@ -388,9 +363,7 @@ impl Call<'_> {
             method: method.to_string(),
             endpoint: endpoint.to_owned(),
             http_status,
-            outcome: classification.outcome(),
-            error_class: classification.error_class(),
-            reason: classification.error().map(|e| e.reason),
+            outcome: AnswerOutcome::of(&classification),
             duration_seconds: duration.as_secs_f64(),
         });
         Answer { http_status, classification, body, content_encoding, span: observe::span_context(&span) }
@@ -437,11 +410,6 @@ fn check(expect: Option<&Expect>, answer: &Answer, duration: Duration) -> Vec<St
         failed.push(format!("http_status is {status_text}, expected one of {:?}", e.http_status));
     }
     if let Some(want) = e.status {
-        let want = match want {
-            ExpectStatus::Success => Outcome::Success,
-            ExpectStatus::Processing => Outcome::Processing,
-            ExpectStatus::Error => Outcome::Error,
-        };
         if c.outcome() != want {
             failed.push(format!("status is {}, expected {}", c.outcome(), want));
         }
@@ -493,4 +461,86 @@ fn check(expect: Option<&Expect>, answer: &Answer, duration: Duration) -> Vec<St
         }
     }
     failed
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderMap;
+
+    use super::*;
+
+    fn answer(status: Option<u16>, body: &str) -> Answer {
+        let classification = match status {
+            Some(s) => classify::classify(s, &HeaderMap::new(), body.as_bytes(), &Context::new(RequestKind::Submit)),
+            None => classify::classify_failure(Failure::Timeout),
+        };
+        Answer {
+            http_status: status,
+            classification,
+            body: status.map(|_| Bytes::from(body.to_owned())),
+            content_encoding: None,
+            span: SpanContext::empty_context(),
+        }
+    }
+
+    fn expect(yaml: &str) -> Expect {
+        crate::config::parse_document(yaml).unwrap()
+    }
+
+    #[test]
+    fn every_expectation_holds_or_says_why() {
+        let missing = r#"{"status":"error","message":"prompt is required"}"#;
+        let done = r#"{"status":"success","id":7,"output":["https://cdn/x.png"],"meta":{"W":512}}"#;
+        let second = Duration::from_secs(1);
+        // The `expect` section, the answer's status (`None`: no answer) and body, the run's
+        // duration, and the expectations that fail.
+        type Row<'a> = (&'a str, Option<u16>, &'a str, Duration, &'a [&'a str]);
+        let table: &[Row<'_>] = &[
+            // Without `expect`: outcome success.
+            ("", Some(200), done, second, &[]),
+            ("", Some(400), missing, second, &["outcome is error (bad_request/missing_parameter), expected success"]),
+            ("", None, "", second, &["outcome is error (timeout/other), expected success"]),
+            ("http_status: [400]", Some(400), missing, second, &[]),
+            ("http_status: [400, 422]", Some(200), done, second, &["http_status is 200, expected one of [400, 422]"]),
+            ("http_status: [400]", None, "", second, &["http_status is no response, expected one of [400]"]),
+            ("status: error", Some(400), missing, second, &[]),
+            ("status: processing", Some(200), done, second, &["status is success, expected processing"]),
+            ("error_class: bad_request", Some(400), missing, second, &[]),
+            ("error_class: unauthorized", Some(200), done, second, &["error_class is none, expected unauthorized"]),
+            ("reason: missing_parameter", Some(400), missing, second, &[]),
+            (
+                "reason: out_of_range",
+                Some(400),
+                missing,
+                second,
+                &["reason is missing_parameter, expected out_of_range"],
+            ),
+            ("message_matches: '(?i)PROMPT'", Some(400), missing, second, &[]),
+            ("message_matches: width", Some(400), missing, second, &["message does not match /width/"]),
+            ("max_duration: 2s", Some(200), done, second, &[]),
+            ("max_duration: 500ms", Some(200), done, second, &["took 1s, more than max_duration 500ms"]),
+            ("json: [{pointer: /output/0, exists: true}]", Some(200), done, second, &[]),
+            ("json: [{pointer: /output/1, exists: true}]", Some(200), done, second, &["/output/1 is missing"]),
+            ("json: [{pointer: /id, exists: false}]", Some(200), done, second, &["/id exists"]),
+            ("json: [{pointer: /meta/W, equals: 512}]", Some(200), done, second, &[]),
+            ("json: [{pointer: /meta/W, equals: 1024}]", Some(200), done, second, &["/meta/W is 512, expected 1024"]),
+            ("json: [{pointer: /meta/H, equals: 512}]", Some(200), done, second, &["/meta/H is missing, expected 512"]),
+            (
+                "{ http_status: [200], status: success, max_duration: 1ms }",
+                Some(400),
+                missing,
+                second,
+                &[
+                    "http_status is 400, expected one of [200]",
+                    "status is error, expected success",
+                    "took 1s, more than max_duration 1ms",
+                ],
+            ),
+        ];
+        for (yaml, status, body, took, want) in table {
+            let e = (!yaml.is_empty()).then(|| expect(yaml));
+            let got = check(e.as_ref(), &answer(*status, body), *took);
+            assert_eq!(got, *want, "expect {yaml:?} on {status:?} {body}");
+        }
+    }
 }

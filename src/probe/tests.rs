@@ -2,9 +2,12 @@
 
 use super::*;
 use crate::BoxFuture;
+use crate::classify::Reason;
 use crate::config::{self, Environment};
 use crate::metrics::Metrics;
 use crate::observe::ProbeFailure;
+use crate::scrape::Scrape;
+use crate::vocab::{AnswerOutcome, FinalAnswer, RunOutcome};
 
 type Script = Box<dyn Fn(&str, u32) -> RunReport + Send + Sync>;
 
@@ -41,20 +44,34 @@ impl Runner for FakeRunner {
 }
 
 fn ok(name: &str) -> RunReport {
-    let mut r = RunReport::timed_out(name, Duration::ZERO, 0.0);
-    r.success = true;
-    r.failure_reason = None;
-    r.error_class = None;
-    r.failed_expectations.clear();
-    r
+    RunReport {
+        probe: name.to_owned(),
+        outcome: RunOutcome::Success,
+        duration_seconds: 0.0,
+        started_at_unix: 0.0,
+        answer: Some(FinalAnswer {
+            http_status: Some(200),
+            outcome: AnswerOutcome::Success,
+            message: None,
+            job_id: None,
+            retry_after_seconds: None,
+        }),
+        exchanges: Vec::new(),
+    }
 }
 
 fn failing(name: &str, class: ErrorClass, retry_after: Option<f64>) -> RunReport {
-    let mut r = RunReport::timed_out(name, Duration::ZERO, 0.0);
-    r.failure_reason = Some(ProbeFailure::Expectation);
-    r.error_class = Some(class);
-    r.retry_after_seconds = retry_after;
-    r
+    RunReport {
+        outcome: RunOutcome::Failure { reason: ProbeFailure::Expectation, failed_expectations: vec!["x".into()] },
+        answer: Some(FinalAnswer {
+            http_status: Some(200),
+            outcome: AnswerOutcome::Error { error_class: class, reason: Reason::Other },
+            message: None,
+            job_id: None,
+            retry_after_seconds: retry_after,
+        }),
+        ..ok(name)
+    }
 }
 
 fn config(probes: &str) -> Arc<Config> {
@@ -68,23 +85,23 @@ fn probe_yaml(name: &str, interval: &str, extra: &str) -> String {
 }
 
 fn metrics() -> Arc<Metrics> {
-    Arc::new(Metrics::new(&crate::config::Labels::default()).unwrap())
+    Arc::new(Metrics::new(&config::Labels::default()).unwrap())
 }
 
-fn counter(m: &Metrics, family: &str, labels: &str) -> f64 {
-    let text = m.render().unwrap();
-    let series = format!("{family}{{{labels}}}");
-    text.lines()
-        .find(|l| l.starts_with(&series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+/// The value of the series of `family` with the labels `labels` (`key=value` pairs), 0 if none.
+fn counter(m: &Metrics, family: &str, labels: &[(&str, &str)]) -> f64 {
+    let scrape = Scrape::parse(&m.render().unwrap());
+    let mut selection = scrape.metric(family);
+    for (k, v) in labels {
+        selection = selection.label(k, v);
+    }
+    selection.sum()
 }
 
 struct Harness {
     tx: watch::Sender<Arc<Config>>,
     metrics: Arc<Metrics>,
-    journal: crate::observe::Journal,
+    journal: observe::Journal,
     probes: Probes,
     shutdown: CancellationToken,
 }
@@ -93,7 +110,7 @@ fn start(cfg: Arc<Config>, runner: Arc<FakeRunner>) -> Harness {
     let (tx, rx) = watch::channel(cfg);
     let metrics = metrics();
     let (observer, journal) = Observer::recording(metrics.clone());
-    let probes = Probes::new(rx, observer, runner, crate::cluster::Cluster::single());
+    let probes = Probes::new(rx, observer, runner, Cluster::single(), Tasks::new());
     let shutdown = CancellationToken::new();
     tokio::spawn(probes.clone().run(shutdown.clone()));
     Harness { tx, metrics, journal, probes, shutdown }
@@ -121,9 +138,10 @@ async fn runs_once_per_interval_after_a_jittered_start() {
     assert_eq!(runner.runs("a"), 1, "the first run falls within the first interval");
     advance(Duration::from_secs(50)).await;
     assert!((5..=6).contains(&runner.runs("a")), "{} runs in 60 s at a 10 s interval", runner.runs("a"));
-    assert_eq!(counter(&h.metrics, "modelslab_probe_success", "probe=\"a\""), 1.0);
-    assert_eq!(counter(&h.metrics, "modelslab_probe_runs_total", "probe=\"a\",result=\"failure\""), 0.0);
-    // One event per run, after the one that scheduled the probe.
+    assert_eq!(counter(&h.metrics, "modelslab_probe_success", &[("probe", "a")]), 1.0);
+    assert_eq!(counter(&h.metrics, "modelslab_probe_runs_total", &[("probe", "a"), ("result", "failure")]), 0.0);
+    // One event per run, after the one that scheduled the probe (a run just started ends first).
+    advance(Duration::from_millis(100)).await;
     assert_eq!(h.journal.names()[0], "probe_scheduled");
     assert_eq!(h.journal.count("probe_run_finished") as u32, runner.runs("a"));
     h.shutdown.cancel();
@@ -139,7 +157,7 @@ async fn a_run_still_going_is_not_overlapped() {
     let h = start(cfg, runner.clone());
     advance(Duration::from_secs(11)).await;
     let runs = runner.runs("slow");
-    let overlaps = counter(&h.metrics, "modelslab_probe_skipped_total", "probe=\"slow\",reason=\"overlap\"");
+    let overlaps = counter(&h.metrics, "modelslab_probe_skipped_total", &[("probe", "slow"), ("reason", "overlap")]);
     assert!((3..=5).contains(&runs), "{runs} runs");
     assert!(overlaps >= 6.0, "{overlaps} overlap skips");
     h.shutdown.cancel();
@@ -159,10 +177,13 @@ async fn the_hard_timeout_cuts_a_run() {
     }
     let runs = f64::from(runner.runs("hang"));
     assert!(runs >= 1.0);
-    assert_eq!(counter(&h.metrics, "modelslab_probe_failures_total", "probe=\"hang\",reason=\"timeout\""), runs);
-    assert_eq!(counter(&h.metrics, "modelslab_probe_success", "probe=\"hang\""), 0.0);
+    assert_eq!(
+        counter(&h.metrics, "modelslab_probe_failures_total", &[("probe", "hang"), ("reason", "timeout")]),
+        runs
+    );
+    assert_eq!(counter(&h.metrics, "modelslab_probe_success", &[("probe", "hang")]), 0.0);
     let status = h.probes.status();
-    assert_eq!(status[0].last.as_ref().unwrap().failure_reason, Some(ProbeFailure::Timeout));
+    assert_eq!(status[0].last.as_ref().unwrap().outcome.failure(), Some(ProbeFailure::Timeout));
     h.shutdown.cancel();
 }
 
@@ -172,7 +193,7 @@ async fn max_runs_per_day_is_a_budget() {
     let h = start(config(&probe_yaml("paid", "1s", "    max_runs_per_day: 3\n")), runner.clone());
     advance(Duration::from_secs(10)).await;
     assert_eq!(runner.runs("paid"), 3);
-    assert!(counter(&h.metrics, "modelslab_probe_skipped_total", "probe=\"paid\",reason=\"budget\"") >= 6.0);
+    assert!(counter(&h.metrics, "modelslab_probe_skipped_total", &[("probe", "paid"), ("reason", "budget")]) >= 6.0);
     assert_eq!(h.probes.status()[0].runs_today, 3);
     h.shutdown.cancel();
 }
@@ -187,10 +208,10 @@ async fn a_429_waits_retry_after_before_the_next_run() {
     advance(Duration::from_millis(1200)).await;
     assert_eq!(runner.runs("q"), 1);
     let status = h.probes.status();
-    assert_eq!(status[0].backoff_reason, Some(BackoffReason::RateLimited));
+    assert_eq!(status[0].backoff.map(|b| b.reason), Some(BackoffReason::RateLimited));
     advance(Duration::from_millis(3500)).await;
     assert_eq!(runner.runs("q"), 1, "no run during the wait");
-    let backoffs = counter(&h.metrics, "modelslab_probe_skipped_total", "probe=\"q\",reason=\"backoff\"");
+    let backoffs = counter(&h.metrics, "modelslab_probe_skipped_total", &[("probe", "q"), ("reason", "backoff")]);
     assert!((3.0..=5.0).contains(&backoffs), "{backoffs} backoff skips");
     advance(Duration::from_secs(3)).await;
     assert!(runner.runs("q") >= 2, "runs again after retry_after");
@@ -221,7 +242,7 @@ async fn reload_adds_removes_and_changes_probes_and_keeps_the_rest() {
     advance(Duration::from_secs(30)).await;
     let keep_before = runner.runs("keep");
     assert!(keep_before >= 2);
-    assert_eq!(counter(&h.metrics, "modelslab_probe_success", "probe=\"drop\""), 1.0);
+    assert_eq!(counter(&h.metrics, "modelslab_probe_success", &[("probe", "drop")]), 1.0);
 
     h.tx.send_replace(config(
         &(probe_yaml("keep", "10s", "") + &probe_yaml("change", "20s", "") + &probe_yaml("new", "10s", "")),
@@ -244,7 +265,7 @@ async fn on_demand_runs_bypass_the_schedule() {
     let h = start(config(&probe_yaml("a", "1h", "")), runner.clone());
     advance(Duration::from_millis(100)).await;
     let report = h.probes.run_now("a").await.unwrap();
-    assert!(report.success);
+    assert!(report.outcome.is_success());
     assert!(h.probes.run_now("nope").await.is_none());
     assert_eq!(h.probes.status()[0].last.as_ref().unwrap().probe, "a");
     h.shutdown.cancel();

@@ -9,12 +9,22 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
 
+use super::ProxyBody;
+use crate::chain;
+
+/// The error of the proxy's bodies: whatever failed underneath.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A whole body held in memory.
+pub(super) fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes).map_err(|e| match e {}).boxed()
+}
 
 /// The request body was larger than `proxy.max_request_body`.
 #[derive(Debug)]
-pub struct TooLarge;
+pub(super) struct TooLarge;
 
 impl std::fmt::Display for TooLarge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -27,15 +37,15 @@ impl std::error::Error for TooLarge {}
 impl TooLarge {
     /// Whether `error`, or any error in its source chain, is a [`TooLarge`]: the upstream call
     /// failed because the request tap stopped an oversized body.
-    pub fn caused(error: &(dyn std::error::Error + 'static)) -> bool {
-        in_chain::<TooLarge>(error)
+    pub(super) fn caused(error: &(dyn std::error::Error + 'static)) -> bool {
+        chain::find::<TooLarge>(error).is_some()
     }
 }
 
 /// The client's request body broke off or was malformed (a bad chunk, the client gone mid-body):
 /// the request fails because of the client, not of the upstream.
 #[derive(Debug)]
-pub struct ClientBodyFailed(BoxError);
+pub(super) struct ClientBodyFailed(BoxError);
 
 impl std::fmt::Display for ClientBodyFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -51,32 +61,14 @@ impl std::error::Error for ClientBodyFailed {
 
 impl ClientBodyFailed {
     /// Whether `error`, or any error in its source chain, is a [`ClientBodyFailed`].
-    pub fn caused(error: &(dyn std::error::Error + 'static)) -> bool {
-        in_chain::<ClientBodyFailed>(error)
+    pub(super) fn caused(error: &(dyn std::error::Error + 'static)) -> bool {
+        chain::find::<ClientBodyFailed>(error).is_some()
     }
-}
-
-fn in_chain<T: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
-    find_in_chain::<T>(error).is_some()
-}
-
-/// The first error of type `E` in `error`'s source chain (itself included).
-pub(super) fn find_in_chain<'a, E: std::error::Error + 'static>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a E> {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if let Some(found) = e.downcast_ref::<E>() {
-            return Some(found);
-        }
-        next = e.source();
-    }
-    None
 }
 
 /// What the request tap saw, shared with the handler.
 #[derive(Default)]
-pub struct RequestSeen {
+pub(super) struct RequestSeen {
     /// The first bytes of the body (for `model_id` and `request_id`).
     pub head: Mutex<Vec<u8>>,
     /// The body ended and `head` holds all of it.
@@ -84,18 +76,18 @@ pub struct RequestSeen {
 }
 
 impl RequestSeen {
-    pub fn head(&self) -> Vec<u8> {
+    pub(super) fn head(&self) -> Vec<u8> {
         self.head.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The whole body, when it ended within the bytes kept (to send the request again).
-    pub fn whole(&self) -> Option<Bytes> {
+    pub(super) fn whole(&self) -> Option<Bytes> {
         self.whole.load(std::sync::atomic::Ordering::Acquire).then(|| Bytes::from(self.head()))
     }
 }
 
 /// Streams a request body, failing it past `max` bytes and copying its first `keep` bytes.
-pub struct RequestTap<B> {
+pub(super) struct RequestTap<B> {
     inner: B,
     seen: u64,
     max: u64,
@@ -104,7 +96,7 @@ pub struct RequestTap<B> {
 }
 
 impl<B> RequestTap<B> {
-    pub fn new(inner: B, max: u64, keep: usize, shared: Arc<RequestSeen>) -> Self {
+    pub(super) fn new(inner: B, max: u64, keep: usize, shared: Arc<RequestSeen>) -> Self {
         RequestTap { inner, seen: 0, max, keep, shared }
     }
 }
@@ -159,7 +151,7 @@ where
 }
 
 /// How a response body ended.
-pub enum End {
+pub(super) enum End {
     /// The whole body went through; `body` is its copy unless it was larger than the limit.
     Complete { body: Option<Vec<u8>> },
     /// The upstream failed mid-body (reset, truncated).
@@ -169,12 +161,12 @@ pub enum End {
 }
 
 /// Called once when a response body ends.
-pub trait Finish: Send + Sync + 'static {
+pub(super) trait Finish: Send + Sync + 'static {
     fn finish(self: Box<Self>, end: End);
 }
 
 /// Streams a response body to the client, keeping a copy of up to `keep` bytes.
-pub struct ResponseTap<B> {
+pub(super) struct ResponseTap<B> {
     inner: B,
     copy: Vec<u8>,
     keep: usize,
@@ -184,7 +176,7 @@ pub struct ResponseTap<B> {
 
 impl<B> ResponseTap<B> {
     /// `keep = 0` keeps nothing (the body is not to be inspected).
-    pub fn new(inner: B, keep: usize, finish: Box<dyn Finish>) -> Self {
+    pub(super) fn new(inner: B, keep: usize, finish: Box<dyn Finish>) -> Self {
         ResponseTap { inner, copy: Vec::new(), keep, overflow: keep == 0, finish: Some(finish) }
     }
 
@@ -253,7 +245,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use http_body_util::{BodyExt, Full, StreamBody};
+    use http_body_util::StreamBody;
 
     use super::*;
 

@@ -1,9 +1,9 @@
 //! The bookkeeping of one proxied exchange: what is known before the answer, and what happens
 //! when it ends (or never comes): one `observe` event for the exchange, the server and client
-//! spans, and the job it submits or polls.
+//! spans, and the job it submits or polls. It knows nothing of how the request was forwarded.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::Response;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -11,13 +11,13 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::Span;
 
-use super::body::{End, Finish, RequestSeen};
-use super::forward::full;
+use super::body::{End, Finish, RequestSeen, full};
 use super::inspect::{RequestFields, fetch_path_id, request_fields, request_secrets, rewrite_fetch_result};
 use super::jobs::Tracked;
 use super::{Proxy, ProxyBody, Synthetic};
 use crate::classify::{self, ApiStatus, Classification, Context, Failure, Outcome, RequestKind};
-use crate::cluster::unix_ms;
+use crate::clock;
+use crate::cluster::SharedJob;
 use crate::config::Config;
 use crate::observe::{self, JobResult, ResponseUninspected, Source, UninspectedReason};
 
@@ -31,7 +31,7 @@ pub(super) struct Exchange {
     seen: Arc<RequestSeen>,
     secrets: Vec<String>,
     started: Instant,
-    /// Wall-clock start (jobs shared through Redis measure from it).
+    /// Wall-clock start (jobs are timed from it, possibly by another replica).
     started_ms: u64,
     pub config: Arc<Config>,
     /// The proxied request's span; ends when the answer's body has gone through.
@@ -42,7 +42,7 @@ pub(super) struct Exchange {
 
 impl Exchange {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(super) fn new(
         proxy: Proxy,
         parts: &http::request::Parts,
         path: String,
@@ -64,7 +64,7 @@ impl Exchange {
             seen,
             secrets,
             started: Instant::now(),
-            started_ms: unix_ms(),
+            started_ms: clock::unix_millis(),
             config,
             server,
             client,
@@ -77,7 +77,7 @@ impl Exchange {
     }
 
     /// The same request, sent again (its own timing and client span).
-    pub fn again(&self) -> Exchange {
+    pub(super) fn again(&self) -> Exchange {
         Exchange {
             proxy: self.proxy.clone(),
             method: self.method.clone(),
@@ -87,7 +87,7 @@ impl Exchange {
             seen: self.seen.clone(),
             secrets: self.secrets.clone(),
             started: Instant::now(),
-            started_ms: unix_ms(),
+            started_ms: clock::unix_millis(),
             config: self.config.clone(),
             server: self.server.clone(),
             client: Self::client_span(&self.server, &self.method, &self.path, &self.config),
@@ -95,17 +95,18 @@ impl Exchange {
     }
 
     /// No answer came: a synthetic 504/502, and the failure recorded as an upstream observation.
-    pub fn failed(self, failure: Failure) -> Response<ProxyBody> {
-        self.record(None, &classify::classify_failure(failure));
+    pub(super) fn failed(self, failure: Failure) -> Response<ProxyBody> {
+        let (proxy, server) = (self.proxy.clone(), self.server.clone());
+        self.record(None, classify::classify_failure(failure));
         let answer = match failure {
             Failure::Timeout => Synthetic::UpstreamTimeout,
             Failure::Transport => Synthetic::UpstreamUnreachable,
         };
-        self.proxy.synthetic(answer, &self.server)
+        proxy.synthetic(answer, &server)
     }
 
     /// Reads a whole answer, rewrites its `fetch_result` to point at the proxy, and records it.
-    pub async fn rewritten(
+    pub(super) async fn rewritten(
         self,
         mut parts: http::response::Parts,
         incoming: Incoming,
@@ -117,10 +118,10 @@ impl Exchange {
         };
         let status = parts.status.as_u16();
         let c = classify::classify(status, &parts.headers, &bytes, &self.context());
-        self.record(Some(status), &c);
         let local = self.proxy.inner.local;
         let out =
             c.fetch_result().and_then(|url| rewrite_fetch_result(&bytes, url, &self.config, local)).unwrap_or(bytes);
+        self.record(Some(status), c);
         parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
         Response::from_parts(parts, full(out))
     }
@@ -130,87 +131,49 @@ impl Exchange {
     }
 
     /// Records the classified exchange (one event: metrics, both spans, the log) and follows its
-    /// job. A poll of a job this replica does not know, with replicas sharing state, is recorded
-    /// once Redis has said which job it is: off the response path, in a task of its own.
-    fn record(&self, http_status: Option<u16>, c: &Classification) {
-        let inner = &self.proxy.inner;
+    /// job. A poll is recorded once the job it polls is looked up (its model labels the poll, and
+    /// a terminal answer ends it): at once with state in memory, off the response path when the
+    /// lookup waits for Redis.
+    fn record(self, http_status: Option<u16>, classification: Classification) {
         let RequestFields { model_id, request_id, key } = request_fields(&self.seen.head());
+        let mut secrets = self.secrets;
+        secrets.extend(key);
         let job_id = match self.kind {
-            RequestKind::Fetch => {
-                fetch_path_id(&self.path).map(str::to_owned).or(request_id).or_else(|| c.details().id.clone())
-            }
-            RequestKind::Submit => c.details().id.clone(),
+            RequestKind::Fetch => fetch_path_id(&self.path)
+                .map(str::to_owned)
+                .or(request_id)
+                .or_else(|| classification.details().id.clone()),
+            RequestKind::Submit => classification.details().id.clone(),
         };
-        let ends = job_end(self.kind, http_status, c);
-        let duration = self.started.elapsed();
-        if let (RequestKind::Fetch, Some(id)) = (self.kind, &job_id) {
-            if inner.jobs.model_of(id).is_none() && inner.jobs.is_shared() {
-                let mut secrets = self.secrets.clone();
-                secrets.extend(key);
-                let later = Later {
-                    proxy: self.proxy.clone(),
-                    endpoint: self.endpoint.clone(),
-                    server: self.server.clone(),
-                    client: self.client.clone(),
-                    secrets,
-                    request_model: model_id,
-                    http_status,
-                    classification: c.clone(),
-                    duration,
-                };
-                let id = id.clone();
-                tokio::spawn(async move { later.record(id, ends).await });
-                return;
-            }
-        }
-        let mut secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-        secrets.extend(key.as_deref());
-        // A fetch takes its job's model.
-        let model = match (self.kind, &job_id) {
+        let seen = Seen {
+            proxy: self.proxy,
+            endpoint: self.endpoint,
+            server: self.server,
+            client: self.client,
+            secrets,
+            request_model: model_id,
+            http_status,
+            duration: self.started.elapsed(),
+            classification,
+        };
+        let inner = seen.proxy.inner.clone();
+        match (self.kind, job_id) {
             (RequestKind::Fetch, Some(id)) => {
-                inner.jobs.model_of(id).unwrap_or_else(|| inner.observer.model_label(None))
+                let ends = job_end(http_status, &seen.classification);
+                let lookup = inner.jobs.lookup(&id, ends.is_some());
+                inner.tasks.finish_or_spawn(async move {
+                    let job = lookup.await;
+                    seen.poll(&id, job, ends);
+                });
             }
-            _ => inner.observer.model_label(model_id.as_deref()),
-        };
-        inner.observer.emit(observe::ExchangeObserved {
-            exchange: observe::Exchange {
-                source: Source::Proxy,
-                endpoint: &self.endpoint,
-                model: &model,
-                http_status,
-                classification: c,
-                duration,
-            },
-            span: &self.client,
-            server: Some(&self.server),
-            secrets: &secrets,
-            request_model: model_id.as_deref(),
-            job_id: job_id.as_deref(),
-        });
-        let Some(id) = job_id else { return };
-        if self.kind == RequestKind::Submit && c.outcome() == Outcome::Processing {
-            let job = Tracked {
-                submitted: self.started,
-                submitted_ms: self.started_ms,
-                endpoint: self.endpoint.clone(),
-                model,
-                first_eta: c.eta(),
-                context: observe::span_context(&self.server),
-                fallback: false,
-            };
-            inner.jobs.track(&id, job);
-        } else if let Some(result) = ends {
-            inner.jobs.complete(&id, result, Instant::now(), Some(&self.server));
+            (kind, job_id) => seen.submission(kind, job_id.as_deref(), self.started_ms),
         }
     }
 }
 
-/// How the job a fetch polls ended, if this answer ends it: `success`, or a 2xx error (`failed`
-/// or `error`). Other errors (a 5xx, a timeout) say nothing about the job.
-fn job_end(kind: RequestKind, http_status: Option<u16>, c: &Classification) -> Option<JobResult> {
-    if kind != RequestKind::Fetch {
-        return None;
-    }
+/// How the job a poll asks about ended, if this answer ends it: `success`, or a 2xx error
+/// (`failed` or `error`). Other errors (a 5xx, a timeout) say nothing about the job.
+fn job_end(http_status: Option<u16>, c: &Classification) -> Option<JobResult> {
     match c.outcome() {
         Outcome::Success => Some(JobResult::Success),
         Outcome::Error if http_status.is_some_and(|s| (200..300).contains(&s)) => {
@@ -220,30 +183,29 @@ fn job_end(kind: RequestKind, http_status: Option<u16>, c: &Classification) -> O
     }
 }
 
-/// A poll's exchange recorded once Redis has said which job it polls (shared state).
-struct Later {
+/// A classified exchange, ready to be recorded.
+struct Seen {
     proxy: Proxy,
     endpoint: String,
     server: Span,
     client: Span,
+    /// The request's key wherever it travelled, scrubbed from what is recorded.
     secrets: Vec<String>,
+    /// The model the request body named.
     request_model: Option<String>,
     http_status: Option<u16>,
+    duration: Duration,
     classification: Classification,
-    duration: std::time::Duration,
 }
 
-impl Later {
-    async fn record(self, id: String, ends: Option<JobResult>) {
-        let inner = &self.proxy.inner;
-        let job = inner.jobs.shared(&id, ends.is_some()).await;
-        let model = job.as_ref().map_or_else(|| inner.observer.model_label(None), |j| j.model.clone());
+impl Seen {
+    fn emit(&self, model: &str, job_id: Option<&str>) {
         let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-        inner.observer.emit(observe::ExchangeObserved {
+        self.proxy.inner.observer.emit(observe::ExchangeObserved {
             exchange: observe::Exchange {
                 source: Source::Proxy,
                 endpoint: &self.endpoint,
-                model: &model,
+                model,
                 http_status: self.http_status,
                 classification: &self.classification,
                 duration: self.duration,
@@ -252,10 +214,36 @@ impl Later {
             server: Some(&self.server),
             secrets: &secrets,
             request_model: self.request_model.as_deref(),
-            job_id: Some(&id),
+            job_id,
         });
+    }
+
+    /// Any exchange but a poll: recorded with the model its body named; a `processing` answer
+    /// starts a job.
+    fn submission(self, kind: RequestKind, job_id: Option<&str>, started_ms: u64) {
+        let inner = &self.proxy.inner;
+        let model = inner.observer.model_label(self.request_model.as_deref());
+        self.emit(&model, job_id);
+        if let (RequestKind::Submit, Some(id), Outcome::Processing) = (kind, job_id, self.classification.outcome()) {
+            let job = Tracked {
+                submitted_ms: started_ms,
+                endpoint: self.endpoint.clone(),
+                model,
+                first_eta: self.classification.eta(),
+                context: observe::span_context(&self.server),
+            };
+            inner.jobs.track(id, job);
+        }
+    }
+
+    /// A poll of job `id` (`job`: its record, when it is followed), labelled with the job's model;
+    /// `ends` says whether and how this answer ends the job.
+    fn poll(self, id: &str, job: Option<SharedJob>, ends: Option<JobResult>) {
+        let inner = self.proxy.inner.clone();
+        let model = job.as_ref().map_or_else(|| inner.observer.model_label(None), |j| j.model.clone());
+        self.emit(&model, Some(id));
         if let (Some(job), Some(result)) = (job, ends) {
-            inner.jobs.end_shared(&job, result, Some(&self.server));
+            inner.jobs.end(&job, result, Some(&self.server));
         }
     }
 }
@@ -282,6 +270,6 @@ impl Finish for Finished {
             End::UpstreamError => classify::classify_failure(Failure::Transport),
             End::ClientGone => Classification::by_status(self.status),
         };
-        self.exchange.record(Some(self.status), &c);
+        self.exchange.record(Some(self.status), c);
     }
 }

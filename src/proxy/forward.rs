@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::Instrument;
 
+use super::body::full;
 use super::body::{ClientBodyFailed, RequestSeen, RequestTap, ResponseTap, TooLarge};
 use super::exchange::{Exchange, Finished};
 use super::inspect::{is_fetch_path, rewritable, uninspected_reason};
-use super::{Proxy, ProxyBody, REQUEST_HEAD, Synthetic};
+use super::{Proxy, ProxyBody, REQUEST_HEAD, Refusal, Synthetic};
 use crate::classify::{self, Context, Failure, RequestKind};
 use crate::config::Config;
 use crate::observe::{self, RateLimitRetry};
@@ -76,9 +77,9 @@ impl Proxy {
     }
 
     /// Why a request must not be forwarded, if it must not.
-    fn refusal(&self, req: &Request<Incoming>, config: &Config) -> Option<&'static str> {
+    fn refusal(&self, req: &Request<Incoming>, config: &Config) -> Option<Refusal> {
         if req.method() == Method::CONNECT {
-            return Some("CONNECT is not supported: this proxy only forwards to its configured API");
+            return Some(Refusal::Connect);
         }
         if let Some(authority) = req.uri().authority() {
             let upstream = &config.upstream.base_url;
@@ -87,9 +88,7 @@ impl Proxy {
                 && upstream.port_or_known_default() == Some(port);
             let ours = authority.as_str() == self.inner.local.to_string();
             if !upstream_itself && !ours {
-                return Some(
-                    "Absolute URLs naming another host are refused: this proxy only forwards to its configured API",
-                );
+                return Some(Refusal::OtherHost);
             }
         }
         None
@@ -166,31 +165,22 @@ impl Proxy {
     }
 }
 
-/// A whole body held in memory.
-pub(super) fn full(bytes: Bytes) -> ProxyBody {
-    Full::new(bytes).map_err(|e| match e {}).boxed()
-}
-
 /// The request as the upstream gets it: its URI, hop-by-hop headers gone, `Host` the upstream's.
 fn upstream_request(
     parts: &http::request::Parts,
     body: ProxyBody,
     config: &Config,
-) -> Result<Request<ProxyBody>, &'static str> {
+) -> Result<Request<ProxyBody>, Refusal> {
     let base = &config.upstream.base_url;
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri: Uri = format!("{}{}", base.as_str().trim_end_matches('/'), path_and_query)
-        .parse()
-        .map_err(|_| "The request path is not valid")?;
+    let uri: Uri =
+        format!("{}{}", base.as_str().trim_end_matches('/'), path_and_query).parse().map_err(|_| Refusal::BadPath)?;
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
     let host = uri.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
-    headers.insert(header::HOST, HeaderValue::from_str(&host).map_err(|_| "bad upstream host")?);
-    let mut req = Request::builder()
-        .method(parts.method.clone())
-        .uri(uri)
-        .body(body)
-        .map_err(|_| "The request could not be rebuilt")?;
+    headers.insert(header::HOST, HeaderValue::from_str(&host).map_err(|_| Refusal::BadUpstreamHost)?);
+    let mut req =
+        Request::builder().method(parts.method.clone()).uri(uri).body(body).map_err(|_| Refusal::Unbuildable)?;
     *req.headers_mut() = headers;
     Ok(req)
 }

@@ -74,11 +74,7 @@ pub(crate) fn request_fields(head: &[u8]) -> RequestFields {
     }
     if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(head) {
         let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
-        let request_id = match m.get("request_id") {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        };
+        let request_id = m.get("request_id").and_then(crate::classify::id);
         return RequestFields { model_id: text("model_id"), request_id, key: text("key") };
     }
     let text = String::from_utf8_lossy(head);

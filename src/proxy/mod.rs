@@ -27,7 +27,7 @@ mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -38,7 +38,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub use body::BoxError;
 pub use jobs::{JobTracker, Tracked};
@@ -46,8 +45,10 @@ use upstream::Upstream;
 
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::observe::status::ProxyView;
 use crate::observe::{self, Observer, Source, SyntheticReason};
-use crate::server;
+use crate::server::{self, ConnectionLimit};
+use crate::tasks::Tasks;
 
 /// The body type the proxy answers with.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
@@ -67,22 +68,41 @@ struct Inner {
     config: watch::Receiver<Arc<Config>>,
     observer: Observer,
     jobs: Arc<JobTracker>,
+    tasks: Tasks,
     upstream: Upstream,
     local: SocketAddr,
+    /// `proxy.max_connections`, as reloaded.
+    connections: Arc<ConnectionLimit>,
 }
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// The listener is not bound.
     #[error("proxy listener has no local address: {0}")]
     Listener(std::io::Error),
+}
+
+/// Why a request is not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Refusal {
+    #[error("CONNECT is not supported: this proxy only forwards to its configured API")]
+    Connect,
+    #[error("Absolute URLs naming another host are refused: this proxy only forwards to its configured API")]
+    OtherHost,
+    #[error("The request path is not valid")]
+    BadPath,
+    #[error("The upstream's host cannot be a Host header")]
+    BadUpstreamHost,
+    #[error("The request could not be rebuilt")]
+    Unbuildable,
 }
 
 /// An answer the proxy makes itself, in the API's own shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Synthetic {
-    /// A request this proxy must not forward (CONNECT, another host, a path it cannot rebuild).
-    Refused(&'static str),
+    /// A request this proxy must not forward.
+    Refused(Refusal),
     /// A body over `proxy.max_request_body`.
     BodyTooLarge,
     /// A body that could not be read (the client failed mid-body).
@@ -112,13 +132,13 @@ impl Synthetic {
         }
     }
 
-    fn message(self) -> &'static str {
+    fn message(self) -> String {
         match self {
-            Synthetic::Refused(why) => why,
-            Synthetic::BodyTooLarge => "Request body too large for the proxy (proxy.max_request_body)",
-            Synthetic::BodyUnreadable => "The request body could not be read",
-            Synthetic::UpstreamTimeout => "The ModelsLab API did not answer in time (proxy.upstream_timeout)",
-            Synthetic::UpstreamUnreachable => "The ModelsLab API could not be reached",
+            Synthetic::Refused(why) => why.to_string(),
+            Synthetic::BodyTooLarge => "Request body too large for the proxy (proxy.max_request_body)".into(),
+            Synthetic::BodyUnreadable => "The request body could not be read".into(),
+            Synthetic::UpstreamTimeout => "The ModelsLab API did not answer in time (proxy.upstream_timeout)".into(),
+            Synthetic::UpstreamUnreachable => "The ModelsLab API could not be reached".into(),
         }
     }
 
@@ -140,11 +160,21 @@ impl Proxy {
         config: watch::Receiver<Arc<Config>>,
         observer: Observer,
         cluster: Cluster,
+        tasks: Tasks,
     ) -> Result<Self, ProxyError> {
         let local = listener.local_addr().map_err(ProxyError::Listener)?;
-        let jobs_cfg = config.borrow().jobs.clone();
-        let jobs =
-            Arc::new(JobTracker::new(Source::Proxy, observer.clone(), cluster, jobs_cfg.ttl, jobs_cfg.max_tracked));
+        let (jobs_cfg, max_connections) = {
+            let c = config.borrow();
+            (c.jobs.clone(), c.proxy.max_connections)
+        };
+        let jobs = Arc::new(JobTracker::new(
+            Source::Proxy,
+            observer.clone(),
+            cluster,
+            tasks.clone(),
+            jobs_cfg.ttl,
+            jobs_cfg.max_tracked,
+        ));
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -155,25 +185,24 @@ impl Proxy {
             .enable_http1()
             .wrap_connector(http);
         let upstream = Upstream::new(https);
-        Ok(Proxy { inner: Arc::new(Inner { config, observer, jobs, upstream, local }) })
+        let connections = ConnectionLimit::new(max_connections);
+        Ok(Proxy { inner: Arc::new(Inner { config, observer, jobs, tasks, upstream, local, connections }) })
     }
 
-    /// The jobs the proxy follows.
-    pub fn jobs(&self) -> &Arc<JobTracker> {
-        &self.inner.jobs
+    /// The proxy's part of `/api/v1/status`.
+    pub fn status(&self) -> ProxyView {
+        ProxyView { jobs_tracked: self.inner.jobs.held() }
     }
 
     /// Accepts connections until `shutdown` (with the limits of [`crate::server`]); in-flight
-    /// requests finish on their connection tasks, which `tracker` tracks (the app waits for them
-    /// with its grace period).
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken, tracker: TaskTracker) {
-        let limits = server::Limits {
-            max_connections: self.inner.config.borrow().proxy.max_connections,
-            ..server::Limits::default()
-        };
-        tracker.spawn(self.clone().expire_jobs(shutdown.clone()));
-        tracker.spawn(self.clone().follow_config(shutdown.clone()));
-        server::serve(listener, "proxy", limits, shutdown, tracker, move |_peer| {
+    /// requests finish on their connection tasks, which the agent's tracker tracks (the app waits
+    /// for them with its grace period).
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
+        let limits = server::Limits::with_connections(self.inner.connections.clone());
+        let tasks = self.inner.tasks.clone();
+        tasks.spawn(self.clone().expire_jobs(shutdown.clone()));
+        tasks.spawn(self.clone().follow_config(shutdown.clone()));
+        server::serve(listener, "proxy", limits, shutdown, tasks.tracker().clone(), move |_peer| {
             let proxy = self.clone();
             hyper::service::service_fn(move |req| {
                 let proxy = proxy.clone();
@@ -191,10 +220,7 @@ impl Proxy {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {
-                    self.inner.jobs.expire(Instant::now());
-                    self.inner.jobs.sweep_shared().await;
-                }
+                _ = tick.tick() => self.inner.jobs.sweep().await,
             }
         }
     }
@@ -206,8 +232,9 @@ impl Proxy {
                 _ = shutdown.cancelled() => return,
                 changed = rx.changed() => {
                     if changed.is_err() { return; }
-                    let jobs = rx.borrow_and_update().jobs.clone();
-                    self.inner.jobs.set_limits(jobs.ttl, jobs.max_tracked);
+                    let config = rx.borrow_and_update().clone();
+                    self.inner.jobs.set_limits(config.jobs.ttl, config.jobs.max_tracked);
+                    self.inner.connections.set(config.proxy.max_connections);
                 }
             }
         }
@@ -232,7 +259,7 @@ mod tests {
     #[test]
     fn synthetic_answers_have_the_apis_shape_and_the_marker() {
         for answer in [
-            Synthetic::Refused("no"),
+            Synthetic::Refused(Refusal::Connect),
             Synthetic::BodyTooLarge,
             Synthetic::BodyUnreadable,
             Synthetic::UpstreamTimeout,

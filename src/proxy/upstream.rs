@@ -35,8 +35,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tower::{Service, ServiceExt};
 
 use super::ProxyBody;
-use super::body::{BoxError, find_in_chain as find};
+use super::body::BoxError;
 use crate::BoxFuture;
+use crate::chain::find;
 
 /// How long a failed request waits for the reset that says its bytes went unread.
 const RESET_WAIT: Duration = Duration::from_millis(5);
@@ -53,7 +54,7 @@ pub(super) struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(https: HttpsConnector<HttpConnector>) -> Upstream {
+    pub(super) fn new(https: HttpsConnector<HttpConnector>) -> Upstream {
         let connector = Connector { https };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
@@ -65,7 +66,7 @@ impl Upstream {
 
     /// Sends `req`; once more if it never reached the upstream, rebuilt by `again` (`None` when
     /// its body is not whole in hand).
-    pub async fn send(
+    pub(super) async fn send(
         &self,
         req: Request<ProxyBody>,
         again: impl FnOnce() -> Option<Request<ProxyBody>>,

@@ -19,7 +19,7 @@ use super::scenario::Account;
 
 /// Which family an endpoint belongs to: decides its fetch path and its wording.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
+pub(super) enum Family {
     V6Images,
     V6Realtime,
     V7Images,
@@ -37,7 +37,7 @@ impl Family {
 
 /// What a generation endpoint needs besides a prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(super) enum Kind {
     Text,
     Image,
 }
@@ -111,8 +111,9 @@ pub(super) fn error_body(sim: &Sim, message: Value) -> Value {
     Value::Object(m)
 }
 
+#[allow(clippy::needless_pass_by_value)] // callers build the body in the call
 pub(super) fn json_response(status: StatusCode, body: Value) -> Response {
-    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (status, [(http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 /// An answer decided before the happy path: a status and an API-shaped body.
@@ -148,7 +149,7 @@ fn api_key(body: &Map<String, Value>, headers: &HeaderMap) -> Option<String> {
     let from_header = || headers.get("key").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let from_bearer = || {
         headers
-            .get(axum::http::header::AUTHORIZATION)
+            .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|s| s.trim().to_owned())
@@ -180,10 +181,8 @@ enum Num {
 fn number(body: &Map<String, Value>, field: &str) -> Num {
     match body.get(field) {
         None | Some(Value::Null) => Num::Absent,
-        Some(Value::Number(n)) => n.as_f64().map_or(Num::Bad, Num::Value),
         Some(Value::String(s)) if s.trim().is_empty() => Num::Absent,
-        Some(Value::String(s)) => s.trim().parse().map_or(Num::Bad, Num::Value),
-        Some(_) => Num::Bad,
+        Some(v) => crate::classify::number(v).map_or(Num::Bad, Num::Value),
     }
 }
 
@@ -255,12 +254,52 @@ fn output_links(base: &str, id: u64, samples: u64) -> Vec<String> {
 
 /// `http://host:port` the client used, for links in answers.
 fn base_url(sim: &Sim, headers: &HeaderMap) -> String {
-    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
+    let host = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
     format!("http://{}", host.unwrap_or_else(|| sim.addr.to_string()))
 }
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+/// What this generation will be: answered at once, how long it runs, how it ends.
+fn draw(sim: &Sim, scenario: &super::Scenario) -> (bool, f64, Fate) {
+    let mut rng = sim.rng();
+    let sync = rng.random::<f64>() < scenario.sync_ratio;
+    let (lo, hi) = (scenario.job_duration.min.as_secs_f64(), scenario.job_duration.max.as_secs_f64());
+    let duration = if hi > lo { rng.random_range(lo..hi) } else { lo };
+    let fate = if rng.random::<f64>() < scenario.failure_ratio {
+        if rng.random::<bool>() { Fate::Failed } else { Fate::Error }
+    } else {
+        Fate::Success
+    };
+    (sync, duration, fate)
+}
+
+/// The refusal, unless the account's queue has room (else 429 with `retry_after`: seconds until a slot frees)
+/// and its wallet pays for the images (else 402; a 429 costs nothing).
+fn admit(sim: &Sim, jobs: &mut Jobs, key: &str, account: Account, samples: u64, now: Instant) -> Option<Response> {
+    let limit = account.queue_limit();
+    let (queued, next_free) = jobs.queue_len(key, now);
+    if queued >= limit {
+        let wait = next_free.map_or(1.0, |t| t.saturating_duration_since(now).as_secs_f64().ceil()).max(1.0);
+        let mut body = error_body(sim, format!("Rate limit exceeded. Maximum {limit} queued requests allowed.").into());
+        body["retry_after"] = json!(wait as u64);
+        return Some(json_response(StatusCode::TOO_MANY_REQUESTS, body));
+    }
+    let scenario = sim.scenario();
+    let price = scenario.wallet.cost * samples as f64;
+    let mut wallets = sim.wallets();
+    let start = if account == Account::Broke { 0.0 } else { scenario.wallet.balance };
+    let left = wallets.entry(key.to_owned()).or_insert(start);
+    if *left + 1e-9 < price {
+        return Some(
+            error(sim, StatusCode::PAYMENT_REQUIRED, "Insufficient credits. Please add more credits to continue.")
+                .into(),
+        );
+    }
+    *left = (*left - price).max(0.0);
+    None
 }
 
 /// `POST` on a generation endpoint.
@@ -291,45 +330,11 @@ pub(super) async fn generate(
         _ => 1,
     };
     let base = base_url(&sim, &headers);
-    let (sync, duration, fate) = {
-        let mut rng = sim.rng();
-        let sync = rng.random::<f64>() < scenario.sync_ratio;
-        let (lo, hi) = (scenario.job_duration.min.as_secs_f64(), scenario.job_duration.max.as_secs_f64());
-        let duration = if hi > lo { rng.random_range(lo..hi) } else { lo };
-        let fate = if rng.random::<f64>() < scenario.failure_ratio {
-            if rng.random::<bool>() { Fate::Failed } else { Fate::Error }
-        } else {
-            Fate::Success
-        };
-        (sync, duration, fate)
-    };
-
+    let (sync, duration, fate) = draw(&sim, &scenario);
     let now = Instant::now();
     let mut jobs = sim.jobs();
-    let limit = account.queue_limit();
-    let (queued, next_free) = jobs.queue_len(&key, now);
-    if queued >= limit {
-        let wait = next_free.map_or(1.0, |t| t.saturating_duration_since(now).as_secs_f64().ceil()).max(1.0);
-        let mut body =
-            error_body(&sim, format!("Rate limit exceeded. Maximum {limit} queued requests allowed.").into());
-        body["retry_after"] = json!(wait as u64);
-        return json_response(StatusCode::TOO_MANY_REQUESTS, body);
-    }
-    // The wallet pays for the images: a generation it cannot pay for is refused (a 429 costs nothing).
-    let price = scenario.wallet.cost * samples as f64;
-    {
-        let mut wallets = sim.wallets();
-        let start = if account == Account::Broke { 0.0 } else { scenario.wallet.balance };
-        let left = wallets.entry(key.clone()).or_insert(start);
-        if *left + 1e-9 < price {
-            return error(
-                &sim,
-                StatusCode::PAYMENT_REQUIRED,
-                "Insufficient credits. Please add more credits to continue.",
-            )
-            .into();
-        }
-        *left = (*left - price).max(0.0);
+    if let Some(refused) = admit(&sim, &mut jobs, &key, account, samples, now) {
+        return refused;
     }
 
     let dim = |k: &str| match number(&body, k) {
@@ -421,11 +426,7 @@ fn fetch(sim: &Sim, family: Family, path_id: Option<String>, headers: &HeaderMap
     if let Err(r) = authorize(sim, &body, headers) {
         return r.into();
     }
-    let id = path_id.or_else(|| match body.get("request_id") {
-        Some(Value::Number(n)) => Some(n.to_string()),
-        Some(Value::String(s)) => Some(s.clone()),
-        _ => None,
-    });
+    let id = path_id.or_else(|| body.get("request_id").and_then(crate::classify::id));
     let Some(id) = id else {
         return error(sim, StatusCode::BAD_REQUEST, "request_id is required").into();
     };

@@ -122,7 +122,9 @@ impl Sim {
 
 /// A running emulator.
 pub struct SimHandle {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// The accept loop; it ends with the shutdown token.
     pub task: tokio::task::JoinHandle<()>,
 }
 

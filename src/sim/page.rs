@@ -33,13 +33,13 @@ fn page() -> Value {
 }
 
 /// `/api/v2/status.json`.
-pub fn status_json(state: PageState) -> Value {
+pub(super) fn status_json(state: PageState) -> Value {
     let (indicator, description) = indicator(state);
     json!({"page": page(), "status": {"indicator": indicator, "description": description}})
 }
 
 /// `/api/v2/summary.json`.
-pub fn summary_json(state: PageState) -> Value {
+pub(super) fn summary_json(state: PageState) -> Value {
     let (indicator, description) = indicator(state);
     let components: Vec<Value> = COMPONENTS
         .iter()
@@ -66,7 +66,7 @@ pub fn summary_json(state: PageState) -> Value {
 }
 
 /// `/status`: an HTML page with the overall status in words.
-pub fn html(state: PageState) -> String {
+pub(super) fn html(state: PageState) -> String {
     let (_, description) = indicator(state);
     format!(
         "<!doctype html><html><head><title>ModelsLab Status</title></head><body>\

@@ -24,9 +24,11 @@ pub struct Scenario {
     pub eta_bias: f64,
     /// Share of jobs that end `failed` or `error` instead of `success`.
     pub failure_ratio: f64,
+    /// Shares of requests answered with a fault instead.
     pub faults: Faults,
     /// Spell the message key `messege`, as older endpoints do.
     pub legacy_messege: bool,
+    /// What the status page says.
     pub status_page: PageState,
     /// `model_id` values that exist; others get `Model not found: <id>`.
     pub models: Vec<String>,
@@ -60,9 +62,13 @@ pub struct Outputs {
 /// What a generated file is served as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFault {
+    /// 404.
     Missing,
+    /// The first half of the file.
     Truncated,
+    /// A black frame.
     Blank,
+    /// Half the requested width.
     WrongSize,
 }
 
@@ -93,6 +99,7 @@ impl Outputs {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Hooks {
+    /// Added before calling.
     pub delay: Span,
     /// Share of webhooks never sent (the API documents them as best-effort).
     pub drop: f64,
@@ -196,13 +203,16 @@ impl Default for Scenario {
 /// A range of durations drawn uniformly; `50ms` alone means exactly that.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Span {
+    /// The shortest.
     #[serde(with = "duration")]
     pub min: Duration,
+    /// The longest.
     #[serde(with = "duration")]
     pub max: Duration,
 }
 
 impl Span {
+    /// Exactly `d`.
     pub fn fixed(d: Duration) -> Self {
         Span { min: d, max: d }
     }
@@ -256,11 +266,17 @@ pub struct Faults {
 /// A fault to inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
+    /// HTTP 500 with the API's internal error message.
     ServerError,
+    /// HTTP 503.
     Unavailable,
+    /// HTTP 502 with an HTML page.
     GatewayHtml,
+    /// HTTP 200 with `"status":"error"`.
     SoftError,
+    /// No answer until the client gives up.
     Timeout,
+    /// The connection closed without an answer.
     Reset,
 }
 
@@ -293,10 +309,15 @@ impl Faults {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PageState {
+    /// All systems operational.
     Operational,
+    /// Degraded performance.
     DegradedPerformance,
+    /// A partial outage.
     PartialOutage,
+    /// A major outage.
     MajorOutage,
+    /// Under maintenance.
     UnderMaintenance,
 }
 

@@ -1,8 +1,8 @@
-//! The status-page poller: the vendor's own word as metrics that do not flap. It polls
-//! `status_page.url` every `interval` under `timeout`, reads whichever provider's format it finds
-//! (`auto` detects it, trying the providers' JSON paths beside an HTML page), and publishes the
-//! state. A failed poll sets `up` to 0 and keeps the last known state; state changes are logged
-//! once. Uses `config`, `classify` and `observe` only.
+//! The status-page poller: the vendor's own word as metrics that do not flap. The one poll loop
+//! (`poller`) polls `status_page.url` every `interval` under `timeout`, on every replica; this
+//! reads whichever provider's format it finds (`auto` detects it, trying the providers' JSON paths
+//! beside an HTML page) and publishes the state. A failed poll sets `up` to 0 and keeps the last
+//! known state; state changes are logged once. Uses `config`, `classify` and `observe` only.
 
 mod parse;
 
@@ -10,16 +10,15 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use serde::Serialize;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 use url::Url;
 
 pub use parse::{ParseError, Snapshot, default_html_rules, detect, parse};
 
-use crate::classify::PageStatus;
+use crate::BoxFuture;
 use crate::config::{Config, PageFormat, StatusPage as Settings};
+use crate::observe::status::StatusPageView;
 use crate::observe::{self, Observer};
+use crate::poller::{Polled, Schedule};
 
 /// Largest status document read.
 const MAX_BODY: usize = 2 << 20;
@@ -31,7 +30,6 @@ pub struct StatusPage {
 }
 
 struct Inner {
-    config: watch::Receiver<Arc<Config>>,
     observer: Observer,
     client: reqwest::Client,
     state: Mutex<State>,
@@ -47,19 +45,6 @@ struct State {
     last_change: Option<String>,
     components: BTreeSet<String>,
     overflowed: HashSet<String>,
-}
-
-/// The poller's state as `/api/v1/status` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    pub url: String,
-    pub format: Option<PageFormat>,
-    pub up: Option<bool>,
-    pub status: Option<PageStatus>,
-    pub incidents_open: Option<u32>,
-    pub components: Vec<(String, PageStatus)>,
-    pub last_error: Option<String>,
-    pub last_change: Option<String>,
 }
 
 /// Why a poll failed.
@@ -84,41 +69,14 @@ fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 }
 
 impl StatusPage {
-    pub fn new(config: watch::Receiver<Arc<Config>>, observer: Observer) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("modelslab-sentinel/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .build()?;
-        Ok(StatusPage { inner: Arc::new(Inner { config, observer, client, state: Mutex::default() }) })
-    }
-
-    /// Polls while the config has a `status_page` section, until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let mut config = self.inner.config.clone();
-        loop {
-            let settings = config.borrow_and_update().status_page.clone();
-            let wait = match settings {
-                Some(s) => {
-                    self.poll(&s).await;
-                    s.interval
-                }
-                None => Duration::from_secs(3600),
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
-                changed = config.changed() => if changed.is_err() { return },
-            }
-        }
+    /// `client` is the one for public pages (`clients::Clients::pages`).
+    pub fn new(observer: Observer, client: reqwest::Client) -> Self {
+        StatusPage { inner: Arc::new(Inner { observer, client, state: Mutex::default() }) }
     }
 
     /// One poll: fetch, parse, publish (or keep the last state on failure).
-    pub async fn poll(&self, s: &Settings) {
-        let result = match tokio::time::timeout(s.timeout, self.fetch_snapshot(s)).await {
-            Ok(r) => r,
-            Err(_) => Err(PollError::Timeout(s.timeout)),
-        };
-        match result {
+    pub async fn poll_once(&self, s: &Settings) {
+        match self.fetch_snapshot(s).await {
             Ok((format, snapshot)) => self.publish(s, format, snapshot),
             Err(e) => self.failed(&e),
         }
@@ -245,11 +203,11 @@ impl StatusPage {
         st.last_error = Some(e.to_string());
     }
 
-    /// The poller's state, if a status page is configured.
-    pub fn status(&self) -> Option<Status> {
-        let url = self.inner.config.borrow().status_page.as_ref()?.url.to_string();
+    /// The poller's part of `/api/v1/status`, if a status page is configured.
+    pub fn status(&self, config: &Config) -> Option<StatusPageView> {
+        let url = config.status_page.as_ref()?.url.to_string();
         let st = lock(&self.inner.state);
-        Some(Status {
+        Some(StatusPageView {
             url,
             format: st.resolved.as_ref().map(|(_, f, _)| *f),
             up: st.up,
@@ -259,6 +217,25 @@ impl StatusPage {
             last_error: st.last_error.clone(),
             last_change: st.last_change.clone(),
         })
+    }
+}
+
+impl Polled for StatusPage {
+    fn schedule(&self, config: &Config) -> Option<Schedule> {
+        let s = config.status_page.as_ref()?;
+        Some(Schedule { interval: s.interval, timeout: s.timeout, leader_only: false })
+    }
+
+    fn poll<'a>(&'a self, config: &'a Config) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(s) = &config.status_page {
+                self.poll_once(s).await;
+            }
+        })
+    }
+
+    fn timed_out(&self, timeout: Duration) {
+        self.failed(&PollError::Timeout(timeout));
     }
 }
 

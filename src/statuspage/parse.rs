@@ -14,16 +14,20 @@ pub struct Snapshot {
     pub status: PageStatus,
     /// Components in page order.
     pub components: Vec<(String, PageStatus)>,
+    /// Incidents open (not resolved).
     pub incidents_open: u32,
 }
 
 /// Why a document could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
+    /// The document is not JSON.
     #[error("not JSON")]
     NotJson,
+    /// A field the format needs is missing or of another kind: which, and what it should be.
     #[error("not a {0} document: {1}")]
     Shape(&'static str, &'static str),
+    /// No phrase of the HTML rules is on the page.
     #[error("no status phrase found on the HTML page")]
     NoPhrase,
 }
@@ -142,7 +146,7 @@ fn instatus_status(s: &str) -> Option<PageStatus> {
 }
 
 /// `summary.json`, optionally with `v2/components.json` beside it.
-pub fn instatus(summary: &Value, components_doc: Option<&Value>) -> Result<Snapshot, ParseError> {
+pub(super) fn instatus(summary: &Value, components_doc: Option<&Value>) -> Result<Snapshot, ParseError> {
     let page = match summary.pointer("/page/status").and_then(Value::as_str) {
         Some(s) => instatus_status(s).ok_or(ParseError::Shape("instatus", "unknown page.status"))?,
         None if summary.get("components").is_some() => PageStatus::Operational,

@@ -5,7 +5,7 @@
 use maud::{Markup, html};
 
 /// One bar: its tooltip and its stacked parts, bottom first (`series` names a CSS class `s-…`).
-pub struct Column {
+pub(super) struct Column {
     pub title: String,
     pub parts: Vec<(&'static str, u32)>,
 }
@@ -14,7 +14,7 @@ pub struct Column {
 const SLOT: u32 = 10;
 
 /// Stacked bars, one per column, scaled to the tallest; `height` in viewBox units.
-pub fn stacked(columns: &[Column], height: u32, label: &str) -> Markup {
+pub(super) fn stacked(columns: &[Column], height: u32, label: &str) -> Markup {
     let max = columns.iter().map(|c| c.parts.iter().map(|p| p.1).sum::<u32>()).max().unwrap_or(0).max(1);
     let width = SLOT * columns.len().max(1) as u32;
     let scale = f64::from(height) / f64::from(max);
@@ -54,14 +54,14 @@ pub fn stacked(columns: &[Column], height: u32, label: &str) -> Markup {
 }
 
 /// One probe run in a strip.
-pub struct Mark {
+pub(super) struct Mark {
     pub title: String,
     pub ok: bool,
 }
 
 /// The strip of a probe's recent runs, oldest left; `slots` fixes its width so that strips line
 /// up.
-pub fn strip(marks: &[Mark], slots: usize, label: &str) -> Markup {
+pub(super) fn strip(marks: &[Mark], slots: usize, label: &str) -> Markup {
     let width = 8 * slots.max(marks.len()).max(1);
     let offset = 8 * slots.saturating_sub(marks.len());
     html! {

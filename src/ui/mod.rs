@@ -1,24 +1,26 @@
 //! The status page (`GET /` on the admin port): one HTML page for people, rendered from the very
-//! document `/api/v1/status` answers, so that they cannot disagree. No external assets (it must
-//! work in a cluster without internet), no script (it refreshes itself with a meta refresh), no
-//! inline style (the stylesheet is `/-/ui.css`, under a strict Content-Security-Policy); readable
-//! on a phone. It shows only what the status document holds: classified, scrubbed messages, never
-//! a key, a prompt or a body.
+//! document `/api/v1/status` answers ([`StatusDocument`]), so that they cannot disagree. No
+//! external assets (it must work in a cluster without internet), no script (it refreshes itself
+//! with a meta refresh), no inline style (the stylesheet is `/-/ui.css`, under a strict
+//! Content-Security-Policy); readable on a phone. It shows only what the status document holds:
+//! classified, scrubbed messages, never a key, a prompt or a body.
 //!
-//! Uses `observe::history` (through the document) and nothing else of the agent.
+//! Presentation only: the verdict it shows is judged in `observe::verdict`. Uses `observe` (the
+//! document) and nothing else of the agent.
 
 mod charts;
-pub mod health;
 
 use maud::{DOCTYPE, Markup, html};
-use serde_json::Value;
 
 use crate::classify::ErrorClass;
-use crate::metrics::unix_now;
+use crate::clock::unix_seconds;
+use crate::observe::history::Bucket;
+use crate::observe::status::{AdminAccess, ClusterRole, ProbeView, StatusDocument};
 use charts::{Column, Mark};
 
 /// The page's stylesheet, served at [`STYLESHEET_PATH`].
 pub const STYLESHEET: &str = include_str!("style.css");
+/// Where the stylesheet is served.
 pub const STYLESHEET_PATH: &str = "/-/ui.css";
 /// Seconds between the page's own refreshes.
 pub const REFRESH_SECONDS: u32 = 10;
@@ -39,10 +41,10 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
     ("POST", "/-/reload", "re-read the config file (a bad file keeps the running config)"),
 ];
 
-/// The whole page for a status document (with `overall`).
-pub fn page(status: &Value) -> String {
-    let now = unix_now();
-    let state = status["overall"]["state"].as_str().unwrap_or("healthy");
+/// The whole page for a status document.
+pub fn page(doc: &StatusDocument) -> String {
+    let now = unix_seconds();
+    let state = doc.overall.state.as_str();
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -56,22 +58,22 @@ pub fn page(status: &Value) -> String {
             }
             body {
                 header id="overall" class=(format!("overall {state}")) {
-                    p class="product" { "modelslab-sentinel " (text(&status["version"])) }
+                    p class="product" { "modelslab-sentinel " (doc.version) }
                     h1 { (state) }
-                    p id="why" class="why" { (text(&status["overall"]["why"])) }
+                    p id="why" class="why" { (doc.overall.why) }
                     p class="meta" { "at " (clock(now)) " UTC · refreshes every " (REFRESH_SECONDS) " s" }
                 }
                 main {
-                    (findings(status))
-                    (probes(status, now))
-                    (traffic(status))
-                    (jobs(status))
-                    (rate_limits(status, now))
-                    (credits(status))
-                    (slos(status))
-                    (delivery(status))
-                    (status_page(status))
-                    (agent(status))
+                    (findings(doc))
+                    (probes(doc, now))
+                    (traffic(doc))
+                    (jobs(doc))
+                    (rate_limits(doc, now))
+                    (credits(doc))
+                    (slos(doc))
+                    (delivery(doc))
+                    (status_page(doc))
+                    (agent(doc))
                 }
             }
         }
@@ -79,15 +81,15 @@ pub fn page(status: &Value) -> String {
     .into_string()
 }
 
-fn findings(status: &Value) -> Markup {
-    let list = status["overall"]["findings"].as_array().map(Vec::as_slice).unwrap_or_default();
+fn findings(doc: &StatusDocument) -> Markup {
+    let list = &doc.overall.findings;
     html! {
         @if list.len() > 1 {
             section id="findings" {
                 h2 { "Worth a look" }
                 ul {
                     @for f in list {
-                        li class=(text(&f["severity"])) { (text(&f["what"])) }
+                        li class=(f.severity.as_str()) { (f.what) }
                     }
                 }
             }
@@ -95,19 +97,18 @@ fn findings(status: &Value) -> Markup {
     }
 }
 
-fn probes(status: &Value, now: f64) -> Markup {
-    let list = status["probes"].as_array().map(Vec::as_slice).unwrap_or_default();
+fn probes(doc: &StatusDocument, now: f64) -> Markup {
     html! {
         section id="probes" {
             h2 { "Probes" }
-            @if list.is_empty() {
+            @if doc.probes.is_empty() {
                 p class="none" { "No probes configured." }
             } @else {
                 div class="scroll" {
                     table {
                         thead { tr { th { "probe" } th { "state" } th { "last run" } th { "duration" } th { "recent runs" } th { "why" } } }
                         tbody {
-                            @for p in list { (probe_row(p, now)) }
+                            @for p in &doc.probes { (probe_row(p, now)) }
                         }
                     }
                 }
@@ -116,44 +117,39 @@ fn probes(status: &Value, now: f64) -> Markup {
     }
 }
 
-fn probe_row(p: &Value, now: f64) -> Markup {
-    let name = text(&p["name"]);
-    let last = &p["last"];
-    let state = if p["running"] == true && !last.is_object() {
-        "running"
-    } else if !last.is_object() {
-        "waiting"
-    } else if last["success"] == true {
-        "ok"
-    } else {
-        "failing"
+fn probe_row(p: &ProbeView, now: f64) -> Markup {
+    let name = &p.name;
+    let last = p.last.as_ref();
+    let state = match last {
+        None if p.running => "running",
+        None => "waiting",
+        Some(l) if l.outcome.is_success() => "ok",
+        Some(_) => "failing",
     };
-    let why = if last["success"] == false {
-        let mut parts = vec![text(&last["failure_reason"])];
-        if let Some(first) = last["failed_expectations"].as_array().and_then(|a| a.first()) {
-            parts.push(text(first));
-        } else if let Some(m) = last["message"].as_str() {
-            parts.push(m.to_owned());
+    let why = match (last, &p.backoff) {
+        (Some(l), _) if !l.outcome.is_success() => {
+            let mut parts: Vec<String> = l.outcome.failure().map(|r| r.as_str().to_owned()).into_iter().collect();
+            if let Some(first) = l.outcome.failed_expectations().first() {
+                parts.push(first.clone());
+            } else if let Some(m) = l.answer.as_ref().and_then(|a| a.message.clone()) {
+                parts.push(m);
+            }
+            parts.join(": ")
         }
-        parts.retain(|s| !s.is_empty());
-        parts.join(": ")
-    } else if let (Some(left), Some(reason)) = (p["backoff_remaining_seconds"].as_f64(), p["backoff_reason"].as_str()) {
-        format!("paused {left:.0} s after {reason}")
-    } else {
-        String::new()
+        (_, Some(b)) => format!("paused {:.0} s after {}", b.remaining_seconds, b.reason),
+        _ => String::new(),
     };
-    let runs: Vec<Mark> = p["recent_runs"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let runs: Vec<Mark> = p
+        .recent_runs
+        .iter()
         .map(|r| Mark {
-            ok: r["success"] == true,
+            ok: r.success,
             title: format!(
                 "{} {} in {}{}",
-                clock(r["at_unix"].as_f64().unwrap_or(0.0)),
-                if r["success"] == true { "ok" } else { "failed" },
-                seconds(r["duration_seconds"].as_f64().unwrap_or(0.0)),
-                r["failure_reason"].as_str().map(|f| format!(": {f}")).unwrap_or_default()
+                clock(r.at_unix),
+                if r.success { "ok" } else { "failed" },
+                seconds(r.duration_seconds),
+                r.failure_reason.map(|f| format!(": {f}")).unwrap_or_default()
             ),
         })
         .collect();
@@ -161,71 +157,58 @@ fn probe_row(p: &Value, now: f64) -> Markup {
         tr class=(format!("probe {state}")) id=(format!("probe-{name}")) {
             th scope="row" { (name) }
             td { span class=(format!("badge {state}")) { (state) } }
-            td { (last["started_at_unix"].as_f64().map(|t| ago(now, t)).unwrap_or_else(|| "–".into())) }
-            td { (last["duration_seconds"].as_f64().map(seconds).unwrap_or_else(|| "–".into())) }
+            td { (last.map(|l| ago(now, l.started_at_unix)).unwrap_or_else(|| "–".into())) }
+            td { (last.map(|l| seconds(l.duration_seconds)).unwrap_or_else(|| "–".into())) }
             td { (charts::strip(&runs, STRIP_SLOTS, &format!("last {} runs of {name}", runs.len()))) }
             td class="why" { (why) }
         }
     }
 }
 
-fn traffic(status: &Value) -> Markup {
-    let recent = &status["recent"];
-    let buckets = recent["traffic"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let totals = &recent["totals"];
-    let outcome_cols: Vec<Column> = buckets
-        .iter()
-        .map(|b| {
-            let n = |k: &str| b[k].as_u64().unwrap_or(0) as u32;
-            Column {
-                title: format!(
-                    "{}: {} success, {} processing, {} error",
-                    clock(b["start"].as_f64().unwrap_or(0.0)),
-                    n("success"),
-                    n("processing"),
-                    n("error")
-                ),
-                parts: vec![("success", n("success")), ("processing", n("processing")), ("error", n("error"))],
-            }
-        })
-        .collect();
-    let class_cols: Vec<Column> = buckets
-        .iter()
-        .map(|b| {
-            let parts: Vec<(&'static str, u32)> = ErrorClass::ALL
-                .iter()
-                .map(|c| (c.as_str(), b["classes"][c.as_str()].as_u64().unwrap_or(0) as u32))
-                .collect();
-            let listed: Vec<String> = parts.iter().filter(|p| p.1 > 0).map(|(c, n)| format!("{n} {c}")).collect();
-            Column {
-                title: format!(
-                    "{}: {}",
-                    clock(b["start"].as_f64().unwrap_or(0.0)),
-                    if listed.is_empty() { "no errors".to_owned() } else { listed.join(", ") }
-                ),
-                parts,
-            }
-        })
-        .collect();
-    let classes: Vec<(&str, u64)> = totals["classes"]
-        .as_object()
-        .map(|m| {
-            let mut v: Vec<(&str, u64)> = m.iter().map(|(k, v)| (k.as_str(), v.as_u64().unwrap_or(0))).collect();
-            v.sort_by_key(|c| std::cmp::Reverse(c.1));
-            v
-        })
-        .unwrap_or_default();
-    let requests = totals["requests"].as_u64().unwrap_or(0);
+fn outcome_column(b: &Bucket) -> Column {
+    Column {
+        title: format!(
+            "{}: {} success, {} processing, {} error",
+            clock(b.start as f64),
+            b.success,
+            b.processing,
+            b.error
+        ),
+        parts: vec![("success", b.success), ("processing", b.processing), ("error", b.error)],
+    }
+}
+
+fn class_column(b: &Bucket) -> Column {
+    let parts: Vec<(&'static str, u32)> =
+        ErrorClass::ALL.iter().map(|c| (c.as_str(), b.classes.get(c).copied().unwrap_or(0))).collect();
+    let listed: Vec<String> = parts.iter().filter(|p| p.1 > 0).map(|(c, n)| format!("{n} {c}")).collect();
+    Column {
+        title: format!(
+            "{}: {}",
+            clock(b.start as f64),
+            if listed.is_empty() { "no errors".to_owned() } else { listed.join(", ") }
+        ),
+        parts,
+    }
+}
+
+fn traffic(doc: &StatusDocument) -> Markup {
+    let recent = &doc.recent;
+    let totals = &recent.totals;
+    let outcome_cols: Vec<Column> = recent.traffic.iter().map(outcome_column).collect();
+    let class_cols: Vec<Column> = recent.traffic.iter().map(class_column).collect();
+    let mut classes: Vec<(ErrorClass, u32)> = totals.classes.iter().map(|(c, n)| (*c, *n)).collect();
+    classes.sort_by_key(|c| std::cmp::Reverse(c.1));
     let tallest = |cols: &[Column]| cols.iter().map(|c| c.parts.iter().map(|p| p.1).sum::<u32>()).max().unwrap_or(0);
     let (tallest_outcome, tallest_class) = (tallest(&outcome_cols), tallest(&class_cols));
     html! {
         section id="traffic" {
             h2 { "Traffic, last 15 minutes" }
             p class="figures" {
-                (figure("requests", requests.to_string()))
-                (figure("success", totals["success"].as_u64().unwrap_or(0).to_string()))
-                (figure("processing", totals["processing"].as_u64().unwrap_or(0).to_string()))
-                (figure("errors", totals["error"].as_u64().unwrap_or(0).to_string()))
+                (figure("requests", totals.requests.to_string()))
+                (figure("success", totals.success.to_string()))
+                (figure("processing", totals.processing.to_string()))
+                (figure("errors", totals.error.to_string()))
             }
             h3 { "By outcome" }
             (charts::stacked(&outcome_cols, 60, "requests by outcome, 15-second bars"))
@@ -241,7 +224,7 @@ fn traffic(status: &Value) -> Markup {
             } @else {
                 ul id="error-classes" class="legend classes" {
                     @for (class, n) in &classes {
-                        li class=(format!("key s-{class}")) data-class=(class) { (class) " " b { (n) } }
+                        li class=(format!("key s-{class}")) data-class=(class.as_str()) { (class.as_str()) " " b { (n) } }
                     }
                 }
             }
@@ -249,31 +232,31 @@ fn traffic(status: &Value) -> Markup {
     }
 }
 
-fn jobs(status: &Value) -> Markup {
-    let j = &status["recent"]["jobs"];
-    let finished: Vec<(String, u64)> = j["finished"]
-        .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
-        .unwrap_or_default();
+fn or_dash(v: Option<String>) -> String {
+    v.unwrap_or_else(|| "–".into())
+}
+
+fn jobs(doc: &StatusDocument) -> Markup {
+    let j = &doc.recent.jobs;
     html! {
         section id="jobs" {
             h2 { "Async jobs" }
             p class="figures" {
-                (figure("in flight", j["in_flight"].as_u64().unwrap_or(0).to_string()))
-                @for (result, n) in &finished { (figure(result, n.to_string())) }
-                (figure("duration p50", j["duration_p50_seconds"].as_f64().map(seconds).unwrap_or_else(|| "–".into())))
-                (figure("duration p95", j["duration_p95_seconds"].as_f64().map(seconds).unwrap_or_else(|| "–".into())))
-                (figure("actual / eta, p50", j["eta_ratio_p50"].as_f64().map(|r| format!("{r:.2}×")).unwrap_or_else(|| "–".into())))
-                (figure("over twice the eta", format!("{} of {}", j["over_twice_eta"].as_u64().unwrap_or(0), j["with_eta"].as_u64().unwrap_or(0))))
+                (figure("in flight", j.in_flight.to_string()))
+                @for (result, n) in &j.finished { (figure(result.as_str(), n.to_string())) }
+                (figure("duration p50", or_dash(j.duration_p50_seconds.map(seconds))))
+                (figure("duration p95", or_dash(j.duration_p95_seconds.map(seconds))))
+                (figure("actual / eta, p50", or_dash(j.eta_ratio_p50.map(|r| format!("{r:.2}×")))))
+                (figure("over twice the eta", format!("{} of {}", j.over_twice_eta, j.with_eta)))
             }
-            @if finished.is_empty() { p class="none" { "No job ended in the last 15 minutes." } }
+            @if j.finished.is_empty() { p class="none" { "No job ended in the last 15 minutes." } }
         }
     }
 }
 
-fn rate_limits(status: &Value, now: f64) -> Markup {
-    let r = &status["recent"]["rate_limits"];
-    let last = match (r["last_retry_after_seconds"].as_f64(), r["last_retry_after_at_unix"].as_f64()) {
+fn rate_limits(doc: &StatusDocument, now: f64) -> Markup {
+    let r = &doc.recent.rate_limits;
+    let last = match (r.last_retry_after_seconds, r.last_retry_after_at_unix) {
         (Some(wait), Some(at)) => format!("{} ({})", seconds(wait), ago(now, at)),
         _ => "–".into(),
     };
@@ -281,39 +264,34 @@ fn rate_limits(status: &Value, now: f64) -> Markup {
         section id="rate-limits" {
             h2 { "Rate limits" }
             p class="figures" {
-                (figure("429s, 15 min", r["rate_limited"].as_u64().unwrap_or(0).to_string()))
+                (figure("429s, 15 min", r.rate_limited.to_string()))
                 (figure("last retry_after", last))
-                (figure("queue limit", r["queue_limit"].as_u64().map(|n| n.to_string()).unwrap_or_else(|| "–".into())))
-                (figure("jobs in flight", status["recent"]["jobs"]["in_flight"].as_u64().unwrap_or(0).to_string()))
+                (figure("queue limit", or_dash(r.queue_limit.map(|n| n.to_string()))))
+                (figure("jobs in flight", doc.recent.jobs.in_flight.to_string()))
             }
         }
     }
 }
 
-fn credits(status: &Value) -> Markup {
-    let b = &status["account"]["balance"];
-    let c = &status["recent"]["credits"];
+fn credits(doc: &StatusDocument) -> Markup {
+    let Some(b) = doc.account.as_ref().and_then(|a| a.balance.as_ref()) else { return html! {} };
+    let c = doc.recent.credits.as_ref();
     html! {
-        @if b.is_object() {
-            section id="credits" {
-                h2 { "Credits" }
-                p class="figures" {
-                    (figure("balance", match b["balance"].as_f64() {
-                        Some(v) => format!("{v:.2} {}", text(&b["currency"])),
-                        None => "–".into(),
-                    }))
-                    (figure("spend", c["spend_per_hour"].as_f64().map(|v| format!("{v:.2} / h")).unwrap_or_else(|| "–".into())))
-                    (figure("runway", c["runway_hours"].as_f64().map(hours).unwrap_or_else(|| "–".into())))
-                    (figure("poll", if b["up"] == false { "failing".to_owned() } else { "ok".to_owned() }))
-                }
-                @if let Some(e) = b["last_error"].as_str() { p class="why" { (e) } }
+        section id="credits" {
+            h2 { "Credits" }
+            p class="figures" {
+                (figure("balance", or_dash(b.balance.map(|v| format!("{v:.2} {}", b.currency.as_deref().unwrap_or(""))))))
+                (figure("spend", or_dash(c.map(|c| format!("{:.2} / h", c.spend_per_hour)))))
+                (figure("runway", or_dash(c.and_then(|c| c.runway_hours).map(hours))))
+                (figure("poll", if b.up == Some(false) { "failing".to_owned() } else { "ok".to_owned() }))
             }
+            @if let Some(e) = &b.last_error { p class="why" { (e) } }
         }
     }
 }
 
-fn slos(status: &Value) -> Markup {
-    let list = status["recent"]["slos"].as_array().map(Vec::as_slice).unwrap_or_default();
+fn slos(doc: &StatusDocument) -> Markup {
+    let list = &doc.recent.slos;
     html! {
         @if !list.is_empty() {
             section id="slos" {
@@ -323,14 +301,12 @@ fn slos(status: &Value) -> Markup {
                         thead { tr { th { "SLO" } th { "objective" } th { "good / bad since start" } th { "budget spent since start" } th { "burn rate, 15 min" } } }
                         tbody {
                             @for s in list {
-                                @let spent = s["budget_spent_ratio"].as_f64();
-                                tr class=(if spent.is_some_and(|x| x >= 1.0) { "slo spent" } else { "slo" }) {
-                                    th scope="row" { (text(&s["name"])) }
-                                    td { (s["objective"].as_f64().map(|o| format!("{o} %")).unwrap_or_default()) }
-                                    td { (s["good_total"].as_u64().unwrap_or(0)) " / " (s["bad_total"].as_u64().unwrap_or(0)) }
-                                    td { (spent.map(|x| format!("{:.0} %", x * 100.0)).unwrap_or_else(|| "–".into())) }
-                                    td { (s["burn_rate_15m"].as_f64().map(|x| format!("{x:.1}×")).unwrap_or_else(|| "–".into()))
-                                         " (" (s["events_15m"].as_u64().unwrap_or(0)) " events)" }
+                                tr class=(if s.budget_spent_ratio.is_some_and(|x| x >= 1.0) { "slo spent" } else { "slo" }) {
+                                    th scope="row" { (s.name) }
+                                    td { (s.objective) " %" }
+                                    td { (s.good_total) " / " (s.bad_total) }
+                                    td { (or_dash(s.budget_spent_ratio.map(|x| format!("{:.0} %", x * 100.0)))) }
+                                    td { (or_dash(s.burn_rate_15m.map(|x| format!("{x:.1}×")))) " (" (s.events_15m) " events)" }
                                 }
                             }
                         }
@@ -342,71 +318,65 @@ fn slos(status: &Value) -> Markup {
     }
 }
 
-fn delivery(status: &Value) -> Markup {
-    let recent = &status["recent"];
-    let counts = |v: &Value| -> Vec<(String, u64)> {
-        v.as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect()).unwrap_or_default()
-    };
-    let (outputs, hooks) = (counts(&recent["outputs"]), counts(&recent["webhooks"]));
+fn delivery(doc: &StatusDocument) -> Markup {
+    let recent = &doc.recent;
+    let outputs: Vec<(&str, u32)> = recent.outputs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let hooks: Vec<(&str, u32)> = recent.webhooks.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     html! {
-        @if !outputs.is_empty() || !hooks.is_empty() || status["webhooks"].is_object() {
+        @if !outputs.is_empty() || !hooks.is_empty() || doc.webhooks.is_some() {
             section id="delivery" {
                 h2 { "What the API delivers, last 15 minutes" }
                 p class="figures" {
                     @for (result, n) in &outputs { (figure(&format!("output {result}"), n.to_string())) }
                     @for (result, n) in &hooks { (figure(&format!("webhook {result}"), n.to_string())) }
-                    @if let Some(w) = status["webhooks"]["waiting"].as_u64() { (figure("webhooks awaited", w.to_string())) }
+                    @if let Some(w) = &doc.webhooks { (figure("webhooks awaited", w.waiting.to_string())) }
                 }
             }
         }
     }
 }
 
-fn status_page(status: &Value) -> Markup {
-    let sp = &status["status_page"];
+fn status_page(doc: &StatusDocument) -> Markup {
+    let Some(sp) = &doc.status_page else { return html! {} };
     html! {
-        @if sp.is_object() {
-            section id="status-page" {
-                h2 { "The vendor's status page" }
-                p class="figures" {
-                    (figure("state", text(&sp["status"]).replace('_', " ")))
-                    (figure("incidents open", sp["incidents_open"].as_u64().map(|n| n.to_string()).unwrap_or_else(|| "–".into())))
-                    (figure("poll", if sp["up"] == false { "failing".to_owned() } else { "ok".to_owned() }))
-                }
-                @if let Some(components) = sp["components"].as_array().filter(|c| !c.is_empty()) {
-                    ul class="components" {
-                        @for c in components {
-                            @let state = text(&c[1]);
-                            li class=(format!("component {state}")) { (text(&c[0])) ": " b { (state.replace('_', " ")) } }
-                        }
+        section id="status-page" {
+            h2 { "The vendor's status page" }
+            p class="figures" {
+                (figure("state", or_dash(sp.status.map(|s| s.as_str().replace('_', " ")))))
+                (figure("incidents open", or_dash(sp.incidents_open.map(|n| n.to_string()))))
+                (figure("poll", if sp.up == Some(false) { "failing".to_owned() } else { "ok".to_owned() }))
+            }
+            @if !sp.components.is_empty() {
+                ul class="components" {
+                    @for (name, state) in &sp.components {
+                        li class=(format!("component {}", state.as_str())) { (name) ": " b { (state.as_str().replace('_', " ")) } }
                     }
                 }
-                @if let Some(e) = sp["last_error"].as_str() { p class="why" { (e) } }
             }
+            @if let Some(e) = &sp.last_error { p class="why" { (e) } }
         }
     }
 }
 
-fn agent(status: &Value) -> Markup {
-    let c = &status["config"];
-    let cluster = &status["cluster"];
+fn agent(doc: &StatusDocument) -> Markup {
+    let c = &doc.config;
     html! {
         section id="agent" {
             h2 { "The agent" }
             dl {
-                dt { "config" } dd { (text(&c["file"])) }
+                dt { "config" } dd { (c.file) }
                 dt { "last reload" } dd {
-                    @if c["last_reload_success"] == false { span class="badge failing" { "failed" } " " (text(&c["last_reload_error"])) }
-                    @else { "ok at " (clock(c["last_reload_success_timestamp_seconds"].as_f64().unwrap_or(0.0))) " UTC" }
+                    @if !c.last_reload_success { span class="badge failing" { "failed" } " " (c.last_reload_error.as_deref().unwrap_or("")) }
+                    @else { "ok at " (clock(c.last_reload_success_timestamp_seconds)) " UTC" }
                 }
-                @if let Some(r) = c["restart_required_for"].as_array().filter(|r| !r.is_empty()) {
-                    dt { "needs a restart for" } dd { (r.iter().map(text).collect::<Vec<_>>().join(", ")) }
+                @if !c.restart_required_for.is_empty() {
+                    dt { "needs a restart for" } dd { (c.restart_required_for.join(", ")) }
                 }
-                dt { "admin POSTs" } dd { (text(&c["admin_access"]).replace('_', " ")) }
-                @if cluster.is_object() {
-                    dt { "replica" } dd { (text(&cluster["replica"])) " · " b { (text(&cluster["role"])) } }
-                    dt { "lease holder" } dd { (text(&cluster["lease_holder"])) }
-                    dt { "Redis" } dd { (if cluster["redis_up"] == true { "up" } else { "down" }) }
+                dt { "admin POSTs" } dd { (match c.admin_access { AdminAccess::Token => "token", AdminAccess::LoopbackOnly => "loopback only" }) }
+                @if let Some(cluster) = &doc.cluster {
+                    dt { "replica" } dd { (cluster.replica) " · " b { (match cluster.role { ClusterRole::Leader => "leader", ClusterRole::Standby => "standby" }) } }
+                    dt { "lease holder" } dd { (cluster.lease_holder.as_deref().unwrap_or("")) }
+                    dt { "Redis" } dd { (if cluster.redis_up { "up" } else { "down" }) }
                 } @else {
                     dt { "replicas" } dd { "one (state in memory)" }
                 }
@@ -422,17 +392,8 @@ fn agent(status: &Value) -> Markup {
     }
 }
 
-fn figure(label: &str, value: String) -> Markup {
+fn figure(label: &str, value: impl maud::Render) -> Markup {
     html! { span class="figure" { b { (value) } " " (label) } }
-}
-
-/// A JSON value as text (strings without quotes; null as empty).
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
 }
 
 /// `HH:MM:SS` of a Unix time, UTC.
@@ -469,24 +430,50 @@ fn hours(h: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::observe::history::RunMark;
+    use crate::observe::status::{ConfigState, Parts};
+    use crate::vocab::{ProbeFailure, RunOutcome, RunReport};
+
+    fn document() -> StatusDocument {
+        let config = ConfigState {
+            file: "/etc/<x>.yaml".into(),
+            admin_access: AdminAccess::LoopbackOnly,
+            last_reload_success: true,
+            last_reload_success_timestamp_seconds: 0.0,
+            last_reload_error: None,
+            restart_required_for: Vec::new(),
+        };
+        let last = RunReport {
+            probe: "gen".into(),
+            outcome: RunOutcome::Failure {
+                reason: ProbeFailure::Expectation,
+                failed_expectations: vec!["message <script>alert(1)</script>".into()],
+            },
+            duration_seconds: 0.25,
+            started_at_unix: unix_seconds() - 5.0,
+            answer: None,
+            exchanges: Vec::new(),
+        };
+        let probe = ProbeView {
+            name: "gen".into(),
+            interval_seconds: 60.0,
+            running: false,
+            runs_today: 0,
+            backoff: None,
+            last: Some(last),
+            recent_runs: vec![RunMark { at_unix: 1.0, success: true, duration_seconds: 1.0, failure_reason: None }],
+        };
+        StatusDocument::judge(true, config, Parts { probes: vec![probe], ..Parts::default() })
+    }
 
     #[test]
     fn the_page_escapes_what_it_shows_and_loads_nothing_from_elsewhere() {
-        let mut status = json!({
-            "version": "0.1.0", "ready": true,
-            "config": {"file": "/etc/<x>.yaml", "admin_access": "loopback_only", "last_reload_success": true},
-            "probes": [{"name": "gen", "running": false,
-                        "last": {"success": false, "failure_reason": "expectation", "started_at_unix": unix_now() - 5.0,
-                                 "duration_seconds": 0.25, "failed_expectations": ["message <script>alert(1)</script>"]},
-                        "recent_runs": [{"at_unix": 1.0, "success": true, "duration_seconds": 1.0}]}],
-        });
-        status["overall"] = serde_json::to_value(health::assess(&status)).unwrap();
-        let html = page(&status);
+        let html = page(&document());
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(html.contains("<h1>degraded</h1>"), "{html}");
         assert!(!html.contains("<script"), "escaped: {html}");
         assert!(html.contains("&lt;script&gt;"));
+        assert!(html.contains("/etc/&lt;x&gt;.yaml"));
         assert!(html.contains("id=\"probe-gen\""));
         assert!(!html.contains("style="), "no inline style under the CSP");
         for attr in ["src=\"http", "href=\"http", "url("] {

@@ -1,11 +1,12 @@
 //! The one harness of the integration tests: the emulator, the agent in-process or as a process,
 //! components on their own, HTTP helpers, the metric matcher ([`Scrape`]) and the one polling
 //! loop ([`eventually`]). Every server listens on 127.0.0.1:0.
-#![allow(dead_code)] // each test file uses a different subset
-#![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
+#![allow(dead_code, unreachable_pub)] // each test file uses a different subset, all of it `pub`
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is a test failure
 
 pub mod scrape;
 
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -217,7 +218,7 @@ impl Agent {
         std::fs::write(&self.config_path, text).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.handle.reload.send(tx).await.unwrap();
-        rx.await.unwrap()
+        rx.await.unwrap().map_err(|e| e.to_string())
     }
 
     pub async fn stop(self) {
@@ -457,7 +458,7 @@ pub async fn raw_http(addr: &str, request: &[u8]) -> String {
 pub async fn tcp_server<F, Fut>(per_connection: F) -> String
 where
     F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
