@@ -232,7 +232,13 @@ async fn run_probe(State(state): State<AdminState>, Path(name): Path<String>) ->
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
     use super::*;
+    use crate::observe::status::{Parts, ProbeView};
+    use crate::vocab::{RunOutcome, RunReport};
 
     fn peer(ip: &str) -> SocketAddr {
         SocketAddr::new(ip.parse().unwrap(), 40000)
@@ -261,5 +267,152 @@ mod tests {
             authorize(Some("s3cret"), peer("10.0.0.7"), &bearer("s3cretx")).unwrap_err().0,
             StatusCode::UNAUTHORIZED
         );
+    }
+
+    /// One probe, `gen`, that runs successfully on demand.
+    struct OneProbe;
+
+    impl Components for OneProbe {
+        fn status(&self) -> Parts {
+            let probe = ProbeView {
+                name: "gen".into(),
+                interval_seconds: 60.0,
+                running: false,
+                runs_today: 0,
+                backoff: None,
+                last: None,
+                recent_runs: Vec::new(),
+            };
+            Parts { probes: vec![probe], ..Parts::default() }
+        }
+
+        fn run_probe<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<RunReport>> {
+            Box::pin(async move {
+                (name == "gen").then(|| RunReport {
+                    probe: "gen".into(),
+                    outcome: RunOutcome::Success,
+                    duration_seconds: 0.5,
+                    started_at_unix: 0.0,
+                    answer: None,
+                    exchanges: Vec::new(),
+                })
+            })
+        }
+    }
+
+    /// The admin routes over a config with `token`, and a reloader that refuses or accepts.
+    fn app(token: Option<&str>, reload_ok: bool) -> Router {
+        let text = match token {
+            Some(t) => format!("upstream: {{ base_url: http://127.0.0.1:9 }}\nadmin: {{ token: {t} }}\n"),
+            None => "upstream: { base_url: http://127.0.0.1:9 }\n".to_owned(),
+        };
+        let var = |_: &str| None;
+        let env = crate::config::Environment { var: &var, base_dir: ".".into() };
+        let config = crate::config::from_yaml(&text, "t.yaml", &env).unwrap();
+        let metrics = Arc::new(Metrics::new(&config.labels).unwrap());
+        metrics.agent.config_loaded(true);
+        let (reload, mut requests) = mpsc::channel::<oneshot::Sender<ReloadResult>>(1);
+        tokio::spawn(async move {
+            while let Some(reply) = requests.recv().await {
+                let result = if reload_ok {
+                    Ok(())
+                } else {
+                    crate::config::from_yaml("upstream: {}", "t.yaml", &env_none()).map(drop)
+                };
+                let _ = reply.send(result);
+            }
+        });
+        let (tx, rx) = watch::channel(Arc::new(config));
+        std::mem::forget(tx);
+        router(AdminState {
+            metrics,
+            ready: Arc::new(AtomicBool::new(true)),
+            reload,
+            status: Arc::new(RwLock::new(AgentStatus { config_file: "t.yaml".into(), ..Default::default() })),
+            components: Arc::new(OneProbe),
+            config: rx,
+        })
+    }
+
+    fn env_none() -> crate::config::Environment<'static> {
+        fn none(_: &str) -> Option<String> {
+            None
+        }
+        crate::config::Environment { var: &none, base_dir: ".".into() }
+    }
+
+    async fn call(
+        app: &Router,
+        method: &str,
+        path: &str,
+        from: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let mut req = req.body(Body::empty()).unwrap();
+        req.extensions_mut().insert(ConnectInfo(peer(from)));
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let text = String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        (parts.status, parts.headers, text)
+    }
+
+    #[tokio::test]
+    async fn every_route_answers_as_documented() {
+        let app = app(None, true);
+        let (status, _, body) = call(&app, "GET", "/healthz", "10.0.0.1", None).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
+        assert_eq!(call(&app, "GET", "/readyz", "10.0.0.1", None).await.0, StatusCode::OK);
+        let (status, headers, body) = call(&app, "GET", "/metrics", "10.0.0.1", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+        assert!(body.contains("modelslab_sentinel_build_info"));
+        let (status, _, body) = call(&app, "GET", "/api/v1/status", "10.0.0.1", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let doc: StatusDocument = serde_json::from_str(&body).unwrap();
+        assert_eq!((doc.probes.len(), doc.config.admin_access), (1, AdminAccess::LoopbackOnly));
+        assert_eq!(doc.config.file, "t.yaml");
+        let (status, headers, body) = call(&app, "GET", "/", "10.0.0.1", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_SECURITY_POLICY], ui::CONTENT_SECURITY_POLICY);
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        assert!(body.contains("id=\"probe-gen\""));
+        let (status, headers, _) = call(&app, "GET", ui::STYLESHEET_PATH, "10.0.0.1", None).await;
+        assert_eq!(
+            (status, headers[header::CONTENT_TYPE].to_str().unwrap()),
+            (StatusCode::OK, "text/css; charset=utf-8")
+        );
+        assert_eq!(call(&app, "GET", "/nope", "10.0.0.1", None).await.0, StatusCode::NOT_FOUND);
+        assert_eq!(call(&app, "GET", "/-/reload", "127.0.0.1", None).await.0, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn posts_are_guarded_and_answer_with_the_work_done() {
+        let open = app(None, true);
+        assert_eq!(call(&open, "POST", "/-/reload", "10.0.0.1", None).await.0, StatusCode::FORBIDDEN);
+        let (status, _, body) = call(&open, "POST", "/-/reload", "127.0.0.1", None).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "configuration reloaded\n"));
+        let (status, _, body) = call(&open, "POST", "/api/v1/probes/gen/run", "127.0.0.1", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(serde_json::from_str::<RunReport>(&body).unwrap().success());
+        let (status, _, body) = call(&open, "POST", "/api/v1/probes/nope/run", "127.0.0.1", None).await;
+        assert_eq!((status, body.as_str()), (StatusCode::NOT_FOUND, r#"{"error":"no probe named `nope`"}"#));
+
+        let refusing = app(None, false);
+        let (status, _, body) = call(&refusing, "POST", "/-/reload", "127.0.0.1", None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("t.yaml:1: upstream: missing field `base_url`"), "{body}");
+        assert!(body.ends_with("the running configuration is unchanged\n"), "{body}");
+
+        let guarded = app(Some("s3cret"), true);
+        let (status, headers, _) = call(&guarded, "POST", "/-/reload", "127.0.0.1", None).await;
+        assert_eq!((status, headers[header::WWW_AUTHENTICATE].to_str().unwrap()), (StatusCode::UNAUTHORIZED, "Bearer"));
+        assert_eq!(call(&guarded, "POST", "/-/reload", "10.0.0.1", Some("s3cret")).await.0, StatusCode::OK);
+        let (_, _, body) = call(&guarded, "GET", "/api/v1/status", "10.0.0.1", None).await;
+        assert!(!body.contains("s3cret"), "the token is never shown");
+        assert!(body.contains(r#""admin_access":"token""#));
     }
 }

@@ -32,6 +32,12 @@ pub enum Command {
     /// Parse and validate a configuration: print every problem (exit 64), or the effective
     /// configuration with secrets redacted (exit 0).
     CheckConfig(ConfigArgs),
+    /// Print the Prometheus alert rules, with the thresholds, `for` durations, selector and
+    /// runbook address given (the defaults are alerts/modelslab-sentinel.rules.yml).
+    AlertRules(AlertRulesArgs),
+    /// Print the JSON Schema of the configuration file (for editors and CI checks of configs; the
+    /// Helm chart's values.schema.json holds the same under `config`).
+    Schema,
     /// A ModelsLab-compatible API emulator with fault injection, for tests, demos and alert drills.
     Sim(SimArgs),
     /// Emulator + agent + a small client load through the proxy, on an embedded configuration.
@@ -78,4 +84,18 @@ pub struct DemoArgs {
     /// Stop by itself after this long (e.g. `30s`); without it, run until Ctrl-C.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
+}
+
+#[derive(Debug, Args, Clone)]
+/// What `alert-rules` renders.
+pub struct AlertRulesArgs {
+    /// Change a setting (repeatable), e.g. `--set server_errors_critical=0.3 --set probe_failing_for=5m`.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    /// Where the runbook is (each alert adds its `#anchor`), e.g. your wiki's copy of docs/runbook.md.
+    #[arg(long, value_name = "URL")]
+    pub runbook_url: Option<String>,
+    /// List the settings, their values and what they mean, instead of the rules.
+    #[arg(long)]
+    pub list: bool,
 }

@@ -86,6 +86,8 @@ telemetry:
 pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     app::cancel_on_shutdown_signals(shutdown.clone());
+    // The demo's own tasks (its timer, the client load) are not the agent's: they stop with the
+    // shutdown token and need no draining, so they are not on the agent's tracker.
     if let Some(d) = duration {
         let t = shutdown.clone();
         tokio::spawn(async move {

@@ -20,6 +20,7 @@
 //! | [`statuspage`] | the vendor's status page as metrics (a poller)                        |
 //! | [`account`]    | the account's credit balance (a poller)                               |
 //! | [`webhook`]    | the webhook receiver: did the API call back, on time?                 |
+//! | [`alerts`]     | the alert rules: one template, its thresholds in one place, rendered  |
 //! | [`admin`]      | the status page, `/metrics`, `/healthz`, `/readyz`, `/api/v1/*`, `/-/reload` on their own port |
 //! | [`ui`]         | the status page's HTML, from the status document                      |
 //! | [`server`]     | serving HTTP on a listener with the same limits on every port (connections, header size and time) |
@@ -37,6 +38,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod alerts;
 pub mod app;
 pub mod chain;
 pub mod classify;

@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use modelslab_sentinel::cli::{Cli, Command, ConfigArgs, DemoArgs, RunArgs, SimArgs};
-use modelslab_sentinel::{app, config, demo, sim, telemetry};
+use modelslab_sentinel::cli::{AlertRulesArgs, Cli, Command, ConfigArgs, DemoArgs, RunArgs, SimArgs};
+use modelslab_sentinel::{alerts, app, config, demo, sim, telemetry};
 use tokio_util::sync::CancellationToken;
 
 const EXIT_USAGE: u8 = 64;
@@ -21,6 +21,12 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run(cli.run)) {
         Command::Run(args) => run(&args),
         Command::CheckConfig(args) => check_config(&args),
+        Command::AlertRules(args) => alert_rules(&args),
+        Command::Schema => {
+            let schema = config::json_schema::config_schema();
+            println!("{}", serde_json::to_string_pretty(&schema).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
         Command::Sim(args) => sim(&args),
         Command::Demo(args) => demo(&args),
     }
@@ -41,6 +47,31 @@ fn check_config(args: &ConfigArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    }
+}
+
+fn alert_rules(args: &AlertRulesArgs) -> ExitCode {
+    let mut settings = alerts::Settings::default();
+    let assignments = args.runbook_url.iter().map(|u| format!("runbook_url={u}")).chain(args.set.iter().cloned());
+    for assignment in assignments {
+        if let Err(e) = settings.set(&assignment) {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    if args.list {
+        print!("{}", settings.list());
+        return ExitCode::SUCCESS;
+    }
+    match settings.render() {
+        Ok(rules) => {
+            print!("{rules}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

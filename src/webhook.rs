@@ -298,18 +298,39 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::scrape::Scrape;
 
-    async fn hooks() -> (Webhooks, Arc<Metrics>) {
-        let text = "upstream:\n  base_url: http://127.0.0.1:9\nwebhooks:\n  listen: 127.0.0.1:0\n  grace: 60s\n";
+    fn config(public_url: &str) -> Arc<Config> {
+        let text = format!(
+            "upstream:\n  base_url: http://127.0.0.1:9\nwebhooks:\n  listen: 127.0.0.1:0\n  grace: 60s\n  public_url: \"{public_url}\"\n"
+        );
         let var = |_: &str| None;
         let env = crate::config::Environment { var: &var, base_dir: ".".into() };
-        let cfg = crate::config::from_yaml(text, "t", &env).unwrap();
-        let metrics = Arc::new(Metrics::new(&cfg.labels).unwrap());
-        let (tx, rx) = watch::channel(Arc::new(cfg));
-        std::mem::forget(tx);
+        Arc::new(crate::config::from_yaml(&text, "t", &env).unwrap())
+    }
+
+    async fn hooks_with(tx: &watch::Sender<Arc<Config>>) -> (Webhooks, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new(&tx.borrow().labels).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let hooks =
-            Webhooks::new(&listener, rx, Observer::new(metrics.clone()), Cluster::single(), Tasks::new()).unwrap();
+            Webhooks::new(&listener, tx.subscribe(), Observer::new(metrics.clone()), Cluster::single(), Tasks::new())
+                .unwrap();
         (hooks, metrics)
+    }
+
+    async fn hooks() -> (Webhooks, Arc<Metrics>) {
+        let (tx, _) = watch::channel(config(""));
+        let hooks = hooks_with(&tx).await;
+        std::mem::forget(tx);
+        hooks
+    }
+
+    #[tokio::test]
+    async fn a_reloaded_public_url_is_what_the_next_run_asks_for() {
+        let (tx, _) = watch::channel(config(""));
+        let (h, _) = hooks_with(&tx).await;
+        assert!(h.expect("gen").await.url.starts_with("http://127.0.0.1:"), "the listener's own address");
+        tx.send_replace(config("https://sentinel.example.com/"));
+        let e = h.expect("gen").await;
+        assert_eq!(e.url, format!("https://sentinel.example.com/hooks/{}", e.token));
     }
 
     fn count(m: &Metrics, probe: &str, result: &str) -> f64 {

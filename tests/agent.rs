@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use modelslab_sentinel::sim::{Hooks, Outputs, Scenario, Span as SimSpan};
 
 const KEY: &str = "sk-canary-agent-7f3a9c";
 
@@ -174,4 +175,73 @@ async fn posts_need_the_admin_token_when_one_is_set_and_gets_stay_open() {
     let status: serde_json::Value =
         serde_json::from_str(&get(&format!("{}/api/v1/status", open.admin)).await.1).unwrap();
     assert_eq!(status["config"]["admin_access"], "loopback_only");
+}
+
+/// The log after the line containing `mark`.
+fn after<'a>(log: &'a str, mark: &str) -> &'a str {
+    log.find(mark).map_or("", |i| &log[i..])
+}
+
+/// Waits until the probe `name` is in the middle of a run.
+async fn until_running(admin: &str, name: &str) {
+    eventually(Duration::from_secs(20), "the probe is running", async || {
+        let (_, body) = get(&format!("{admin}/api/v1/status")).await;
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        status["probes"].as_array().into_iter().flatten().any(|p| p["name"] == name && p["running"] == true)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_probe_run_in_flight_finish_within_the_grace_period() {
+    // Every API answer takes 2 s: a SIGTERM lands in the middle of a run.
+    let sim = emulator(Scenario { latency: SimSpan::fixed(Duration::from_secs(2)), ..Scenario::default() }).await;
+    let text = format!(
+        "upstream:\n  base_url: {}\n  api_key: {KEY}\nprobes:\n  - name: slow\n    interval: 5s\n    timeout: 4s\n    request: {{ path: /api/v6/images/text2img, body: {{ model_id: flux }} }}\n    expect: {{ reason: missing_parameter }}\ntelemetry:\n  log_level: debug\n",
+        sim.url
+    );
+    let running = Process::agent(&text, &["--grace-period", "10s"], &[]);
+    until_running(&running.admin, "slow").await;
+    let mut agent = running.process;
+    let asked = std::time::Instant::now();
+    agent.signal("TERM");
+    let status = agent.wait_exit(Duration::from_secs(15));
+    let log = agent.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let tail = after(&log, "shutting down");
+    assert!(tail.contains("probe run finished"), "the run in flight ended and was recorded:\n{log}");
+    assert!(!log.contains("grace period over"), "{log}");
+    assert!(asked.elapsed() < Duration::from_secs(10), "within the grace period: {:?}", asked.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_an_output_download_waits_for_it_and_gives_up_the_pending_webhook() {
+    // The job ends at once, its file downloads in 2 s, and its webhook would come in a minute.
+    let sim = emulator(Scenario {
+        sync_ratio: 1.0,
+        outputs: Outputs { delay: SimSpan::fixed(Duration::from_secs(2)), ..Outputs::default() },
+        webhooks: Hooks { delay: SimSpan::fixed(Duration::from_secs(60)), ..Hooks::default() },
+        ..Scenario::default()
+    })
+    .await;
+    let text = format!(
+        "upstream:\n  base_url: {}\n  api_key: {KEY}\nprobes:\n  - name: gen\n    interval: 6s\n    timeout: 5s\n    request: {{ path: /api/v6/images/text2img, body: {{ model_id: flux, prompt: p, width: 256, height: 256 }} }}\n    follow: {{ fetch_path: \"/api/v6/images/fetch/{{id}}\", poll_interval: 200ms, max_wait: 4s, webhook: true }}\n    expect: {{ output: {{ count: 1, timeout: 4s }} }}\nwebhooks:\n  listen: 127.0.0.1:0\ntelemetry:\n  log_level: debug\n",
+        sim.url
+    );
+    let running = Process::agent(&text, &["--grace-period", "10s"], &[]);
+    until_running(&running.admin, "gen").await;
+    // Submitting takes milliseconds; the download the rest.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut agent = running.process;
+    let asked = std::time::Instant::now();
+    agent.signal("TERM");
+    let status = agent.wait_exit(Duration::from_secs(15));
+    let log = agent.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let tail = after(&log, "shutting down");
+    assert!(tail.contains("output checked"), "the download in flight finished and was judged:\n{log}");
+    assert!(tail.contains("probe run finished"), "{log}");
+    assert!(tail.contains("webhook runs still waiting are given up"), "{log}");
+    assert!(!log.contains("grace period over"), "{log}");
+    assert!(asked.elapsed() < Duration::from_secs(8), "the webhook's minute is not waited for: {:?}", asked.elapsed());
 }

@@ -118,3 +118,35 @@ fn dashboards_use_a_datasource_variable_units_and_descriptions() {
         assert!(overview.contains(&format!("\"title\": \"{title}\"")), "overview: no {title} panel");
     }
 }
+
+#[test]
+fn the_rule_file_is_the_template_rendered_with_the_default_settings() {
+    let out = Command::new(env!("CARGO_BIN_EXE_modelslab-sentinel")).arg("alert-rules").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let committed = std::fs::read_to_string(RULES).unwrap();
+    assert!(
+        committed == String::from_utf8(out.stdout).unwrap(),
+        "{RULES} is not `modelslab-sentinel alert-rules`: edit alerts/rules.template.yml or src/alerts.rs, then run `cargo run -- alert-rules > {RULES}`"
+    );
+    // Settings reach the rules; a wrong one is refused with exit 64.
+    let out = Command::new(env!("CARGO_BIN_EXE_modelslab-sentinel"))
+        .args(["alert-rules", "--runbook-url", "https://wiki.example.com/sentinel", "--set", "credits_low=20"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8(out.stdout).unwrap();
+    assert!(rules.contains("modelslab_account_balance < 20\n"), "{rules}");
+    assert!(rules.contains("runbook_url: \"https://wiki.example.com/sentinel#modelslabcreditslow\""), "{rules}");
+    let (ok, check) = {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rules.yml");
+        std::fs::write(&path, &rules).unwrap();
+        promtool(&["check", "rules", path.to_str().unwrap()])
+    };
+    assert!(ok, "{check}");
+    let out = Command::new(env!("CARGO_BIN_EXE_modelslab-sentinel"))
+        .args(["alert-rules", "--set", "colour=blue"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting `colour`"));
+}

@@ -168,7 +168,9 @@ async fn a_replicas_one_probe_runs_on_one_replica_and_moves_when_it_dies() {
     let (before, window) = (hits().await, Duration::from_secs(10));
     tokio::time::sleep(window).await;
     let ran = hits().await - before;
-    assert!((8..=12).contains(&ran), "{ran} probe requests in 10 s at a 1 s interval over 3 replicas");
+    // One replica's schedule runs about 10; three would run about 30 (a busy machine skips a tick
+    // or two).
+    assert!((5..=13).contains(&ran), "{ran} probe requests in 10 s at a 1 s interval over 3 replicas");
     let mut leaders = 0;
     for r in &replicas {
         leaders += u32::from(r.metrics().await.metric("modelslab_sentinel_cluster_leader").value() == Some(1.0));

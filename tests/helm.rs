@@ -571,3 +571,79 @@ fn rules_and_dashboards_in_the_chart_are_the_repositorys_own() {
         assert_eq!(rendered.trim_end(), std::fs::read_to_string(format!("dashboards/{d}")).unwrap().trim_end());
     }
 }
+
+/// The configuration's JSON Schema, as the agent derives it from its types.
+fn config_schema() -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_modelslab-sentinel")).arg("schema").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_charts_config_schema_is_the_one_derived_from_the_config_types() {
+    let mut derived = config_schema();
+    derived.as_object_mut().unwrap().remove("$schema");
+    let chart: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{CHART}/values.schema.json")).unwrap()).unwrap();
+    assert!(
+        chart["properties"]["config"] == derived,
+        "helm/modelslab-sentinel/values.schema.json differs from `modelslab-sentinel schema` under `config`: run scripts/update-chart-schema"
+    );
+}
+
+#[test]
+fn the_derived_schema_takes_every_shipped_config_and_refuses_a_wrong_one() {
+    let schema = config_schema();
+    let dir = tempfile::tempdir().unwrap();
+    let schema_path = dir.path().join("schema.json");
+    std::fs::write(&schema_path, schema.to_string()).unwrap();
+    let wrong = dir.path().join("wrong.yaml");
+    std::fs::write(
+        &wrong,
+        "upstream: { base_url: https://x, timeout: soon }\nproxy: { max_connections: many }\ncolour: blue\n",
+    )
+    .unwrap();
+    let script = "import json, sys, yaml, jsonschema\n\
+        schema = json.load(open(sys.argv[1]))\n\
+        v = jsonschema.Draft7Validator(schema)\n\
+        for path in sys.argv[2:]:\n\
+        \x20   errors = sorted(e.message for e in v.iter_errors(yaml.safe_load(open(path))))\n\
+        \x20   print(path, len(errors), '; '.join(errors))\n";
+    let mut args = vec!["-c", script, schema_path.to_str().unwrap()];
+    args.extend(
+        ["config/example.yaml", "config/sentinel.yaml", "tests/fixtures/config/valid.yaml"]
+            .iter()
+            .filter(|p| Path::new(p).exists()),
+    );
+    args.push(wrong.to_str().unwrap());
+    let out = Command::new("python3").args(&args).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
+    for line in report.lines() {
+        let (path, rest) = line.split_once(' ').unwrap();
+        let errors: usize = rest.split(' ').next().unwrap().parse().unwrap();
+        if path.ends_with("wrong.yaml") {
+            assert_eq!(errors, 3, "a bad duration, a string for a number, an unknown section: {line}");
+        } else {
+            assert_eq!(errors, 0, "{line}");
+        }
+    }
+}
+
+#[test]
+fn the_prometheus_rule_links_to_the_runbook_url_given() {
+    let mut sets = README_INSTALL.to_vec();
+    sets.extend(["prometheusRule.enabled=true", "prometheusRule.runbookUrl=https://wiki.example.com/sentinel"]);
+    let objects = render(&[], &sets).unwrap();
+    let rule = one(&objects, "PrometheusRule");
+    let mut alerts = 0;
+    for group in rule["spec"]["groups"].as_array().unwrap() {
+        for r in group["rules"].as_array().unwrap().iter().filter(|r| r["alert"].is_string()) {
+            alerts += 1;
+            let url = r["annotations"]["runbook_url"].as_str().unwrap();
+            assert!(url.starts_with("https://wiki.example.com/sentinel#"), "{url}");
+        }
+    }
+    assert!(alerts > 20, "{alerts} alerts");
+    check_rules(&objects);
+}

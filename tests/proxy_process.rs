@@ -137,9 +137,11 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let stopped_at = Instant::now();
     agent.process.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let refused = http().post(format!("{}/api/v6/images/text2img", agent.proxy)).json(&json!({})).send().await;
-    assert!(refused.is_err(), "no new requests are accepted while draining");
+    let addr = agent.proxy.trim_start_matches("http://").to_owned();
+    eventually(Duration::from_secs(5), "no new connection is accepted while draining", async || {
+        tokio::net::TcpStream::connect(&addr).await.is_err()
+    })
+    .await;
     assert_eq!(in_flight.await.unwrap().unwrap(), 200, "the in-flight request finished");
     let mut process = agent.process;
     let status = process.wait_exit(Duration::from_secs(15));

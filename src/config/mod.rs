@@ -8,6 +8,7 @@
 //! no network I/O and knows nothing of the components.
 
 mod env;
+pub mod json_schema;
 mod locate;
 pub mod reload;
 mod schema;

@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub(crate) use super::json_schema::{DurationText, MethodText, PageFormatText, SizeText};
 
 use crate::classify::{ErrorClass, Outcome, Reason};
 
@@ -195,10 +198,11 @@ fn secs(n: u64) -> Duration {
 }
 
 /// The API's origin, the key and the probes' exchange timeout (`upstream`).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// `scheme://host[:port]`, no path: the API's origin.
+    #[schemars(with = "super::json_schema::UrlText")]
     pub base_url: url::Url,
     /// The key probes inject; never logged or exported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -208,6 +212,7 @@ pub struct Upstream {
     pub api_key_file: Option<PathBuf>,
     /// Bounds each HTTP exchange a probe makes.
     #[serde(default = "Upstream::default_timeout", with = "duration")]
+    #[schemars(with = "DurationText")]
     pub timeout: Duration,
 }
 
@@ -218,7 +223,7 @@ impl Upstream {
 }
 
 /// The admin port (`admin`).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
     /// Where `/metrics`, `/healthz`, `/readyz`, `/api/v1/*` and `/-/reload` are served.
@@ -245,7 +250,7 @@ impl Admin {
 }
 
 /// The live-traffic proxy (`proxy`).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Proxy {
     /// Serve the proxy (a restart applies a change).
@@ -254,12 +259,15 @@ pub struct Proxy {
     pub listen: SocketAddr,
     /// A request without a complete upstream answer by then gets a synthetic 504.
     #[serde(with = "duration")]
+    #[schemars(with = "DurationText")]
     pub upstream_timeout: Duration,
     /// Larger request bodies get a synthetic 413 without reaching the API.
     #[serde(with = "size")]
+    #[schemars(with = "SizeText")]
     pub max_request_body: ByteSize,
     /// Larger responses pass through unclassified (and are counted).
     #[serde(with = "size")]
+    #[schemars(with = "SizeText")]
     pub inspect_limit: ByteSize,
     /// Open client connections at most; further clients wait in the listen backlog.
     pub max_connections: usize,
@@ -285,13 +293,14 @@ impl Default for Proxy {
 }
 
 /// Holding rate-limited requests to retry them (`proxy.retry_rate_limited`).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryRateLimited {
     /// Hold a 429'd request and send it again after its `retry_after`.
     pub enabled: bool,
     /// The longest a request is held in all; a longer `retry_after` is passed through.
     #[serde(with = "duration")]
+    #[schemars(with = "DurationText")]
     pub max_wait: Duration,
 }
 
@@ -302,11 +311,12 @@ impl Default for RetryRateLimited {
 }
 
 /// The async jobs the proxy follows (`jobs`).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Jobs {
     /// A processing job not finished by then is counted `expired`.
     #[serde(with = "duration")]
+    #[schemars(with = "DurationText")]
     pub ttl: Duration,
     /// Beyond this many tracked jobs the oldest are evicted (and counted).
     pub max_tracked: usize,
@@ -319,7 +329,7 @@ impl Default for Jobs {
 }
 
 /// The bounds of the `model` and `endpoint` labels (`labels`).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Labels {
     /// `model_id` values kept as label values; any other becomes `other`.
@@ -335,16 +345,19 @@ impl Default for Labels {
 }
 
 /// One synthetic probe (`probes[]`).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Probe {
     /// `[a-z0-9_-]`, unique: the `probe` label.
+    #[schemars(regex(pattern = r"^[a-z0-9_-]{1,63}$|\$\{"))]
     pub name: String,
     /// How often the probe runs (the first run falls at random within the first interval).
     #[serde(default = "Probe::default_interval", with = "duration")]
+    #[schemars(with = "DurationText")]
     pub interval: Duration,
     /// Hard deadline of one run, submit to terminal answer; below `interval`.
     #[serde(default = "Probe::default_timeout", with = "duration")]
+    #[schemars(with = "DurationText")]
     pub timeout: Duration,
     /// What the probe sends.
     pub request: ProbeRequest,
@@ -363,7 +376,7 @@ pub struct Probe {
 }
 
 /// Which replicas run a probe (`cluster`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Replicas {
     /// Only the replica holding the probe lease: N replicas spend what one would.
@@ -383,11 +396,12 @@ impl Probe {
 }
 
 /// What a probe sends (`probes[].request`).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeRequest {
     /// `POST` unless said otherwise.
     #[serde(default = "ProbeRequest::default_method", with = "method")]
+    #[schemars(with = "MethodText")]
     pub method: http::Method,
     /// Joined to `upstream.base_url`; may carry a query string.
     pub path: String,
@@ -449,7 +463,7 @@ pub fn is_sensitive_header(name: &str) -> bool {
 }
 
 /// Extra request headers. Values of credential headers ([`is_sensitive_header`]) never print.
-#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct Headers(pub BTreeMap<String, String>);
 
@@ -485,16 +499,18 @@ impl Serialize for Headers {
 }
 
 /// Following a job to its end (`probes[].follow`).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Follow {
     /// Fetch path with `{id}`, e.g. `/api/v6/images/fetch/{id}`.
     pub fetch_path: String,
     /// Floor between polls; the API's `eta` is honoured when longer (capped at 30 s).
     #[serde(default = "Follow::default_poll_interval", with = "duration")]
+    #[schemars(with = "DurationText")]
     pub poll_interval: Duration,
     /// Give up (`job_timeout`) after this long.
     #[serde(default = "Follow::default_max_wait", with = "duration")]
+    #[schemars(with = "DurationText")]
     pub max_wait: Duration,
     /// Ask the API to call a webhook (`webhooks.listen`) when the job ends, and check it does.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -511,7 +527,7 @@ impl Follow {
 }
 
 /// What must hold of the final answer (`probes[].expect`); every one given must.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// The final answer's HTTP status is one of these.
@@ -531,6 +547,7 @@ pub struct Expect {
     pub message_matches: Option<Pattern>,
     /// Submit to terminal answer within this.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "duration::option")]
+    #[schemars(with = "Option<DurationText>")]
     pub max_duration: Option<Duration>,
     /// Checks on the final answer's JSON.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -542,7 +559,7 @@ pub struct Expect {
 
 /// Checks of the generated media the final answer links to (`output`, else `future_links` or
 /// `proxy_links`).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputCheck {
     /// At least this many URLs.
@@ -555,9 +572,11 @@ pub struct OutputCheck {
     pub not_blank: bool,
     /// Largest download; a larger one fails as `too_large`.
     #[serde(with = "size")]
+    #[schemars(with = "SizeText")]
     pub max_bytes: ByteSize,
     /// Bounds each download.
     #[serde(with = "duration")]
+    #[schemars(with = "DurationText")]
     pub timeout: Duration,
     /// If not empty, the only hosts downloads may go to (the CDN's); others fail the check.
     #[serde(skip_serializing_if = "Vec::is_empty", alias = "output_hosts")]
@@ -579,8 +598,7 @@ impl Default for OutputCheck {
 }
 
 /// The size generated images must have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputSize {
     /// The request's `width` × `height` (unchecked when the request names none).
     FromRequest,
@@ -593,6 +611,21 @@ pub enum OutputSize {
         /// Pixels.
         height: u32,
     },
+}
+
+impl Serialize for OutputSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Fixed {
+            width: u32,
+            height: u32,
+        }
+        match self {
+            OutputSize::FromRequest => s.serialize_str("from_request"),
+            OutputSize::Any => s.serialize_str("any"),
+            OutputSize::Fixed { width, height } => Fixed { width: *width, height: *height }.serialize(s),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for OutputSize {
@@ -623,7 +656,7 @@ impl<'de> Deserialize<'de> for OutputSize {
 }
 
 /// A check on the final answer's JSON at an RFC 6901 pointer.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JsonCheck {
     /// An RFC 6901 JSON pointer, e.g. `/output/0`.
@@ -672,19 +705,23 @@ mod page_format {
 }
 
 /// The vendor's status page (`status_page`).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StatusPage {
     /// The page people open; the providers' JSON documents are found beside it.
+    #[schemars(with = "super::json_schema::UrlText")]
     pub url: url::Url,
     /// `None`: detect it (`auto`).
     #[serde(with = "page_format")]
+    #[schemars(with = "PageFormatText")]
     pub format: Option<PageFormat>,
     /// How often the page is polled.
     #[serde(with = "duration")]
+    #[schemars(with = "DurationText")]
     pub interval: Duration,
     /// A poll without an answer by then failed (the last state is kept).
     #[serde(with = "duration")]
+    #[schemars(with = "DurationText")]
     pub timeout: Duration,
     /// Distinct component label values; beyond it components are dropped and counted.
     pub max_components: usize,
@@ -695,7 +732,7 @@ pub struct StatusPage {
 }
 
 /// A phrase of an HTML status page and the state it means.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HtmlRule {
     /// Matched case-insensitively against the page's text.
@@ -720,17 +757,19 @@ impl Default for StatusPage {
 }
 
 /// The webhook receiver: probes with `follow.webhook` check that the API calls back.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Webhooks {
     /// Its own port (so that only it need be exposed, e.g. through an Ingress); `None`: off.
     #[serde(with = "optional_addr")]
+    #[schemars(with = "String")]
     pub listen: Option<SocketAddr>,
     /// What the API is told to call (`<public_url>/hooks/<token>`); empty: the listener's own
     /// address (enough when the API can reach it directly, as the emulator does).
     pub public_url: String,
     /// After the job is seen finished, a webhook still counts as `late` until then (`missing` after).
     #[serde(with = "duration")]
+    #[schemars(with = "DurationText")]
     pub grace: Duration,
 }
 
@@ -762,7 +801,7 @@ mod optional_addr {
 }
 
 /// The account's credits.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Account {
     /// Polling the wallet balance.
@@ -770,7 +809,7 @@ pub struct Account {
 }
 
 /// Polling the wallet balance, to see the credits run out before the first 402.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Balance {
     /// Poll the balance (with the API key).
@@ -779,9 +818,11 @@ pub struct Balance {
     pub path: String,
     /// How often (on the lease holder only).
     #[serde(with = "duration")]
+    #[schemars(with = "DurationText")]
     pub interval: Duration,
     /// A poll without an answer by then failed (the last balance is kept).
     #[serde(with = "duration")]
+    #[schemars(with = "DurationText")]
     pub timeout: Duration,
 }
 
@@ -792,15 +833,17 @@ impl Default for Balance {
 }
 
 /// A service-level objective: a share of good events over a window.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Slo {
     /// `[a-z0-9_-]`, unique: the `slo` label.
+    #[schemars(regex(pattern = r"^[a-z0-9_-]{1,63}$|\$\{"))]
     pub name: String,
     /// Percent of good events, e.g. 99.5.
     pub objective: f64,
     /// The period the error budget spans: 7d, 28d or 30d.
     #[serde(default = "Slo::default_window", with = "duration")]
+    #[schemars(with = "DurationText")]
     pub window: Duration,
     /// Burn-rate alerts need at least this many events in their long window.
     #[serde(default = "Slo::default_min_events")]
@@ -834,9 +877,9 @@ pub enum Sli {
 }
 
 /// `sli:` as written, before it is known to name exactly one kind.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawSli {
+pub(super) struct RawSli {
     requests: Option<RequestsSli>,
     jobs: Option<JobsSli>,
     probes: Option<Vec<String>>,
@@ -856,7 +899,7 @@ impl TryFrom<RawSli> for Sli {
 }
 
 /// Which component's events an SLI counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SliSource {
     /// Exchanges of the proxy (live traffic) only.
@@ -869,7 +912,7 @@ pub enum SliSource {
 }
 
 /// An SLI of API exchanges (`sli.requests`).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestsSli {
     /// Whose exchanges count.
@@ -897,7 +940,7 @@ impl RequestsSli {
 }
 
 /// An SLI of async jobs (`sli.jobs`).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobsSli {
     /// Whose jobs count.
@@ -905,11 +948,12 @@ pub struct JobsSli {
     pub source: SliSource,
     /// A job that succeeds later than this is bad too; none = any success is good.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "duration::option")]
+    #[schemars(with = "Option<DurationText>")]
     pub max_duration: Option<Duration>,
 }
 
 /// Several replicas sharing job state and probe leadership through Redis.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Cluster {
     /// `redis://[:password@]host:port[/db]` or `rediss://…`; `None`: one replica, state in memory.
@@ -924,6 +968,7 @@ pub struct Cluster {
     /// How long the probe lease lasts without renewal (renewed every third of it): another
     /// replica takes over within this after the holder dies.
     #[serde(with = "duration")]
+    #[schemars(with = "DurationText")]
     pub lease_ttl: Duration,
 }
 
@@ -941,7 +986,7 @@ impl Cluster {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -951,7 +996,7 @@ pub enum LogFormat {
 }
 
 /// The least severe log level written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     /// Everything (no header value or body even then).
@@ -980,7 +1025,7 @@ impl LogLevel {
 }
 
 /// Logs and traces (`telemetry`; a restart applies a change).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Telemetry {
     /// `service.name` of the traces.
@@ -1005,7 +1050,7 @@ impl Default for Telemetry {
 }
 
 /// How traces are exported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub enum OtlpProtocol {
     /// OTLP over gRPC (port 4317).
     #[serde(rename = "grpc")]
@@ -1016,7 +1061,7 @@ pub enum OtlpProtocol {
 }
 
 /// OTLP trace export (`telemetry.otlp`).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Otlp {
     /// Empty: traces off (unless `OTEL_EXPORTER_OTLP_ENDPOINT` is set).

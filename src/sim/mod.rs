@@ -6,7 +6,9 @@
 //!
 //! Its clock is the runtime's (`tokio::time`): under a paused test clock, jobs run in virtual time.
 //!
-//! Nothing else in `src/` imports this module; it uses only the config module's document parser.
+//! Nothing else in `src/` imports this module; it uses only the config module's document parser
+//! and the error model's helpers. Its tasks (the accept loop, connections, webhook calls) are the
+//! emulator's, not the agent's: they end with its shutdown token and are not on the agent's tracker.
 
 mod api;
 mod hooks;

@@ -580,6 +580,19 @@ pub async fn eventually(timeout: Duration, what: &str, mut check: impl AsyncFnMu
     panic!("not within {timeout:?}: {what}");
 }
 
+/// Reads `read` until `done` holds of what it read, or `timeout` passes: the last reading either
+/// way, for the caller's assertion to show.
+pub async fn settled<T>(timeout: Duration, mut read: impl AsyncFnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let value = read().await;
+        if done(&value) || std::time::Instant::now() >= deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// [`eventually`] for code outside the runtime (process logs and exits).
 pub fn eventually_blocking(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + timeout;
