@@ -274,16 +274,7 @@ mod tests {
 
     impl Components for OneProbe {
         fn status(&self) -> Parts {
-            let probe = ProbeView {
-                name: "gen".into(),
-                interval_seconds: 60.0,
-                running: false,
-                runs_today: 0,
-                backoff: None,
-                last: None,
-                recent_runs: Vec::new(),
-            };
-            Parts { probes: vec![probe], ..Parts::default() }
+            Parts { probes: vec![ProbeView::new("gen", std::time::Duration::from_secs(60))], ..Parts::default() }
         }
 
         fn run_probe<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<RunReport>> {

@@ -192,6 +192,21 @@ async fn until_running(admin: &str, name: &str) {
     .await;
 }
 
+/// Runs the agent on `text` (grace period 10 s), sends SIGTERM `into` a run of `probe`, and
+/// waits for it to exit 0: its log, and how long it took after the signal.
+async fn terminate_mid_run(text: &str, probe: &str, into: Duration) -> (String, Duration) {
+    let running = Process::agent(text, &["--grace-period", "10s"], &[]);
+    until_running(&running.admin, probe).await;
+    tokio::time::sleep(into).await;
+    let mut agent = running.process;
+    let asked = std::time::Instant::now();
+    agent.signal("TERM");
+    let status = agent.wait_exit(Duration::from_secs(15));
+    let log = agent.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    (log, asked.elapsed())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_probe_run_in_flight_finish_within_the_grace_period() {
     // Every API answer takes 2 s: a SIGTERM lands in the middle of a run.
@@ -200,18 +215,11 @@ async fn sigterm_lets_a_probe_run_in_flight_finish_within_the_grace_period() {
         "upstream:\n  base_url: {}\n  api_key: {KEY}\nprobes:\n  - name: slow\n    interval: 5s\n    timeout: 4s\n    request: {{ path: /api/v6/images/text2img, body: {{ model_id: flux }} }}\n    expect: {{ reason: missing_parameter }}\ntelemetry:\n  log_level: debug\n",
         sim.url
     );
-    let running = Process::agent(&text, &["--grace-period", "10s"], &[]);
-    until_running(&running.admin, "slow").await;
-    let mut agent = running.process;
-    let asked = std::time::Instant::now();
-    agent.signal("TERM");
-    let status = agent.wait_exit(Duration::from_secs(15));
-    let log = agent.log();
-    assert_eq!(status.code(), Some(0), "{log}");
+    let (log, took) = terminate_mid_run(&text, "slow", Duration::ZERO).await;
     let tail = after(&log, "shutting down");
     assert!(tail.contains("probe run finished"), "the run in flight ended and was recorded:\n{log}");
     assert!(!log.contains("grace period over"), "{log}");
-    assert!(asked.elapsed() < Duration::from_secs(10), "within the grace period: {:?}", asked.elapsed());
+    assert!(took < Duration::from_secs(10), "within the grace period: {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,20 +236,12 @@ async fn sigterm_during_an_output_download_waits_for_it_and_gives_up_the_pending
         "upstream:\n  base_url: {}\n  api_key: {KEY}\nprobes:\n  - name: gen\n    interval: 6s\n    timeout: 5s\n    request: {{ path: /api/v6/images/text2img, body: {{ model_id: flux, prompt: p, width: 256, height: 256 }} }}\n    follow: {{ fetch_path: \"/api/v6/images/fetch/{{id}}\", poll_interval: 200ms, max_wait: 4s, webhook: true }}\n    expect: {{ output: {{ count: 1, timeout: 4s }} }}\nwebhooks:\n  listen: 127.0.0.1:0\ntelemetry:\n  log_level: debug\n",
         sim.url
     );
-    let running = Process::agent(&text, &["--grace-period", "10s"], &[]);
-    until_running(&running.admin, "gen").await;
     // Submitting takes milliseconds; the download the rest.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut agent = running.process;
-    let asked = std::time::Instant::now();
-    agent.signal("TERM");
-    let status = agent.wait_exit(Duration::from_secs(15));
-    let log = agent.log();
-    assert_eq!(status.code(), Some(0), "{log}");
+    let (log, took) = terminate_mid_run(&text, "gen", Duration::from_millis(500)).await;
     let tail = after(&log, "shutting down");
     assert!(tail.contains("output checked"), "the download in flight finished and was judged:\n{log}");
     assert!(tail.contains("probe run finished"), "{log}");
     assert!(tail.contains("webhook runs still waiting are given up"), "{log}");
     assert!(!log.contains("grace period over"), "{log}");
-    assert!(asked.elapsed() < Duration::from_secs(8), "the webhook's minute is not waited for: {:?}", asked.elapsed());
+    assert!(took < Duration::from_secs(8), "the webhook's minute is not waited for: {took:?}");
 }

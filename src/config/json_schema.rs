@@ -155,7 +155,7 @@ impl JsonSchema for OutputSize {
                 { "type": "string", "enum": ["from_request", "any"] },
                 {
                     "type": "object",
-                    "properties": { "width": pixels.clone(), "height": pixels },
+                    "properties": { "width": pixels, "height": pixels },
                     "required": ["width", "height"],
                     "additionalProperties": false
                 }

@@ -141,6 +141,21 @@ pub struct ProbeView {
     pub recent_runs: Vec<RunMark>,
 }
 
+impl ProbeView {
+    /// A probe that has not run yet.
+    pub fn new(name: &str, interval: std::time::Duration) -> ProbeView {
+        ProbeView {
+            name: name.to_owned(),
+            interval_seconds: interval.as_secs_f64(),
+            running: false,
+            runs_today: 0,
+            backoff: None,
+            last: None,
+            recent_runs: Vec::new(),
+        }
+    }
+}
+
 /// The vendor's status page, as last polled.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusPageView {

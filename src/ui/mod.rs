@@ -455,13 +455,9 @@ mod tests {
             exchanges: Vec::new(),
         };
         let probe = ProbeView {
-            name: "gen".into(),
-            interval_seconds: 60.0,
-            running: false,
-            runs_today: 0,
-            backoff: None,
             last: Some(last),
             recent_runs: vec![RunMark { at_unix: 1.0, success: true, duration_seconds: 1.0, failure_reason: None }],
+            ..ProbeView::new("gen", std::time::Duration::from_secs(60))
         };
         StatusDocument::judge(true, config, Parts { probes: vec![probe], ..Parts::default() })
     }

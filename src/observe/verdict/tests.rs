@@ -43,15 +43,7 @@ fn probe(name: &str, outcome: Option<(bool, Option<ErrorClass>)>) -> ProbeView {
         }),
         exchanges: Vec::new(),
     });
-    ProbeView {
-        name: name.into(),
-        interval_seconds: 60.0,
-        running: false,
-        runs_today: 0,
-        backoff: None,
-        last,
-        recent_runs: Vec::new(),
-    }
+    ProbeView { last, ..ProbeView::new(name, std::time::Duration::from_secs(60)) }
 }
 
 fn page(status: PageStatus) -> StatusPageView {
@@ -217,7 +209,7 @@ fn each_rule_in_a_table() {
             "balance poll failing",
             |d| {
                 d.account =
-                    Some(AccountView { balance: Some(BalanceView { up: Some(false), ..BalanceView::default() }) })
+                    Some(AccountView { balance: Some(BalanceView { up: Some(false), ..BalanceView::default() }) });
             },
             Health::Degraded,
             "the credit balance cannot be polled",
