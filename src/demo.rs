@@ -30,6 +30,11 @@ failure_ratio: 0.1
 faults: { server_error: 0.03, unavailable: 0.02, gateway_html: 0.01, soft_error: 0.03, timeout: 0.005, reset: 0.005 }
 status_page: degraded_performance
 account: standard
+llm:
+  first_token: { min: 150ms, max: 900ms }
+  token_interval: { min: 10ms, max: 40ms }
+  answer_tokens: 24
+  faults: { rate_limited: 0.03, overloaded: 0.02, error_event: 0.02, cut: 0.02 }
 ";
 
 /// The agent's config in the demo; `${SIM}` is the emulator's address.
@@ -47,7 +52,7 @@ proxy:
 jobs:
   ttl: 2m
 labels:
-  models: [flux, sdxl]
+  models: [flux, sdxl, cogvideox, meta-llama/Llama-3.3-70B-Instruct-Turbo, claude-sonnet]
 probes:
   - name: text2img-validation
     interval: 5s
@@ -65,6 +70,20 @@ probes:
     request: { path: /api/v6/images/text2img, body: { model_id: flux, prompt: a lighthouse at dawn, width: 512, height: 512 } }
     follow: { fetch_path: \"/api/v6/images/fetch/{id}\", poll_interval: 1s, max_wait: 12s, webhook: true }
     expect: { status: success, output: { count: 1, size: from_request, timeout: 5s } }
+  - name: text2video-generate
+    interval: 30s
+    timeout: 20s
+    request: { path: /api/v6/video/text2video, body: { model_id: cogvideox, prompt: waves on a beach, width: 512, height: 288 } }
+    follow: { poll_interval: 1s, max_wait: 15s }
+    expect: { status: success, output: { count: 1, size: from_request, timeout: 5s } }
+  - name: llm-chat-stream
+    interval: 10s
+    timeout: 8s
+    request:
+      path: /api/v7/llm/chat/completions
+      inject_key: bearer
+      body: { model: meta-llama/Llama-3.3-70B-Instruct-Turbo, stream: true, max_tokens: 32, messages: [ { role: user, content: Say OK. } ] }
+    expect: { status: success, llm: { min_output_tokens: 1, finish_reasons: [stop, length], max_time_to_first_token: 3s } }
 status_page:
   url: http://${SIM}/status
   interval: 5s
@@ -124,8 +143,9 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
     println!("  status API:  http://{admin}/api/v1/status");
     println!("  proxy:       http://{proxy}   (point a ModelsLab client's base URL here)");
     println!("  emulator:    http://{}   (scenario: http://{}/_sim/scenario)", sim.addr, sim.addr);
-    println!("Probes run every few seconds; a small client sends traffic through the proxy, fills a");
-    println!("queue now and then (429s) and flips the vendor's status page every 30 s.");
+    println!("Probes run every few seconds; a small client sends traffic through the proxy (images,");
+    println!("video, voice and 3D jobs; LLM chats, plain and streamed), fills a queue now and then");
+    println!("(429s) and flips the vendor's status page every 30 s.");
     println!(
         "{}",
         if duration.is_some() { "Stops by itself (--duration), or with Ctrl-C." } else { "Stop with Ctrl-C." }
@@ -134,6 +154,9 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
     let sent = Arc::new(AtomicU64::new(0));
     for worker in 0..3 {
         tokio::spawn(client(worker, proxy, sent.clone(), shutdown.child_token()));
+    }
+    for worker in 0..2 {
+        tokio::spawn(llm_client(worker, proxy, sent.clone(), shutdown.child_token()));
     }
     tokio::spawn(bursts(proxy, sent.clone(), shutdown.child_token()));
     tokio::spawn(flip_status_page(sim.addr, shutdown.child_token()));
@@ -169,7 +192,7 @@ async fn client(worker: u64, proxy: SocketAddr, sent: Arc<AtomicU64>, stop: Canc
         if let Ok(r) = answer {
             if let Ok(v) = r.json::<Value>().await {
                 if v["status"] == "processing" {
-                    follow(&http, &base, &key, &v, &sent, &stop).await;
+                    follow(&http, &base, path, &key, &v, &sent, &stop).await;
                 }
             }
         }
@@ -203,7 +226,8 @@ async fn bursts(proxy: SocketAddr, sent: Arc<AtomicU64>, stop: CancellationToken
             if v["status"] == "processing" {
                 let (http, base, key, sent, stop) =
                     (http.clone(), base.clone(), key.clone(), sent.clone(), stop.clone());
-                tokio::spawn(async move { follow(&http, &base, &key, &v, &sent, &stop).await });
+                let path = "/api/v6/images/text2img";
+                tokio::spawn(async move { follow(&http, &base, path, &key, &v, &sent, &stop).await });
             }
         }
     }
@@ -259,24 +283,93 @@ pub fn status_line(doc: &StatusDocument) -> String {
     )
 }
 
-/// Polls a job's fetch endpoint through the proxy, as SDKs do, until it ends (at most 20 polls).
+/// One LLM client worker: OpenAI chats plain and streamed, Anthropic messages streamed and cut
+/// by `max_tokens`, the model list, now and then a revoked key; and the other media families (a
+/// video, a voice and a 3D job, each polled on its family's own fetch endpoint).
+async fn llm_client(worker: u64, proxy: SocketAddr, sent: Arc<AtomicU64>, stop: CancellationToken) {
+    let Ok(http) = reqwest::Client::builder().timeout(Duration::from_secs(15)).build() else { return };
+    let base = format!("http://{proxy}");
+    let mut n = worker;
+    while !stop.is_cancelled() {
+        n += 2;
+        let key = format!("demo-user-{}", n % 4);
+        let ask = |model: &str, stream: bool, max_tokens: u64| {
+            json!({"model": model, "stream": stream, "max_tokens": max_tokens,
+                   "messages": [{"role": "user", "content": "Tell me about lighthouses"}]})
+        };
+        let gpt = "meta-llama/Llama-3.3-70B-Instruct-Turbo";
+        let request = match n % 10 {
+            0 | 1 => {
+                http.post(format!("{base}/api/v7/llm/chat/completions")).bearer_auth(&key).json(&ask(gpt, true, 64))
+            }
+            2 => http.post(format!("{base}/api/v7/llm/chat/completions")).bearer_auth(&key).json(&ask(gpt, false, 64)),
+            3 | 4 => http.post(format!("{base}/api/v7/llm/v1/messages")).header("x-api-key", &key).json(&ask(
+                "claude-sonnet",
+                true,
+                64,
+            )),
+            5 => http.post(format!("{base}/api/v7/llm/v1/messages")).header("x-api-key", &key).json(&ask(
+                "claude-sonnet",
+                false,
+                8,
+            )),
+            6 => http.get(format!("{base}/api/v7/llm/v1/models")).header("x-api-key", &key),
+            7 => http
+                .post(format!("{base}/api/v7/llm/chat/completions"))
+                .bearer_auth("sim-invalid-demo")
+                .json(&ask(gpt, false, 8)),
+            _ => {
+                let (path, body) = match n % 3 {
+                    0 => (
+                        "/api/v6/video/text2video",
+                        json!({"key": key, "model_id": "cogvideox", "prompt": "waves", "width": 512, "height": 288}),
+                    ),
+                    1 => ("/api/v7/voice/text-to-speech", json!({"key": key, "prompt": "Welcome aboard"})),
+                    _ => ("/api/v6/3d/text_to_3d", json!({"key": key, "prompt": "a small lighthouse"})),
+                };
+                sent.fetch_add(1, Ordering::Relaxed);
+                if let Ok(r) = http.post(format!("{base}{path}")).json(&body).send().await {
+                    if let Ok(v) = r.json::<Value>().await {
+                        if v["status"] == "processing" {
+                            follow(&http, &base, path, &key, &v, &sent, &stop).await;
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        sent.fetch_add(1, Ordering::Relaxed);
+        if let Ok(r) = request.send().await {
+            let _ = r.bytes().await; // a stream is read to its end, as a chat client does
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(400)) => {}
+        }
+    }
+}
+
+/// Polls a job on its family's fetch endpoint through the proxy, as SDKs do (they build it from
+/// their base URL: `/api/v6/video/text2video` is polled at `/api/v6/video/fetch/{id}`), until it
+/// ends (at most 20 polls).
 async fn follow(
     http: &reqwest::Client,
     base: &str,
+    submitted_to: &str,
     key: &str,
     submitted: &Value,
     sent: &AtomicU64,
     stop: &CancellationToken,
 ) {
     let Some(id) = submitted["id"].as_u64() else { return };
+    let family = submitted_to.rsplit_once('/').map_or("", |(family, _)| family);
     for _ in 0..20 {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         sent.fetch_add(1, Ordering::Relaxed);
-        let Ok(r) = http.post(format!("{base}/api/v6/images/fetch/{id}")).json(&json!({"key": key})).send().await
-        else {
+        let Ok(r) = http.post(format!("{base}{family}/fetch/{id}")).json(&json!({"key": key})).send().await else {
             continue;
         };
         match r.json::<Value>().await {

@@ -114,7 +114,19 @@ fn dashboards_use_a_datasource_variable_units_and_descriptions() {
     }
     let overview = std::fs::read_to_string("dashboards/overview.json").unwrap();
     assert!(overview.contains("\"state-timeline\""), "status page as a state timeline");
-    for title in ["Error budget remaining", "Burn rate", "SLO events", "Balance", "Spend per hour", "Runway"] {
+    for title in [
+        "Error budget remaining",
+        "Burn rate",
+        "SLO events",
+        "Balance",
+        "Spend per hour",
+        "Runway",
+        "LLM requests by outcome",
+        "LLM errors by class",
+        "Tokens per second by model",
+        "Time to first token p50 / p95",
+        "Finish reasons",
+    ] {
         assert!(overview.contains(&format!("\"title\": \"{title}\"")), "overview: no {title} panel");
     }
 }

@@ -268,3 +268,92 @@ async fn redirects_are_followed_a_few_times_and_each_hop_meets_the_allowlist() {
     assert!(elsewhere.contains("host localhost is not in expect.output.hosts"), "{elsewhere}");
     a.stop().await;
 }
+
+/// Every media family's probe, its job followed on the family's own fetch endpoint (derived from
+/// the request path), its files judged by their bytes.
+const FAMILIES: [(&str, &str, &str, &str); 6] = [
+    ("v6-video", "/api/v6/video/text2video", "{ model_id: cogvideox, prompt: waves, width: 512, height: 288 }", "MP4"),
+    (
+        "v6-img2video",
+        "/api/v6/video/img2video",
+        "{ prompt: waves, init_image: 'https://cdn.example/a.png', width: 256, height: 256 }",
+        "MP4",
+    ),
+    ("v6-voice", "/api/v6/voice/text_to_audio", "{ prompt: welcome aboard }", "MP3"),
+    ("v6-3d", "/api/v6/3d/text_to_3d", "{ prompt: a small lighthouse }", "glTF binary"),
+    ("v7-video-fusion", "/api/v7/video-fusion/text-to-video", "{ prompt: waves, width: 640, height: 360 }", "MP4"),
+    ("v7-voice", "/api/v7/voice/text-to-speech", "{ prompt: welcome aboard }", "WAV"),
+];
+
+#[tokio::test]
+async fn every_media_family_is_followed_on_its_own_fetch_endpoint_and_judged_by_its_bytes() {
+    let sim = emulator(Scenario { job_duration: Span::fixed(Duration::from_millis(300)), ..Scenario::default() }).await;
+    let probes: String = FAMILIES
+        .iter()
+        .map(|(name, path, body, _)| {
+            format!(
+                "  - name: {name}\n    interval: 1h\n    timeout: 20s\n    request: {{ path: {path}, body: {body} }}\n\
+                 \x20   follow: {{ poll_interval: 200ms, max_wait: 10s }}\n\
+                 \x20   expect: {{ status: success, output: {{ count: 1, size: from_request }} }}\n"
+            )
+        })
+        .collect();
+    let text = format!("upstream:\n  base_url: {}\n  api_key: k\nproxy:\n  enabled: true\nprobes:\n{probes}", sim.url);
+    let a = Agent::start(&text).await;
+    for (name, path, _, _) in FAMILIES {
+        let report = run(&a, name).await;
+        assert_eq!(report["result"], "success", "{name}: {report}");
+        let family = path.rsplit_once('/').unwrap().0;
+        let polled: Vec<&str> =
+            report["exchanges"].as_array().unwrap().iter().map(|e| e["endpoint"].as_str().unwrap()).collect();
+        assert_eq!(polled.last().copied(), Some(format!("{family}/fetch/{{id}}").as_str()), "{name}: {report}");
+        assert_eq!(checks(&a.metrics(), name, "ok"), 1.0, "{name}");
+    }
+
+    // Broken files of every kind are named for what they are and where they break.
+    sim.set_scenario("job_duration: 300ms\noutputs: { truncated: 1.0 }").await;
+    for (name, _, _, kind) in FAMILIES {
+        let report = run(&a, name).await;
+        assert_eq!(report["failure_reason"], "output", "{name}: {report}");
+        let why = report["failed_expectations"][0].as_str().unwrap();
+        assert!(
+            why.starts_with("output undecodable: ") && why.contains(&format!(": {kind}: cut short")),
+            "{name}: {why}"
+        );
+    }
+    sim.set_scenario("job_duration: 300ms\noutputs: { wrong_size: 1.0 }").await;
+    let report = run(&a, "v7-video-fusion").await;
+    let why = report["failed_expectations"][0].as_str().unwrap();
+    assert!(why.ends_with("MP4 video of 320x360, expected 640x360"), "{why}");
+    assert_eq!(run(&a, "v6-voice").await["result"], "success", "audio has no frame size");
+
+    // Through the proxy, a client's job on a family's own fetch endpoint is followed to its end.
+    sim.set_scenario("job_duration: 300ms").await;
+    let body = json!({"key": "k", "prompt": "waves", "width": 512, "height": 288});
+    let submitted = post_json(&format!("{}/api/v7/video-fusion/text-to-video", a.proxy), &body).await;
+    let id = submitted["id"].as_u64().unwrap();
+    assert!(submitted["future_links"][0].as_str().unwrap().ends_with(".mp4"), "{submitted}");
+    let done = poll_job(
+        &format!("{}/api/v7/video-fusion/fetch/{id}", a.proxy),
+        &json!({"key": "k"}),
+        Duration::from_millis(100),
+        40,
+    )
+    .await;
+    assert_eq!(done["status"], "success", "{done}");
+    // The same id on another family's fetch endpoint is not found, as with the real API.
+    let elsewhere = post_json(&format!("{}/api/v6/images/fetch/{id}", sim.url), &json!({"key": "k"})).await;
+    assert_eq!(elsewhere["message"], "Request not found");
+    let m = settled(
+        Duration::from_secs(5),
+        async || a.metrics(),
+        |m| m.metric("modelslab_jobs_total").label("source", "proxy").sum() >= 1.0,
+    )
+    .await;
+    let jobs = m
+        .metric("modelslab_jobs_total")
+        .label("source", "proxy")
+        .label("endpoint", "/api/v7/video-fusion/text-to-video");
+    assert_eq!(jobs.label("result", "success").value(), Some(1.0), "{m}");
+    a.stop().await;
+}

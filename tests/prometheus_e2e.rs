@@ -65,6 +65,23 @@ async fn traffic(proxy: String, sim_base: String, until: Instant) {
         let _ = post("/api/v6/images/text2img", json!({"key": "sim-broke-1", "prompt": "p"})).await;
         let _ = post("/api/v6/images/text2img", json!({"key": "sim-invalid-1", "prompt": "p"})).await;
         let _ = post("/api/v6/realtime/text2img", json!({"key": "sim-basic-1", "prompt": "p"})).await;
+        // The LLM API: chat plain and streamed (the stream read to its end), Anthropic messages
+        // cut by max_tokens, a revoked key.
+        let chat = |stream: bool| {
+            json!({"model": "claude-sonnet", "max_tokens": 4 + n % 16, "stream": stream,
+                                         "messages": [{"role": "user", "content": "hello there"}]})
+        };
+        let llm = |path: &str, body: Value, key: &str| {
+            c.post(format!("{proxy}/api/v7/llm{path}")).bearer_auth(key).header("x-api-key", key).json(&body).send()
+        };
+        let _ = llm("/chat/completions", chat(false), "user").await;
+        if let Ok(r) = llm("/chat/completions", chat(true), "user").await {
+            let _ = r.bytes().await;
+        }
+        if let Ok(r) = llm("/v1/messages", chat(true), "user").await {
+            let _ = r.bytes().await;
+        }
+        let _ = llm("/v1/messages", chat(false), "sim-invalid-2").await;
         // A burst on one key fills its queue: 429s with retry_after.
         for _ in 0..7 {
             let _ = post("/api/v6/images/text2img", json!({"key": format!("burst-{n}"), "prompt": "p"})).await;
@@ -112,7 +129,7 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
 
     let cfg = format!(
         "upstream:\n  base_url: {sim_base}\n  api_key: e2e-key\n  timeout: 3s\n\
-         proxy:\n  enabled: true\n  upstream_timeout: 3s\njobs:\n  ttl: 3s\nlabels:\n  models: [flux, sdxl]\n\
+         proxy:\n  enabled: true\n  upstream_timeout: 3s\njobs:\n  ttl: 3s\nlabels:\n  models: [flux, sdxl, claude-sonnet]\n\
          probes:\n\
          \x20 - {{ name: validation, interval: 2s, timeout: 1s, request: {{ path: /api/v6/images/text2img, body: {{ model_id: flux }} }}, expect: {{ reason: missing_parameter }} }}\n\
          \x20 - name: generate\n    interval: 4s\n    timeout: 3500ms\n    request: {{ path: /api/v6/images/text2img, body: {{ model_id: flux, prompt: p, width: 256, height: 256 }} }}\n\

@@ -118,6 +118,7 @@ async fn canned_answer(
         "no-status" => (json_ct, r#"{"output":[]}"#).into_response(),
         "png" => ([("content-type", "image/png")], vec![0x89u8, b'P', b'N', b'G', 0, 1, 2, 3]).into_response(),
         "sse" => ([("content-type", "text/event-stream")], "data: {\"status\":\"success\"}\n\n").into_response(),
+        "ndjson" => ([("content-type", "application/x-ndjson")], "{\"status\":\"success\"}\n").into_response(),
         "not-found" => (StatusCode::NOT_FOUND, json_ct, r#"{"status":"error","message":"Not Found"}"#).into_response(),
         "teapot" => {
             (StatusCode::IM_A_TEAPOT, json_ct, r#"{"status":"error","message":"short and stout"}"#).into_response()
@@ -339,6 +340,8 @@ async fn larger_and_non_json_answers_pass_uninspected_and_are_counted() {
     let url = format!("{}/api/v6/images/text2img", a.proxy);
     assert_eq!(send(&url, "big", json!({})).await.bytes().await.unwrap().len(), big_body().len());
     assert_eq!(&send(&url, "png", json!({})).await.bytes().await.unwrap()[..4], b"\x89PNG");
+    send(&url, "ndjson", json!({})).await.bytes().await.unwrap();
+    // An event stream is read as it passes (this one ends without its terminator).
     send(&url, "sse", json!({})).await.bytes().await.unwrap();
     let m = a.metrics();
     for reason in ["too_large", "not_json", "stream"] {
@@ -348,7 +351,8 @@ async fn larger_and_non_json_answers_pass_uninspected_and_are_counted() {
             "{reason}"
         );
     }
-    assert_eq!(proxy_requests(&m), 3.0, "uninspected answers are still counted, by their status");
+    assert_eq!(m.metric("modelslab_errors_total").label("reason", "stream_interrupted").value(), Some(1.0));
+    assert_eq!(proxy_requests(&m), 4.0, "uninspected answers are still counted, by their status");
     a.stop().await;
 }
 

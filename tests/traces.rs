@@ -249,6 +249,54 @@ async fn probe_and_proxy_spans_over_grpc() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_exchanges_carry_the_genai_attributes() {
+    let sim = emulator(Scenario::default()).await;
+    let (otlp, received, _rx) = grpc_receiver().await;
+    let running = agent(&sim.url, &otlp, "grpc");
+    let (proxy, mut agent) = (running.proxy, running.process);
+    let c = http();
+    // An LLM chat, streamed, with the key in both places the LLM API takes it.
+    let chat = json!({"model": "claude-sonnet", "max_tokens": 64, "stream": true,
+                      "messages": [{"role": "user", "content": PROMPT}]});
+    let streamed = c
+        .post(format!("{proxy}/api/v7/llm/v1/messages"))
+        .header("x-api-key", KEY)
+        .bearer_auth(KEY)
+        .json(&chat)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(streamed.contains("message_stop"), "{streamed}");
+
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit(Duration::from_secs(20)).code(), Some(0));
+    let spans = received.spans();
+    let llm = spans
+        .iter()
+        .find(|s| {
+            s.kind == SpanKind::Client as i32 && attr(s, "url.path").as_deref() == Some("/api/v7/llm/v1/messages")
+        })
+        .expect("a client span of the LLM call");
+    for (k, v) in [
+        ("gen_ai.operation.name", "chat"),
+        ("gen_ai.output.type", "text"),
+        ("gen_ai.request.model", "claude-sonnet"),
+        ("gen_ai.response.model", "claude-sonnet"),
+        ("gen_ai.usage.output_tokens", "12"),
+        ("gen_ai.response.finish_reasons", "end_turn"),
+        ("http.response.status_code", "200"),
+    ] {
+        assert_eq!(attr(llm, k).as_deref(), Some(v), "{k}");
+    }
+    assert!(attr(llm, "gen_ai.usage.input_tokens").is_some_and(|n| n.parse::<u64>().unwrap() > 0));
+    let text = String::from_utf8_lossy(&received.bytes()).into_owned();
+    assert!(!text.contains(KEY) && !text.contains(PROMPT), "the key or the prompt was exported");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_over_http_protobuf() {
     let sim =
         emulator(Scenario { job_duration: SimSpan::fixed(Duration::from_millis(300)), ..Scenario::default() }).await;

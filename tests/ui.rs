@@ -85,7 +85,7 @@ async fn render(admin: &str, state: &str) -> String {
     assert!(dom.contains(&format!("class=\"overall {state}\"")));
     assert!(!dom.contains(KEY), "{state}: the key is on the page");
     assert!(!dom.contains("a lighthouse"), "{state}: a prompt is on the page");
-    for section in ["probes", "traffic", "jobs", "rate-limits", "credits", "slos", "status-page", "agent"] {
+    for section in ["probes", "traffic", "llm", "jobs", "rate-limits", "credits", "slos", "status-page", "agent"] {
         assert!(dom.contains(&format!("<section id=\"{section}\"")), "{state}: no {section} section");
     }
     dom
@@ -99,7 +99,15 @@ fn probe_row<'a>(dom: &'a str, name: &str) -> &'a str {
 }
 
 async fn traffic(proxy: &str, n: usize) {
+    let c = http();
     for i in 0..n {
+        // LLM chats beside the media jobs: streamed (read to the end) and cut by max_tokens.
+        if i % 3 == 0 {
+            let chat = json!({"model": "claude-sonnet", "max_tokens": 2 + i * 4, "stream": i % 2 == 0,
+                              "messages": [{"role": "user", "content": "a lighthouse"}]});
+            let r = c.post(format!("{proxy}/api/v7/llm/v1/messages")).header("x-api-key", "ui-user").json(&chat);
+            let _ = r.send().await.unwrap().bytes().await;
+        }
         let body = json!({"key": "ui-user", "model_id": "flux", "prompt": "a lighthouse", "width": 512, "height": 512});
         let v = post_json(&format!("{proxy}/api/v6/images/text2img"), &body).await;
         if i % 4 == 0 {
@@ -157,6 +165,9 @@ async fn the_status_page_renders_healthy_degraded_and_failing_in_a_real_browser(
     }
     assert!(dom.contains("3 of 3 probes passing"), "the one-line why: {dom}");
     assert!(dom.contains("class=\"run ok\""), "the strips show the runs");
+    for reason in ["end_turn", "max_tokens"] {
+        assert!(dom.contains(&format!("data-finish-reason=\"{reason}\"")), "LLM finish reason {reason} listed: {dom}");
+    }
 
     // Degraded: jobs fail and the vendor says so.
     let degraded = Scenario { failure_ratio: 1.0, status_page: PageState::DegradedPerformance, ..calm.clone() };

@@ -137,6 +137,8 @@ label_enum! {
         InternalError => "internal_error",
         TemporarilyUnavailable => "temporarily_unavailable",
         NonJsonBody => "non_json_body",
+        /// A streamed answer that ended, cleanly or not, before its terminator.
+        StreamInterrupted => "stream_interrupted",
         Other => "other",
     }
 }
@@ -161,6 +163,10 @@ label_enum! {
         Webhook => "webhook",
         TrackId => "track_id",
         RequestId => "request_id",
+        /// The LLM API's chat messages.
+        Messages => "messages",
+        MaxTokens => "max_tokens",
+        Temperature => "temperature",
         Other => "other",
     }
 }
@@ -172,6 +178,42 @@ label_enum! {
         Processing => "processing",
         Error => "error",
         Failed => "failed",
+    }
+}
+
+label_enum! {
+    /// Why an LLM answer stopped (`finish_reason` label): OpenAI's and Anthropic's words.
+    pub enum FinishReason {
+        /// OpenAI: the model ended its answer.
+        Stop => "stop",
+        /// OpenAI: cut at `max_tokens` (a truncated answer).
+        Length => "length",
+        /// OpenAI: withheld by the content filter.
+        ContentFilter => "content_filter",
+        /// OpenAI: the model called tools.
+        ToolCalls => "tool_calls",
+        /// Anthropic: the model ended its turn.
+        EndTurn => "end_turn",
+        /// Anthropic: cut at `max_tokens` (a truncated answer).
+        MaxTokens => "max_tokens",
+        /// Anthropic: a stop sequence was met.
+        StopSequence => "stop_sequence",
+        /// Anthropic: the model called tools.
+        ToolUse => "tool_use",
+        /// Any other word.
+        Other => "other",
+    }
+}
+
+impl FinishReason {
+    /// The label of a provider's word (`other` for one it does not know).
+    pub fn of(word: &str) -> FinishReason {
+        word.parse().unwrap_or(FinishReason::Other)
+    }
+
+    /// Whether the answer was cut at its token limit.
+    pub fn truncated(self) -> bool {
+        matches!(self, FinishReason::Length | FinishReason::MaxTokens)
     }
 }
 
@@ -236,6 +278,7 @@ impl Reason {
             Reason::InternalError => ErrorClass::ServerError,
             Reason::TemporarilyUnavailable => ErrorClass::Unavailable,
             Reason::NonJsonBody => ErrorClass::InvalidResponse,
+            Reason::StreamInterrupted => ErrorClass::Transport,
             Reason::Other => ErrorClass::Unknown,
         }
     }
@@ -266,6 +309,7 @@ impl Field {
         match normalised {
             "steps" => Field::NumInferenceSteps,
             "model" => Field::ModelId,
+            "max_completion_tokens" => Field::MaxTokens,
             "api_key" => Field::Key,
             other => other.parse().unwrap_or(Field::Other),
         }

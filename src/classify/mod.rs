@@ -7,7 +7,9 @@
 
 mod body;
 mod labels;
+mod llm;
 mod message;
+pub mod stream;
 
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +18,8 @@ use serde_json::Value;
 
 pub use body::{DecodeError, decode};
 pub(crate) use labels::label_enum;
-pub use labels::{ApiStatus, ErrorClass, Field, Outcome, PageStatus, Reason, UnknownName};
+pub use labels::{ApiStatus, ErrorClass, Field, FinishReason, Outcome, PageStatus, Reason, UnknownName};
+pub use llm::LlmDetails;
 pub use message::{Recognised, recognise};
 
 /// Longest message kept from an answer (traces cut it further to 256 characters).
@@ -88,6 +91,8 @@ pub struct Details {
     pub queue_limit: Option<u32>,
     /// Job id (`id`), as text whether the API sent a number or a string.
     pub id: Option<String>,
+    /// What an LLM answer said: the model, its tokens, why it stopped.
+    pub llm: Option<LlmDetails>,
 }
 
 /// Everything the model extracts from one exchange. An error always has its class and reason,
@@ -193,7 +198,15 @@ pub fn classify_failure(failure: Failure) -> Classification {
 pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], ctx: &Context) -> Classification {
     let is_2xx = (200..300).contains(&status);
     let encoding = headers.get(http::header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-    let json = decode(encoding, body, ctx.decode_limit).ok().and_then(|b| parse_json(&b));
+    let decoded = decode(encoding, body, ctx.decode_limit).ok();
+    if is_2xx && stream::is_event_stream(headers) {
+        if let Some(events) = &decoded {
+            let mut reader = stream::Reader::new();
+            reader.feed(events);
+            return reader.finish();
+        }
+    }
+    let json = decoded.and_then(|b| parse_json(&b));
 
     let Some(json) = json else {
         let class = if is_2xx { ErrorClass::InvalidResponse } else { ErrorClass::from_http_status(status) };
@@ -204,6 +217,9 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], ctx: &Context) ->
         };
     };
 
+    if let Some(c) = classify_llm(status, headers, &json, ctx) {
+        return c;
+    }
     let api_status =
         json.get("status").and_then(Value::as_str).and_then(|s| s.trim().to_ascii_lowercase().parse().ok());
     let message = extract_message(&json);
@@ -219,6 +235,7 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], ctx: &Context) ->
         retry_after: json.get("retry_after").and_then(seconds).or_else(|| retry_after_header(headers, ctx.now)),
         queue_limit: recognised.queue_limit,
         message: message.as_ref().map(|m| m.text.clone()),
+        llm: None,
     };
 
     let field_object = message.as_ref().is_some_and(|m| m.field_object);
@@ -256,6 +273,27 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], ctx: &Context) ->
             error: ErrorInfo { class: ErrorClass::InvalidResponse, reason: Reason::Other, fields: Vec::new() },
         },
     }
+}
+
+/// An answer in the LLM API's shapes: an error envelope at any status, or a 2xx success of a known
+/// shape; `None` for anything else (the media API's answers).
+fn classify_llm(status: u16, headers: &HeaderMap, json: &Value, ctx: &Context) -> Option<Classification> {
+    if let Some(error) = llm::error_object(json) {
+        let (info, message) = llm::error_info(status, error);
+        let details = Details {
+            message,
+            retry_after: json.get("retry_after").and_then(seconds).or_else(|| retry_after_header(headers, ctx.now)),
+            llm: Some(LlmDetails::default()),
+            ..Details::default()
+        };
+        return Some(Classification::Error { details, error: info });
+    }
+    if !(200..300).contains(&status) {
+        return None;
+    }
+    let llm = llm::success(json)?;
+    let details = Details { id: json.get("id").and_then(id), llm: Some(llm), ..Details::default() };
+    Some(Classification::Success { details })
 }
 
 fn parse_json(body: &[u8]) -> Option<Value> {

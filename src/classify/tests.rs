@@ -340,3 +340,244 @@ proptest! {
         let _ = recognise(&message);
     }
 }
+
+/// An event stream as one body, with its content type.
+fn sse(status: u16, body: &str) -> Classification {
+    let mut h = HeaderMap::new();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    classify(status, &h, body.as_bytes(), &ctx())
+}
+
+const OPENAI_STREAM: &str = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"model\":\"llama-3\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n\
+data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"model\":\"llama-3\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"finish_reason\":null}]}\n\n\
+data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"model\":\"llama-3\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n\
+data: [DONE]\n\n";
+
+const ANTHROPIC_STREAM: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-x\",\"content\":[],\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+event: ping\ndata: {\"type\":\"ping\"}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n\
+event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":15}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+fn llm(c: &Classification) -> (Option<u64>, Option<u64>, Vec<&'static str>, Option<String>) {
+    let d = c.details().llm.clone().unwrap_or_default();
+    (d.input_tokens, d.output_tokens, d.finish_reasons.iter().map(|f| f.as_str()).collect(), d.model)
+}
+
+#[test]
+fn llm_successes_are_successes_with_their_tokens() {
+    let chat = run(
+        200,
+        r#"{"id":"chatcmpl-9","object":"chat.completion","created":1,"model":"Qwen/Qwen2.5-VL-72B-Instruct-together",
+            "choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],
+            "usage":{"prompt_tokens":21,"completion_tokens":5,"total_tokens":26}}"#,
+    );
+    assert_eq!(labels(&chat), ("success", "-", "-"));
+    assert_eq!(llm(&chat), (Some(21), Some(5), vec!["stop"], Some("Qwen/Qwen2.5-VL-72B-Instruct-together".into())));
+    assert_eq!(chat.details().id.as_deref(), Some("chatcmpl-9"));
+
+    let message = run(
+        200,
+        r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"hi"}],
+            "stop_reason":"max_tokens","usage":{"input_tokens":10,"output_tokens":64}}"#,
+    );
+    assert_eq!(labels(&message), ("success", "-", "-"));
+    assert_eq!(llm(&message), (Some(10), Some(64), vec!["max_tokens"], Some("claude-x".into())));
+
+    for body in [
+        r#"{"object":"list","data":[{"id":"m","object":"model","created":1,"owned_by":"modelslab"}]}"#,
+        r#"{"data":[{"type":"model","id":"m","display_name":"M"}],"has_more":false,"first_id":"m","last_id":"m"}"#,
+        r#"{"input_tokens":14}"#,
+    ] {
+        let c = run(200, body);
+        assert_eq!(labels(&c), ("success", "-", "-"), "{body}");
+        assert_eq!(llm(&c).0, None, "no tokens counted: {body}");
+    }
+    // Not an LLM shape: the media API's rules hold.
+    assert_eq!(labels(&run(200, r#"{"object":"thing"}"#)), ("error", "invalid_response", "other"));
+}
+
+#[test]
+fn llm_error_envelopes_at_any_status() {
+    let retry = {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("7"));
+        h
+    };
+    let none = HeaderMap::new();
+    /// (status, headers, body, (outcome, class, reason), fields)
+    type Row<'a> = (u16, &'a HeaderMap, &'a str, (&'a str, &'a str, &'a str), &'a [&'a str]);
+    let table: &[Row<'_>] = &[
+        (
+            401,
+            &none,
+            r#"{"error":{"message":"Invalid API key","type":"invalid_request_error","code":"invalid_api_key"}}"#,
+            ("error", "unauthorized", "invalid_api_key"),
+            &[],
+        ),
+        (
+            401,
+            &none,
+            r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#,
+            ("error", "unauthorized", "invalid_api_key"),
+            &[],
+        ),
+        (
+            200,
+            &none,
+            r#"{"error":{"message":"Invalid API key","type":"invalid_request_error","code":"invalid_api_key"}}"#,
+            ("error", "unauthorized", "invalid_api_key"),
+            &[],
+        ),
+        (
+            402,
+            &none,
+            r#"{"error":{"message":"Insufficient credits. Please add more credits.","type":"insufficient_quota","code":"insufficient_quota"}}"#,
+            ("error", "payment_required", "insufficient_credits"),
+            &[],
+        ),
+        (
+            429,
+            &retry,
+            r#"{"error":{"message":"Rate limit exceeded: 60 requests per minute","type":"rate_limit_error"}}"#,
+            ("error", "rate_limited", "other"),
+            &[],
+        ),
+        (
+            200,
+            &none,
+            r#"{"error":{"message":"Rate limit exceeded. Maximum 5 queued requests allowed.","code":"rate_limit_exceeded"}}"#,
+            ("error", "rate_limited", "queue_full"),
+            &[],
+        ),
+        (
+            529,
+            &none,
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            ("error", "unavailable", "temporarily_unavailable"),
+            &[],
+        ),
+        (
+            200,
+            &none,
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            ("error", "unavailable", "temporarily_unavailable"),
+            &[],
+        ),
+        (
+            404,
+            &none,
+            r#"{"error":{"message":"The model `gpt-9` does not exist","type":"invalid_request_error","param":"model","code":"model_not_found"}}"#,
+            ("error", "not_found", "model_not_found"),
+            &["model_id"],
+        ),
+        (
+            400,
+            &none,
+            r#"{"error":{"message":"max_tokens must be at least 1","type":"invalid_request_error","param":"max_tokens"}}"#,
+            ("error", "bad_request", "out_of_range"),
+            &["max_tokens"],
+        ),
+        (
+            200,
+            &none,
+            r#"{"error":{"message":"messages is required","type":"invalid_request_error","param":"messages"}}"#,
+            ("error", "bad_request", "missing_parameter"),
+            &["messages"],
+        ),
+        (
+            500,
+            &none,
+            r#"{"error":{"message":"Internal server error","type":"api_error"}}"#,
+            ("error", "server_error", "internal_error"),
+            &[],
+        ),
+        (
+            200,
+            &none,
+            r#"{"error":{"message":"something odd","type":"api_error"}}"#,
+            ("error", "server_error", "internal_error"),
+            &[],
+        ),
+        (
+            403,
+            &none,
+            r#"{"type":"error","error":{"type":"permission_error","message":"This model requires a premium subscription"}}"#,
+            ("error", "forbidden", "plan_required"),
+            &[],
+        ),
+    ];
+    for (status, headers, body, want, fields) in table {
+        let c = classify(*status, headers, body.as_bytes(), &ctx());
+        assert_eq!(labels(&c), *want, "{status} {body}");
+        let got: Vec<&str> = c.error().unwrap().fields.iter().map(|f| f.as_str()).collect();
+        assert_eq!(got, *fields, "{body}");
+    }
+    let limited = classify(429, &retry, table[4].2.as_bytes(), &ctx());
+    assert_eq!(limited.details().retry_after, Some(7.0));
+    assert_eq!(limited.details().message.as_deref(), Some("Rate limit exceeded: 60 requests per minute"));
+    // A media error body with a string `error` is not an LLM envelope.
+    assert_eq!(labels(&run(500, r#"{"error":"boom"}"#)), ("error", "server_error", "other"));
+}
+
+#[test]
+fn llm_streams_end_done_fail_or_break_off() {
+    let openai = sse(200, OPENAI_STREAM);
+    assert_eq!(labels(&openai), ("success", "-", "-"));
+    assert_eq!(llm(&openai), (Some(9), Some(2), vec!["length"], Some("llama-3".into())));
+    assert_eq!(openai.details().id.as_deref(), Some("chatcmpl-1"));
+    let anthropic = sse(200, ANTHROPIC_STREAM);
+    assert_eq!(labels(&anthropic), ("success", "-", "-"));
+    assert_eq!(llm(&anthropic), (Some(12), Some(15), vec!["end_turn"], Some("claude-x".into())));
+
+    // Cut before the terminator, on a line boundary or in the middle of one.
+    let cut = &OPENAI_STREAM[..OPENAI_STREAM.find("data: [DONE]").unwrap()];
+    assert_eq!(labels(&sse(200, cut)), ("error", "transport", "stream_interrupted"));
+    assert_eq!(labels(&sse(200, &ANTHROPIC_STREAM[..200])), ("error", "transport", "stream_interrupted"));
+    assert_eq!(labels(&sse(200, "")), ("error", "transport", "stream_interrupted"));
+
+    // An error event in the middle.
+    let failed = format!(
+        "{}event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}}}\n\n",
+        &ANTHROPIC_STREAM[..ANTHROPIC_STREAM.find("event: content_block_stop").unwrap()]
+    );
+    let c = sse(200, &failed);
+    assert_eq!(labels(&c), ("error", "unavailable", "temporarily_unavailable"));
+    assert_eq!(c.details().message.as_deref(), Some("Overloaded"));
+    let openai_error = "data: {\"error\":{\"message\":\"Internal server error\",\"type\":\"api_error\"}}\n\n";
+    assert_eq!(labels(&sse(200, openai_error)), ("error", "server_error", "internal_error"));
+    // CRLF line ends, and a last event without its blank line.
+    let crlf = OPENAI_STREAM.replace('\n', "\r\n");
+    assert_eq!(labels(&sse(200, &crlf)), ("success", "-", "-"));
+    assert_eq!(labels(&sse(200, OPENAI_STREAM.trim_end())), ("success", "-", "-"));
+    // A non-2xx stream answer is read as the error it is.
+    assert_eq!(labels(&sse(503, "")), ("error", "unavailable", "non_json_body"));
+}
+
+#[test]
+fn a_stream_says_when_its_first_content_arrives_whatever_the_chunking() {
+    for body in [OPENAI_STREAM, ANTHROPIC_STREAM] {
+        let first = body.find("Hello").or_else(|| body.find("\"Hi\"")).unwrap();
+        let end_of_event = first + body[first..].find("\n\n").unwrap() + 2;
+        for chunk in [1, 7, 64, body.len()] {
+            let mut r = stream::Reader::new();
+            let mut fed = 0;
+            let mut at = None;
+            for piece in body.as_bytes().chunks(chunk) {
+                fed += piece.len();
+                if r.feed(piece) {
+                    assert!(at.is_none(), "once");
+                    at = Some(fed);
+                }
+            }
+            let at = at.unwrap();
+            assert!(
+                at >= end_of_event && at < end_of_event + chunk,
+                "chunk {chunk}: at {at}, event ends {end_of_event}"
+            );
+            assert_eq!(labels(&r.finish()), ("success", "-", "-"));
+        }
+    }
+}

@@ -111,6 +111,25 @@ impl JsonSchema for PageFormatText {
     }
 }
 
+impl JsonSchema for InjectKey {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "InjectKey".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [
+                { "type": "string", "enum": ["body", "bearer", "x_api_key", "query", "none"] },
+                { "type": "boolean" }
+            ]
+        })
+    }
+}
+
 impl JsonSchema for Secret {
     fn inline_schema() -> bool {
         true

@@ -204,11 +204,17 @@ slos:
 "#;
 
     fn load(text: &str) -> Option<Config> {
-        let dir = std::env::temp_dir().join(format!("sentinel-reload-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let _ = std::fs::write(dir.join("key.txt"), "sk-from-file");
+        // Written once: tests run in parallel, and a rewrite (truncate, then write) could be read
+        // half done by another.
+        static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+        let dir = DIR.get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("sentinel-reload-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(dir.join("key.txt"), "sk-from-file");
+            dir
+        });
         let var = |name: &str| (name == "MODELSLAB_API_KEY").then(|| "sk-example".to_owned());
-        from_yaml(text, "test", &Environment { var: &var, base_dir: PathBuf::from(&dir) }).ok()
+        from_yaml(text, "test", &Environment { var: &var, base_dir: dir.clone() }).ok()
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub(crate) use super::json_schema::{DurationText, MethodText, PageFormatText, SizeText};
 
-use crate::classify::{ErrorClass, Outcome, Reason};
+use crate::classify::{ErrorClass, FinishReason, Outcome, Reason};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -387,6 +387,18 @@ pub enum Replicas {
 }
 
 impl Probe {
+    /// Where its job is polled (with `{id}`): `follow.fetch_path`, else the family's own fetch
+    /// endpoint beside the request path; `None` without `follow` or for a one-segment path.
+    pub fn fetch_path(&self) -> Option<String> {
+        let follow = self.follow.as_ref()?;
+        if let Some(p) = &follow.fetch_path {
+            return Some(p.clone());
+        }
+        let path = self.request.path.split(['?', '#']).next().unwrap_or("").trim_end_matches('/');
+        let (family, _) = path.rsplit_once('/').filter(|(family, _)| !family.is_empty())?;
+        Some(format!("{family}/fetch/{{id}}"))
+    }
+
     fn default_interval() -> Duration {
         secs(60)
     }
@@ -408,17 +420,92 @@ pub struct ProbeRequest {
     /// Extra request headers (credential values are never shown).
     #[serde(default)]
     pub headers: Headers,
-    /// JSON body (written as YAML); `key` is injected unless present or `inject_key: false`.
+    /// JSON body (written as YAML); the key is injected as `inject_key` says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<serde_json::Value>,
-    /// Put the key into the body as `key` (unless the body has its own).
-    #[serde(default = "yes")]
-    pub inject_key: bool,
+    /// Where the configured key goes: `body` (as `key`, the media API's way; the default, and
+    /// what `true` means), `bearer` (`Authorization: Bearer`, the LLM API's chat completions),
+    /// `x_api_key` (the LLM API's messages and models), `query` (`?key=`), or `none` (`false`).
+    /// A key the body or the headers already carry is left as it is (an auth probe's wrong key).
+    #[serde(default)]
+    pub inject_key: InjectKey,
+}
+
+/// Where a probe puts the configured key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InjectKey {
+    /// `key` in the JSON body.
+    #[default]
+    Body,
+    /// `Authorization: Bearer <key>`.
+    Bearer,
+    /// `x-api-key: <key>`.
+    XApiKey,
+    /// `?key=<key>` on the path.
+    Query,
+    /// Not at all.
+    None,
+}
+
+impl InjectKey {
+    /// Whether the key is sent at all.
+    pub fn injects(self) -> bool {
+        self != InjectKey::None
+    }
+}
+
+impl<'de> Deserialize<'de> for InjectKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Flag(bool),
+            Word(String),
+        }
+        let fail = || {
+            serde::de::Error::custom("expected `body`, `bearer`, `x_api_key`, `query` or `none` (or `true`/`false`)")
+        };
+        match Raw::deserialize(d).map_err(|_| fail())? {
+            Raw::Flag(true) => Ok(InjectKey::Body),
+            Raw::Flag(false) => Ok(InjectKey::None),
+            Raw::Word(w) => match w.as_str() {
+                "body" => Ok(InjectKey::Body),
+                "bearer" => Ok(InjectKey::Bearer),
+                "x_api_key" => Ok(InjectKey::XApiKey),
+                "query" => Ok(InjectKey::Query),
+                "none" => Ok(InjectKey::None),
+                _ => Err(fail()),
+            },
+        }
+    }
 }
 
 impl ProbeRequest {
     fn default_method() -> http::Method {
         http::Method::POST
+    }
+
+    /// The key the request carries itself (an auth probe's wrong key): the body's `key`, or an
+    /// `Authorization`/`x-api-key`/`key` header, whichever `inject_key` would otherwise fill.
+    pub fn own_key(&self) -> Option<&str> {
+        let header =
+            |name: &str| self.headers.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+        match self.inject_key {
+            InjectKey::Bearer => header("authorization").map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim()),
+            InjectKey::XApiKey => header("x-api-key"),
+            InjectKey::Body | InjectKey::Query | InjectKey::None => self
+                .body
+                .as_ref()
+                .and_then(|b| b.get("key"))
+                .and_then(serde_json::Value::as_str)
+                .or_else(|| header("key")),
+        }
+    }
+
+    /// Whether the request carries a key of its own.
+    pub fn carries_a_key(&self) -> bool {
+        self.own_key().is_some()
     }
 }
 
@@ -443,10 +530,6 @@ pub(crate) mod method {
         }
         http::Method::from_bytes(s.as_bytes()).map_err(serde::de::Error::custom)
     }
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// Header names whose values are credentials, shown as `<redacted>` in the effective config.
@@ -502,8 +585,11 @@ impl Serialize for Headers {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Follow {
-    /// Fetch path with `{id}`, e.g. `/api/v6/images/fetch/{id}`.
-    pub fetch_path: String,
+    /// Fetch path with `{id}`, e.g. `/api/v6/images/fetch/{id}`. Default: the family's own,
+    /// the request path with its last segment replaced by `fetch/{id}`
+    /// (`/api/v6/video/text2video` → `/api/v6/video/fetch/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_path: Option<String>,
     /// Floor between polls; the API's `eta` is honoured when longer (capped at 30 s).
     #[serde(default = "Follow::default_poll_interval", with = "duration")]
     #[schemars(with = "DurationText")]
@@ -555,6 +641,26 @@ pub struct Expect {
     /// Download and check the media the final answer names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<OutputCheck>,
+    /// What an LLM answer must hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmExpect>,
+}
+
+/// What an LLM answer must hold (`probes[].expect.llm`).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LlmExpect {
+    /// At least this many output tokens (from the answer's `usage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_output_tokens: Option<u64>,
+    /// Every finish reason of the answer is one of these (e.g. `[stop, end_turn]`: a `length`
+    /// answer was truncated).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finish_reasons: Vec<FinishReason>,
+    /// A streamed answer's first content within this (for `"stream": true` bodies).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration::option")]
+    #[schemars(with = "Option<DurationText>")]
+    pub max_time_to_first_token: Option<Duration>,
 }
 
 /// Checks of the generated media the final answer links to (`output`, else `future_links` or

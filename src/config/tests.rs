@@ -47,8 +47,11 @@ fn example_documents_every_key_and_loads() {
     let text = include_str!("../../config/example.yaml");
     let c = load_with(text, &[("MODELSLAB_API_KEY", "sk-example")]).unwrap();
     assert_eq!(c.api_key(), Some("sk-example"));
-    assert_eq!(c.probes.len(), 2);
+    assert_eq!(c.probes.len(), 3);
     assert_eq!(c.probes[1].follow.as_ref().unwrap().max_wait, Duration::from_secs(240));
+    assert_eq!(c.probes[2].request.inject_key, InjectKey::Bearer);
+    let llm = c.probes[2].expect.as_ref().and_then(|e| e.llm.as_ref()).unwrap();
+    assert_eq!(llm.max_time_to_first_token, Some(Duration::from_secs(10)));
     assert_eq!(c.status_page.as_ref().unwrap().format, None, "auto");
     // Every key of the effective config appears in the example (so the example documents it).
     let rendered = to_redacted_yaml(&c);
@@ -71,6 +74,10 @@ fn example_documents_every_key_and_loads() {
         "max_runs_per_day",
         "max_components",
         "sample_ratio",
+        "inject_key",
+        "min_output_tokens",
+        "finish_reasons",
+        "max_time_to_first_token",
     ] {
         assert!(text.contains(&format!("{k}:")), "config/example.yaml does not document `{k}`");
     }
@@ -225,7 +232,7 @@ fn probes_that_inject_the_key_need_one() {
     assert_eq!(
         problems(text),
         [
-            "1: upstream: no api_key (or api_key_file), but probe `a` injects it: set one, or `inject_key: false` on the probe"
+            "1: upstream: no api_key (or api_key_file), but probe `a` injects it: set one, or `inject_key: none` on the probe"
         ]
     );
 }
@@ -370,4 +377,32 @@ mod never_panics {
             let _ = line_of(&text, &[Seg::Key("probes".into()), Seg::Index(3), Seg::Key("expect".into())]);
         }
     }
+}
+
+#[test]
+fn a_followed_job_is_polled_on_its_own_family_by_default() {
+    let probe = |request: &str, follow: &str| {
+        let text = format!(
+            "upstream:\n  base_url: https://x.test\n  api_key: k\nprobes:\n  - name: p\n    interval: 10m\n    timeout: 5m\n    request: {request}\n    follow: {follow}\n"
+        );
+        load_with(&text, &[]).map(|c| c.probes[0].fetch_path())
+    };
+    let table = [
+        ("/api/v6/video/text2video", "/api/v6/video/fetch/{id}"),
+        ("/api/v7/video-fusion/text-to-video", "/api/v7/video-fusion/fetch/{id}"),
+        ("/api/v6/3d/text_to_3d?x=1", "/api/v6/3d/fetch/{id}"),
+        ("/api/v7/voice/text-to-speech/", "/api/v7/voice/fetch/{id}"),
+    ];
+    for (path, want) in table {
+        assert_eq!(
+            probe(&format!("{{ path: '{path}' }}"), "{ max_wait: 1m }").unwrap(),
+            Some(want.to_owned()),
+            "{path}"
+        );
+    }
+    let given =
+        probe("{ path: /api/v6/images/text2img }", "{ fetch_path: '/api/v6/images/fetch/{id}?v=2', max_wait: 1m }");
+    assert_eq!(given.unwrap().as_deref(), Some("/api/v6/images/fetch/{id}?v=2"));
+    let err = probe("{ path: /generate }", "{ max_wait: 1m }").unwrap_err().to_string();
+    assert!(err.contains("probes[0].follow.fetch_path: `/generate` names no family to poll beside: set one"), "{err}");
 }

@@ -373,7 +373,7 @@ fn check_probe(probe: &Probe, base: &[Seg], p: &mut Problems<'_>) {
             );
         }
     }
-    if req.inject_key && req.body.as_ref().is_some_and(|b| !b.is_object()) {
+    if req.inject_key == InjectKey::Body && req.body.as_ref().is_some_and(|b| !b.is_object()) {
         p.add(
             &at(base, &["request", "body"]),
             "must be a mapping for the key to be injected into it (or set `inject_key: false`)",
@@ -381,11 +381,16 @@ fn check_probe(probe: &Probe, base: &[Seg], p: &mut Problems<'_>) {
     }
     if let Some(f) = &probe.follow {
         let fb = at(base, &["follow"]);
-        if !f.fetch_path.starts_with('/') || !f.fetch_path.contains("{id}") {
-            p.add(
+        match &f.fetch_path {
+            Some(path) if !path.starts_with('/') || !path.contains("{id}") => p.add(
                 &at(&fb, &["fetch_path"]),
-                format!("`{}` must be a path containing `{{id}}`, e.g. /api/v6/images/fetch/{{id}}", f.fetch_path),
-            );
+                format!("`{path}` must be a path containing `{{id}}`, e.g. /api/v6/images/fetch/{{id}}"),
+            ),
+            None if probe.fetch_path().is_none() => p.add(
+                &at(&fb, &["fetch_path"]),
+                format!("`{}` names no family to poll beside: set one, e.g. /api/v6/images/fetch/{{id}}", req.path),
+            ),
+            _ => {}
         }
         if f.poll_interval.is_zero() {
             p.add(&at(&fb, &["poll_interval"]), "must be longer than 0s (e.g. `5s`)");
@@ -522,14 +527,14 @@ pub(crate) fn key_needed(upstream: &Upstream, probes: &[Option<Probe>], p: &mut 
     let needing: Vec<&str> = probes
         .iter()
         .flatten()
-        .filter(|pr| pr.request.inject_key && pr.request.body.as_ref().is_none_or(|b| b.get("key").is_none()))
+        .filter(|pr| pr.request.inject_key.injects() && !pr.request.carries_a_key())
         .map(|pr| pr.name.as_str())
         .collect();
     if !needing.is_empty() {
         p.add(
             &[key("upstream")],
             format!(
-                "no api_key (or api_key_file), but probe{} `{}` inject{} it: set one, or `inject_key: false` on the probe",
+                "no api_key (or api_key_file), but probe{} `{}` inject{} it: set one, or `inject_key: none` on the probe",
                 if needing.len() == 1 { "" } else { "s" },
                 needing.join("`, `"),
                 if needing.len() == 1 { "s" } else { "" }

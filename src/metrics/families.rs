@@ -7,7 +7,7 @@ use std::time::Duration;
 use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::{MetricsError, buckets};
-use crate::classify::{ErrorClass, PageStatus};
+use crate::classify::{ErrorClass, Outcome, PageStatus};
 use crate::clock;
 use crate::vocab::{
     ClusterOp, Exchange, JobEnd, JobResult, OutputResult, ProbeFailure, RunResult, SkipReason, SloResult, Source,
@@ -55,6 +55,9 @@ pub struct ExchangeFamilies {
     pub(super) retry_after: HistogramVec,
     pub(super) queue_limit: GaugeVec,
     pub(super) processing_eta: HistogramVec,
+    pub(super) llm_tokens: IntCounterVec,
+    pub(super) llm_ttft: HistogramVec,
+    pub(super) llm_finish: IntCounterVec,
 }
 
 impl ExchangeFamilies {
@@ -105,6 +108,25 @@ impl ExchangeFamilies {
                 &["source", "endpoint"],
                 buckets::ETA,
             )?,
+            llm_tokens: counter(
+                r,
+                "modelslab_llm_tokens_total",
+                "LLM tokens successful answers counted, by kind (input or output; streams: the final usage).",
+                &["source", "endpoint", "model", "kind"],
+            )?,
+            llm_ttft: histogram(
+                r,
+                "modelslab_llm_time_to_first_token_seconds",
+                "Request sent to the first content delta of a streamed LLM answer.",
+                &["source", "endpoint", "model"],
+                buckets::TIME_TO_FIRST_TOKEN,
+            )?,
+            llm_finish: counter(
+                r,
+                "modelslab_llm_finish_reasons_total",
+                "Why LLM answers stopped (length and max_tokens: a truncated answer).",
+                &["source", "endpoint", "model", "finish_reason"],
+            )?,
         })
     }
 
@@ -131,6 +153,21 @@ impl ExchangeFamilies {
         }
         if let Some(eta) = c.eta() {
             self.processing_eta.with_label_values(&[source, ex.endpoint]).observe(eta);
+        }
+        // Tokens and finish reasons of whole answers only: a stream that failed midway said
+        // its input tokens (Anthropic's `message_start`) but never its final usage.
+        if let (Some(llm), Outcome::Success) = (&details.llm, c.outcome()) {
+            for (kind, n) in [("input", llm.input_tokens), ("output", llm.output_tokens)] {
+                if let Some(n) = n {
+                    self.llm_tokens.with_label_values(&[source, ex.endpoint, ex.model, kind]).inc_by(n);
+                }
+            }
+            for reason in &llm.finish_reasons {
+                self.llm_finish.with_label_values(&[source, ex.endpoint, ex.model, reason.as_str()]).inc();
+            }
+        }
+        if let Some(t) = ex.time_to_first_token {
+            self.llm_ttft.with_label_values(&[source, ex.endpoint, ex.model]).observe(t.as_secs_f64());
         }
     }
 }

@@ -37,6 +37,9 @@ pub mod buckets {
     /// A webhook's arrival after the job was seen finished: usually under a second (it may come
     /// before the poll), late ones up to the default 120 s grace.
     pub const WEBHOOK_DELAY: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+    /// A streamed LLM answer's first content: tens of milliseconds for a warm small model to tens
+    /// of seconds for a queued large one.
+    pub const TIME_TO_FIRST_TOKEN: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0];
 }
 
 /// Why the registry could not be built (a programming error caught by every test run).

@@ -48,6 +48,7 @@ fn record(m: &Metrics, status: u16, body: &str) {
         http_status: Some(status),
         classification: &c,
         duration: Duration::from_millis(120),
+        time_to_first_token: None,
     });
 }
 

@@ -1,6 +1,7 @@
 //! A short memory for people: the last 15 minutes in 15-second buckets (traffic by outcome and
-//! error class, jobs, webhooks, output checks, SLO events), each probe's last runs, the last job
-//! ends and balance samples. The status page (`/`) and `/api/v1/status` show it; Prometheus keeps
+//! error class, the LLM API's part of it with its tokens and finish reasons, jobs, webhooks,
+//! output checks, SLO events), each probe's last runs, the last job ends, times to first token
+//! and balance samples. The status page (`/`) and `/api/v1/status` show it; Prometheus keeps
 //! the long history.
 //!
 //! Bounded whatever happens: a fixed number of buckets, runs per probe, jobs and samples; maps
@@ -12,9 +13,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{Classification, ErrorClass};
+use crate::classify::{Classification, ErrorClass, FinishReason, Outcome};
 use crate::clock::unix_seconds as unix_now;
-use crate::vocab::{Exchange, JobEnd, JobResult, OutputResult, ProbeFailure, WebhookResult};
+use crate::vocab::{Exchange, JobEnd, JobResult, OutputResult, ProbeFailure, WebhookResult, is_llm_endpoint};
 
 /// Seconds one bucket spans (a typical scrape interval).
 pub const BUCKET_SECONDS: u64 = 15;
@@ -26,6 +27,8 @@ const RUNS_KEPT: usize = 30;
 const JOBS_KEPT: usize = 500;
 /// Balance samples kept (a poll every 5 min fills 15 minutes with 3; a demo's 5 s, with 180).
 const BALANCE_KEPT: usize = 200;
+/// Times to first token kept (for their percentiles).
+const FIRST_TOKENS_KEPT: usize = 500;
 
 /// The error classes that are the API's fault (not a caller's bad request, key or full queue):
 /// the default of a requests SLI.
@@ -63,6 +66,46 @@ pub struct Bucket {
     /// SLO events: `[good, bad]` by SLO.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub slos: BTreeMap<String, [u32; 2]>,
+    /// The LLM API's part of the exchanges above.
+    #[serde(default, skip_serializing_if = "LlmBucket::is_empty")]
+    pub llm: LlmBucket,
+}
+
+/// The LLM API's exchanges (`/api/v7/llm/…`) of one bucket.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LlmBucket {
+    /// Exchanges.
+    pub requests: u32,
+    /// Of those, errors, by class.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub classes: BTreeMap<ErrorClass, u32>,
+    /// Tokens of successful answers: prompts.
+    pub input_tokens: u64,
+    /// Tokens of successful answers: the answers.
+    pub output_tokens: u64,
+    /// Why the answers stopped.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub finish_reasons: BTreeMap<FinishReason, u32>,
+}
+
+impl LlmBucket {
+    fn is_empty(&self) -> bool {
+        self.requests == 0
+    }
+
+    fn add(&mut self, c: &Classification) {
+        self.requests += 1;
+        if let Some(e) = c.error() {
+            *self.classes.entry(e.class).or_default() += 1;
+        }
+        if let (Some(llm), Outcome::Success) = (&c.details().llm, c.outcome()) {
+            self.input_tokens += llm.input_tokens.unwrap_or(0);
+            self.output_tokens += llm.output_tokens.unwrap_or(0);
+            for r in &llm.finish_reasons {
+                *self.finish_reasons.entry(*r).or_default() += 1;
+            }
+        }
+    }
 }
 
 impl Bucket {
@@ -113,6 +156,8 @@ struct Inner {
     retry_after: Option<(f64, f64)>,
     queue_limit: Option<u32>,
     slos: BTreeMap<String, SloMark>,
+    /// (when, seconds) of streamed LLM answers' first tokens.
+    first_tokens: VecDeque<(f64, f64)>,
 }
 
 impl Inner {
@@ -145,11 +190,18 @@ impl History {
 
     /// Counts an observed exchange.
     pub fn exchange(&self, ex: &Exchange<'_>) {
-        self.exchange_at(ex.classification, unix_now());
+        let first_token = ex.time_to_first_token.map(|t| t.as_secs_f64());
+        self.exchange_at(ex.classification, is_llm_endpoint(ex.endpoint), first_token, unix_now());
     }
 
-    fn exchange_at(&self, c: &Classification, at: f64) {
+    fn exchange_at(&self, c: &Classification, llm: bool, first_token: Option<f64>, at: f64) {
         let mut h = self.lock();
+        if let Some(t) = first_token {
+            if h.first_tokens.len() == FIRST_TOKENS_KEPT {
+                h.first_tokens.pop_front();
+            }
+            h.first_tokens.push_back((at, t));
+        }
         let details = c.details();
         if let Some(limit) = details.queue_limit {
             h.queue_limit = Some(limit);
@@ -160,6 +212,9 @@ impl History {
             }
         }
         let b = h.bucket(at);
+        if llm {
+            b.llm.add(c);
+        }
         match c {
             Classification::Success { .. } => b.success += 1,
             Classification::Processing { .. } => b.processing += 1,
@@ -359,6 +414,21 @@ impl History {
             .collect();
 
         let (webhooks, outputs) = (sum(&traffic, |b| &b.webhooks), sum(&traffic, |b| &b.outputs));
+        let mut first_tokens: Vec<f64> =
+            h.first_tokens.iter().filter(|(at, _)| *at >= window_start).map(|(_, t)| *t).collect();
+        let finish_reasons = sum(&traffic, |b| &b.llm.finish_reasons);
+        let llm = LlmView {
+            requests: traffic.iter().map(|b| b.llm.requests).sum(),
+            error: traffic.iter().map(|b| b.llm.classes.values().sum::<u32>()).sum(),
+            classes: sum(&traffic, |b| &b.llm.classes),
+            input_tokens: traffic.iter().map(|b| b.llm.input_tokens).sum(),
+            output_tokens: traffic.iter().map(|b| b.llm.output_tokens).sum(),
+            truncated: finish_reasons.iter().filter(|(r, _)| r.truncated()).map(|(_, n)| n).sum(),
+            finish_reasons,
+            streams: first_tokens.len() as u32,
+            time_to_first_token_p50_seconds: percentile(&mut first_tokens, 0.5),
+            time_to_first_token_p95_seconds: percentile(&mut first_tokens, 0.95),
+        };
         Recent {
             bucket_seconds: BUCKET_SECONDS,
             traffic,
@@ -369,6 +439,7 @@ impl History {
             rate_limits,
             credits: spend(&h.balance, window_start),
             slos,
+            llm,
         }
     }
 }
@@ -418,6 +489,34 @@ pub struct Recent {
     pub credits: Option<Credits>,
     /// Each SLO's events.
     pub slos: Vec<SloView>,
+    /// The LLM API's part of the traffic.
+    #[serde(default)]
+    pub llm: LlmView,
+}
+
+/// The LLM API's exchanges over the window (a part of `totals`: the rest is the media API).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LlmView {
+    /// Exchanges.
+    pub requests: u32,
+    /// Of those, errors.
+    pub error: u32,
+    /// Errors by class.
+    pub classes: BTreeMap<ErrorClass, u32>,
+    /// Prompt tokens of successful answers.
+    pub input_tokens: u64,
+    /// Answer tokens of successful answers.
+    pub output_tokens: u64,
+    /// Why the answers stopped.
+    pub finish_reasons: BTreeMap<FinishReason, u32>,
+    /// Answers cut at their token limit (`length`, `max_tokens`).
+    pub truncated: u32,
+    /// Streamed answers whose first token arrived.
+    pub streams: u32,
+    /// Request sent to the first content delta, over those streams.
+    pub time_to_first_token_p50_seconds: Option<f64>,
+    /// The 95th percentile of the same.
+    pub time_to_first_token_p95_seconds: Option<f64>,
 }
 
 /// Exchanges over the window.
@@ -522,9 +621,9 @@ mod tests {
         let h = History::default();
         let t0 = 1_800_000_000.0;
         let ok = Classification::Success { details: Details::default() };
-        h.exchange_at(&ok, t0);
-        h.exchange_at(&error(ErrorClass::ServerError, None, None), t0 + 1.0);
-        h.exchange_at(&error(ErrorClass::RateLimited, Some(12.0), Some(5)), t0 + 20.0);
+        h.exchange_at(&ok, false, None, t0);
+        h.exchange_at(&error(ErrorClass::ServerError, None, None), false, None, t0 + 1.0);
+        h.exchange_at(&error(ErrorClass::RateLimited, Some(12.0), Some(5)), false, None, t0 + 20.0);
         let r = h.recent_at(t0 + 30.0);
         assert_eq!(r.traffic.len(), BUCKETS);
         assert_eq!((r.totals.requests, r.totals.success, r.totals.error), (3, 1, 2));
@@ -538,15 +637,49 @@ mod tests {
         let r = h.recent_at(t0 + 600.0);
         assert_eq!((r.totals.requests, r.totals.requests_5m), (3, 0));
         // Sixteen minutes on: gone, and the memory holds no more than the window.
-        h.exchange_at(&ok, t0 + 960.0);
+        h.exchange_at(&ok, false, None, t0 + 960.0);
         let r = h.recent_at(t0 + 960.0);
         assert_eq!(r.totals.requests, 1);
         assert!(h.lock().buckets.len() <= BUCKETS);
         // Many buckets later, still bounded.
         for i in 0..500 {
-            h.exchange_at(&ok, t0 + 1000.0 + f64::from(i) * 15.0);
+            h.exchange_at(&ok, i % 2 == 0, Some(0.5), t0 + 1000.0 + f64::from(i) * 15.0);
         }
         assert!(h.lock().buckets.len() <= BUCKETS);
+        assert_eq!(h.lock().first_tokens.len(), FIRST_TOKENS_KEPT);
+    }
+
+    #[test]
+    fn llm_traffic_is_summarised_beside_the_rest() {
+        let h = History::default();
+        let t0 = 1_800_000_000.0;
+        let answer = |output: u64, finish: FinishReason| Classification::Success {
+            details: Details {
+                llm: Some(crate::classify::LlmDetails {
+                    input_tokens: Some(10),
+                    output_tokens: Some(output),
+                    finish_reasons: vec![finish],
+                    model: None,
+                }),
+                ..Details::default()
+            },
+        };
+        h.exchange_at(&answer(12, FinishReason::Stop), true, Some(0.2), t0);
+        h.exchange_at(&answer(4, FinishReason::Length), true, Some(0.4), t0 + 1.0);
+        h.exchange_at(&answer(7, FinishReason::EndTurn), true, None, t0 + 2.0);
+        h.exchange_at(&error(ErrorClass::Unavailable, None, None), true, Some(0.3), t0 + 3.0);
+        h.exchange_at(&error(ErrorClass::ServerError, None, None), false, None, t0 + 4.0);
+        h.exchange_at(&Classification::Success { details: Details::default() }, false, None, t0 + 5.0);
+        let r = h.recent_at(t0 + 10.0);
+        assert_eq!((r.totals.requests, r.totals.error), (6, 2));
+        let l = &r.llm;
+        assert_eq!((l.requests, l.error, l.input_tokens, l.output_tokens, l.truncated), (4, 1, 30, 23, 1));
+        assert_eq!(l.classes.get(&ErrorClass::Unavailable), Some(&1));
+        assert_eq!(l.finish_reasons.len(), 3);
+        assert_eq!(
+            (l.streams, l.time_to_first_token_p50_seconds, l.time_to_first_token_p95_seconds),
+            (3, Some(0.3), Some(0.4))
+        );
     }
 
     #[test]

@@ -141,6 +141,7 @@ mod tests {
             http_status: Some(200),
             classification: c,
             duration: Duration::ZERO,
+            time_to_first_token: None,
         };
         static SERVER: std::sync::LazyLock<Classification> = std::sync::LazyLock::new(|| {
             Classification::error_of(ErrorClass::ServerError, crate::classify::Reason::InternalError)

@@ -44,6 +44,7 @@ pub fn exchange_span(
     link_to: Option<&SpanContext>,
 ) -> Span {
     let path = path.split('?').next().unwrap_or("");
+    let llm = crate::vocab::is_llm_endpoint(path);
     let span = tracing::info_span!(
         "http.client",
         otel.name = %method,
@@ -54,11 +55,15 @@ pub fn exchange_span(
         "server.address" = %server,
         "http.response.status_code" = Empty,
         "error.type" = Empty,
-        "gen_ai.operation.name" = "generate_content",
+        "gen_ai.operation.name" = if llm { "chat" } else { "generate_content" },
         "gen_ai.provider.name" = "modelslab",
         "gen_ai.request.model" = model.map(|m| classify::truncate(m, 64)),
-        "gen_ai.output.type" = "image",
+        "gen_ai.output.type" = if llm { "text" } else { "image" },
         "gen_ai.response.id" = Empty,
+        "gen_ai.response.model" = Empty,
+        "gen_ai.usage.input_tokens" = Empty,
+        "gen_ai.usage.output_tokens" = Empty,
+        "gen_ai.response.finish_reasons" = Empty,
         "modelslab.source" = source.as_str(),
         "modelslab.api.status" = Empty,
         "modelslab.error.reason" = Empty,
@@ -115,6 +120,21 @@ pub(super) fn record(span: &Span, http_status: Option<u16>, c: &Classification, 
     }
     if let Some(r) = d.retry_after {
         span.record("modelslab.retry_after_s", r);
+    }
+    if let Some(llm) = &d.llm {
+        if let Some(m) = &llm.model {
+            span.record("gen_ai.response.model", m.as_str());
+        }
+        if let Some(n) = llm.input_tokens {
+            span.record("gen_ai.usage.input_tokens", n);
+        }
+        if let Some(n) = llm.output_tokens {
+            span.record("gen_ai.usage.output_tokens", n);
+        }
+        if !llm.finish_reasons.is_empty() {
+            let reasons: Vec<&str> = llm.finish_reasons.iter().map(|r| r.as_str()).collect();
+            span.record("gen_ai.response.finish_reasons", reasons.join(",").as_str());
+        }
     }
     if let Some(e) = c.error() {
         debug_assert_eq!(c.outcome(), Outcome::Error);

@@ -11,6 +11,7 @@
 //! the status page or the admin server (the app exposes [`Probes::status`] and
 //! [`Probes::run_now`]).
 
+pub(crate) mod media;
 pub(crate) mod output;
 mod run;
 

@@ -11,6 +11,7 @@ use std::io::Cursor;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::media;
 use crate::config::{OutputCheck, OutputSize};
 use crate::observe::{self, Observer, OutputResult};
 
@@ -188,13 +189,22 @@ async fn download(
         .unwrap_or_else(|_| Err(failed(format!("no download within {}", humantime::format_duration(cfg.timeout)))))
 }
 
-/// Judges a downloaded file: video and audio by type and size; images by decoding them.
+/// Judges a downloaded file by its bytes, whatever its `Content-Type` says: video, audio and 3D
+/// files by a walk of their container (media.rs), images by decoding them. With `decodes: false`
+/// only what is there is checked: a file that is neither passes.
 pub(crate) fn judge(content_type: &str, bytes: &[u8], cfg: &OutputCheck, want: Option<(u32, u32)>) -> Verdict {
     if bytes.is_empty() {
         return Verdict::Failed(OutputResult::Undecodable, "an empty file".into());
     }
-    if content_type.starts_with("video/") || content_type.starts_with("audio/") {
-        return Verdict::Ok;
+    if let Some(kind) = media::sniff(bytes) {
+        return match media::check(kind, bytes) {
+            Err(why) if cfg.decodes => Verdict::Failed(OutputResult::Undecodable, format!("{kind}: {why}")),
+            Ok(media::Found { size: Some((w, h)) }) if want.is_some_and(|want| want != (w, h)) => {
+                let (ww, wh) = want.unwrap_or_default();
+                Verdict::Failed(OutputResult::WrongSize, format!("{kind} video of {w}x{h}, expected {ww}x{wh}"))
+            }
+            _ => Verdict::Ok,
+        };
     }
     let image = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok().and_then(|mut r| {
         let mut limits = image::Limits::default();
@@ -206,9 +216,16 @@ pub(crate) fn judge(content_type: &str, bytes: &[u8], cfg: &OutputCheck, want: O
     });
     let Some(image) = image else {
         return if cfg.decodes {
+            let head: String =
+                bytes.iter().take(16).map(|b| if b.is_ascii_graphic() { char::from(*b) } else { '.' }).collect();
+            let content_type = if content_type.is_empty() { "no Content-Type" } else { content_type };
             Verdict::Failed(
                 OutputResult::Undecodable,
-                format!("not a PNG, JPEG, WebP or GIF image that decodes ({} bytes, {content_type})", bytes.len()),
+                format!(
+                    "not an image that decodes (PNG, JPEG, WebP, GIF) nor a known video, audio or 3D file \
+                     ({} bytes, {content_type}, starting `{head}`)",
+                    bytes.len()
+                ),
             )
         } else {
             Verdict::Ok
@@ -269,8 +286,34 @@ mod tests {
         assert!(matches!(judge("image/png", &black, &cfg, None), Verdict::Failed(OutputResult::Blank, _)));
         let cut = &noisy[..noisy.len() / 2];
         assert!(matches!(judge("image/png", cut, &cfg, None), Verdict::Failed(OutputResult::Undecodable, _)));
-        assert_eq!(judge("video/mp4", b"\x00\x00\x00\x18ftypmp42", &cfg, Some((1, 1))), Verdict::Ok);
         let lenient = OutputCheck { decodes: false, ..cfg };
         assert_eq!(judge("text/plain", b"hello", &lenient, None), Verdict::Ok);
+    }
+
+    #[test]
+    fn media_is_judged_by_its_bytes_not_its_content_type() {
+        let cfg = OutputCheck::default();
+        // An HTML error page served as video/mp4.
+        let Verdict::Failed(OutputResult::Undecodable, why) =
+            judge("video/mp4", b"<html>Bad Gateway</html>", &cfg, None)
+        else {
+            panic!("an HTML page passed as a video")
+        };
+        assert!(why.contains("video/mp4, starting `<html>Bad.Gatewa`"), "{why}");
+        // A lone `ftyp` box: the magic of an MP4, not a playable one.
+        assert!(matches!(
+            judge("video/mp4", b"\x00\x00\x00\x10ftypmp42\0\0\0\0", &cfg, None),
+            Verdict::Failed(OutputResult::Undecodable, why) if why == "MP4: no `moov` box: the file cannot be played"
+        ));
+        // A WAV served as application/octave-stream is still a WAV; a cut one is not.
+        let mut wav =
+            b"RIFF\x24\0\0\0WAVEfmt \x10\0\0\0\x01\0\x01\0\x80\x3e\0\0\0\x7d\0\0\x02\0\x10\0data\0\0\0\0".to_vec();
+        assert_eq!(judge("application/octet-stream", &wav, &cfg, None), Verdict::Ok);
+        wav.truncate(30);
+        assert!(
+            matches!(judge("audio/wav", &wav, &cfg, None), Verdict::Failed(OutputResult::Undecodable, w) if w.starts_with("WAV: cut short"))
+        );
+        let lenient = OutputCheck { decodes: false, ..cfg };
+        assert_eq!(judge("audio/wav", &wav, &lenient, None), Verdict::Ok, "decodes: false checks nothing inside");
     }
 }

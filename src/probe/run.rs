@@ -15,7 +15,7 @@ use super::output;
 use crate::BoxFuture;
 use crate::classify::{self, ApiStatus, Classification, Context, ErrorClass, Failure, Outcome, RequestKind};
 use crate::clock;
-use crate::config::{Expect, Follow, Probe, Upstream};
+use crate::config::{Expect, Follow, InjectKey, LlmExpect, Probe, ProbeRequest, Upstream};
 use crate::observe::{self, JobResult, Observer, ProbeFailure, Source, SpanContext};
 use crate::vocab::{AnswerOutcome, ExchangeReport, FinalAnswer, RunOutcome, RunReport};
 
@@ -66,6 +66,8 @@ struct Answer {
     content_encoding: Option<String>,
     /// The exchange's span, for the job's later polls to link to.
     span: SpanContext,
+    /// Of a streamed LLM answer.
+    time_to_first_token: Option<Duration>,
 }
 
 impl Answer {
@@ -84,7 +86,8 @@ pub(super) async fn run(probe: &Probe, upstream: &Upstream, ctx: &RunContext) ->
     let key = key_for(probe, upstream);
     let mut body = request_body(probe, key.as_deref());
     let callback = ask_for_webhook(probe, ctx, &mut body).await;
-    let model = probe.request.body.as_ref().and_then(|b| b.get("model_id")).and_then(Value::as_str);
+    let model =
+        probe.request.body.as_ref().and_then(|b| b.get("model_id").or_else(|| b.get("model"))).and_then(Value::as_str);
     let model_label = ctx.observer.model_label(model);
     let submit_endpoint = ctx.observer.endpoint_label(&probe.request.path);
 
@@ -178,7 +181,7 @@ async fn follow_job(
     let observer = &call.ctx.observer;
     observer.emit(observe::JobStarted { source: Source::Probe });
     let first_eta = submit.classification.eta();
-    let fetch_path = follow.fetch_path.replace("{id}", id);
+    let fetch_path = call.probe.fetch_path().unwrap_or_default().replace("{id}", id);
     let fetch_endpoint = observer.endpoint_label(&fetch_path);
     let fetch_body = call.key.map(|k| serde_json::json!({ "key": k }));
     let started = Instant::now();
@@ -273,28 +276,46 @@ fn failure_of(c: &Classification) -> ProbeFailure {
     }
 }
 
-/// The key this probe's requests carry: the body's own `key` (an auth probe's wrong key), else
-/// the configured one when the probe injects it.
+/// The key this probe's requests carry: the request's own (an auth probe's wrong key), else the
+/// configured one when the probe injects it.
 fn key_for(probe: &Probe, upstream: &Upstream) -> Option<String> {
-    let own = probe.request.body.as_ref().and_then(|b| b.get("key")).and_then(Value::as_str);
-    match own {
+    match probe.request.own_key() {
         Some(k) => Some(k.to_owned()),
-        None if probe.request.inject_key => upstream.api_key.as_ref().map(|k| k.expose().to_owned()),
+        None if probe.request.inject_key.injects() => upstream.api_key.as_ref().map(|k| k.expose().to_owned()),
         None => None,
     }
 }
 
 fn request_body(probe: &Probe, key: Option<&str>) -> Option<Value> {
     let mut body = probe.request.body.clone();
-    if probe.request.inject_key {
-        if let Some(key) = key {
-            let obj = body.get_or_insert_with(|| Value::Object(Default::default()));
-            if let Some(map) = obj.as_object_mut() {
-                map.entry("key").or_insert_with(|| Value::String(key.to_owned()));
-            }
+    if let (InjectKey::Body, Some(key)) = (probe.request.inject_key, key) {
+        let obj = body.get_or_insert_with(|| Value::Object(Default::default()));
+        if let Some(map) = obj.as_object_mut() {
+            map.entry("key").or_insert_with(|| Value::String(key.to_owned()));
         }
     }
     body
+}
+
+/// The request's key where `inject_key` puts it outside the body (a header, or the query of
+/// `url`), unless the request carries its own.
+fn place_key(
+    client: &reqwest::Client,
+    method: &http::Method,
+    mut url: url::Url,
+    request: &ProbeRequest,
+    key: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let key = key.filter(|_| !request.carries_a_key());
+    if let (InjectKey::Query, Some(key)) = (request.inject_key, key) {
+        url.query_pairs_mut().append_pair("key", key);
+    }
+    let req = client.request(method.clone(), url);
+    match (request.inject_key, key) {
+        (InjectKey::Bearer, Some(key)) => req.bearer_auth(key),
+        (InjectKey::XApiKey, Some(key)) => req.header("x-api-key", key),
+        _ => req,
+    }
 }
 
 /// What every exchange of one run shares.
@@ -325,22 +346,29 @@ impl Call<'_> {
         let url = format!("{base}{path}");
         let server = self.upstream.base_url.host_str().unwrap_or("");
         let span = observe::exchange_span(method.as_str(), path, server, Source::Probe, self.model, link_to);
-        let mut req = self.ctx.client.request(method.clone(), &url).timeout(self.upstream.timeout);
+        let mut req = match url::Url::parse(&url) {
+            Ok(u) if kind == RequestKind::Submit => {
+                place_key(&self.ctx.client, method, u, &self.probe.request, self.key)
+            }
+            _ => self.ctx.client.request(method.clone(), &url),
+        }
+        .timeout(self.upstream.timeout);
         for (name, value) in &self.probe.request.headers.0 {
             req = req.header(name, value);
         }
         if let Some(body) = body {
             req = req.json(body);
         }
-        let (http_status, classification, body, content_encoding) = match send(req).instrument(span.clone()).await {
-            Ok((status, headers, bytes)) => {
-                let classification = classify::classify(status, &headers, &bytes, &Context::new(kind));
-                let content_encoding =
-                    headers.get(http::header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_owned);
-                (Some(status), classification, Some(bytes), content_encoding)
-            }
-            Err(failure) => (None, classify::classify_failure(failure), None, None),
-        };
+        let (http_status, classification, body, content_encoding, first_token) =
+            match send(req, started).instrument(span.clone()).await {
+                Ok(r) => {
+                    let classification = classify::classify(r.status, &r.headers, &r.body, &Context::new(kind));
+                    let content_encoding =
+                        r.headers.get(http::header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                    (Some(r.status), classification, Some(r.body), content_encoding, r.first_token)
+                }
+                Err(failure) => (None, classify::classify_failure(failure), None, None, None),
+            };
         let duration = started.elapsed();
         let secrets: Vec<&str> = self.key.into_iter().collect();
         self.ctx.observer.emit(observe::ExchangeObserved {
@@ -351,6 +379,7 @@ impl Call<'_> {
                 http_status,
                 classification: &classification,
                 duration,
+                time_to_first_token: first_token,
             },
             span: &span,
             server: None,
@@ -366,29 +395,54 @@ impl Call<'_> {
             outcome: AnswerOutcome::of(&classification),
             duration_seconds: duration.as_secs_f64(),
         });
-        Answer { http_status, classification, body, content_encoding, span: observe::span_context(&span) }
+        Answer {
+            http_status,
+            classification,
+            body,
+            content_encoding,
+            span: observe::span_context(&span),
+            time_to_first_token: first_token,
+        }
     }
 }
 
-/// Sends and reads the whole answer (up to [`MAX_BODY`]).
-async fn send(req: reqwest::RequestBuilder) -> Result<(u16, http::HeaderMap, Bytes), Failure> {
+/// A whole answer.
+struct Received {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Bytes,
+    /// `started` to the first content delta, when the answer is an event stream.
+    first_token: Option<Duration>,
+}
+
+/// Sends and reads the whole answer (up to [`MAX_BODY`]); an event stream is read as it arrives,
+/// for its time to first token. A stream cut midway is still an answer: the classifier says it
+/// was interrupted.
+async fn send(req: reqwest::RequestBuilder, started: Instant) -> Result<Received, Failure> {
     let mut resp = req.send().await.map_err(|e| if e.is_timeout() { Failure::Timeout } else { Failure::Transport })?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
+    let mut events =
+        (resp.status().is_success() && classify::stream::is_event_stream(&headers)).then(classify::stream::Reader::new);
+    let mut first_token = None;
     let mut body = Vec::new();
     loop {
         match resp.chunk().await {
             Ok(Some(chunk)) => {
+                if events.as_mut().is_some_and(|r| r.feed(&chunk)) {
+                    first_token = Some(started.elapsed());
+                }
                 body.extend_from_slice(&chunk);
                 if body.len() > MAX_BODY {
                     break;
                 }
             }
             Ok(None) => break,
+            Err(_) if events.is_some() => break,
             Err(e) => return Err(if e.is_timeout() { Failure::Timeout } else { Failure::Transport }),
         }
     }
-    Ok((status, headers, Bytes::from(body)))
+    Ok(Received { status, headers, body: Bytes::from(body), first_token })
 }
 
 /// Every expectation that does not hold, in words. Without `expect`: outcome `success`.
@@ -460,7 +514,39 @@ fn check(expect: Option<&Expect>, answer: &Answer, duration: Duration) -> Vec<St
             }
         }
     }
+    if let Some(llm) = &e.llm {
+        check_llm(llm, answer, &mut failed);
+    }
     failed
+}
+
+/// `expect.llm`: the answer's output tokens, finish reasons and time to first token.
+fn check_llm(want: &LlmExpect, answer: &Answer, failed: &mut Vec<String>) {
+    let details = answer.classification.details().llm.clone().unwrap_or_default();
+    if let Some(min) = want.min_output_tokens {
+        match details.output_tokens {
+            Some(n) if n >= min => {}
+            Some(n) => failed.push(format!("{n} output tokens, expected at least {min}")),
+            None => failed.push(format!("the answer counts no output tokens, expected at least {min}")),
+        }
+    }
+    if !want.finish_reasons.is_empty() {
+        let unexpected: Vec<&str> =
+            details.finish_reasons.iter().filter(|r| !want.finish_reasons.contains(r)).map(|r| r.as_str()).collect();
+        if !unexpected.is_empty() || details.finish_reasons.is_empty() {
+            let got = if details.finish_reasons.is_empty() { "none".to_owned() } else { unexpected.join(", ") };
+            let allowed: Vec<&str> = want.finish_reasons.iter().map(|r| r.as_str()).collect();
+            failed.push(format!("finish reason {got}, expected one of {}", allowed.join(", ")));
+        }
+    }
+    if let Some(max) = want.max_time_to_first_token {
+        let ms = |d: Duration| humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string();
+        match answer.time_to_first_token {
+            Some(t) if t <= max => {}
+            Some(t) => failed.push(format!("first token after {}, more than {}", ms(t), ms(max))),
+            None => failed.push("no streamed content arrived (max_time_to_first_token needs a stream)".to_owned()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -480,6 +566,7 @@ mod tests {
             body: status.map(|_| Bytes::from(body.to_owned())),
             content_encoding: None,
             span: SpanContext::empty_context(),
+            time_to_first_token: None,
         }
     }
 

@@ -7,12 +7,15 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 
 use super::ProxyBody;
 use crate::chain;
+use crate::classify::stream::Reader as StreamReader;
 
 /// The error of the proxy's bodies: whatever failed underneath.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -150,12 +153,31 @@ where
     }
 }
 
+/// What is kept of a response body as it passes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Inspect {
+    /// A copy of up to this many bytes (a JSON answer); a longer body is not kept.
+    Copy(usize),
+    /// An event stream (an LLM answer), read event by event as it passes; nothing is kept.
+    Events,
+    /// Nothing (an answer not worth classifying).
+    Nothing,
+}
+
+/// What was seen of a response body.
+pub(super) enum Seen {
+    /// The copy, unless the body was longer than the limit (or not to be kept).
+    Copy(Option<Vec<u8>>),
+    /// The stream's reader, and when its first content arrived.
+    Events { reader: Box<StreamReader>, first_content: Option<Instant> },
+}
+
 /// How a response body ended.
 pub(super) enum End {
-    /// The whole body went through; `body` is its copy unless it was larger than the limit.
-    Complete { body: Option<Vec<u8>> },
+    /// The whole body went through.
+    Complete(Seen),
     /// The upstream failed mid-body (reset, truncated).
-    UpstreamError,
+    UpstreamError(Seen),
     /// The client stopped reading before the end.
     ClientGone,
 }
@@ -165,31 +187,71 @@ pub(super) trait Finish: Send + Sync + 'static {
     fn finish(self: Box<Self>, end: End);
 }
 
-/// Streams a response body to the client, keeping a copy of up to `keep` bytes.
+/// What the tap does with the bytes it passes on.
+enum Keeping {
+    Copy { copy: Vec<u8>, keep: usize, overflow: bool },
+    Events { reader: Box<StreamReader>, first_content: Option<Instant> },
+}
+
+impl Keeping {
+    fn new(inspect: Inspect) -> Keeping {
+        match inspect {
+            Inspect::Copy(keep) => Keeping::Copy { copy: Vec::new(), keep, overflow: false },
+            Inspect::Nothing => Keeping::Copy { copy: Vec::new(), keep: 0, overflow: true },
+            Inspect::Events => Keeping::Events { reader: Box::default(), first_content: None },
+        }
+    }
+
+    fn data(&mut self, data: &[u8]) {
+        match self {
+            Keeping::Copy { copy, keep, overflow } => {
+                if !*overflow {
+                    if copy.len() + data.len() <= *keep {
+                        copy.extend_from_slice(data);
+                    } else {
+                        *overflow = true;
+                        *copy = Vec::new();
+                    }
+                }
+            }
+            Keeping::Events { reader, first_content } => {
+                if reader.feed(data) {
+                    *first_content = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    fn seen(&mut self) -> Seen {
+        match std::mem::replace(self, Keeping::Copy { copy: Vec::new(), keep: 0, overflow: true }) {
+            Keeping::Copy { copy, overflow, .. } => Seen::Copy((!overflow).then_some(copy)),
+            Keeping::Events { reader, first_content } => Seen::Events { reader, first_content },
+        }
+    }
+}
+
+/// Streams a response body to the client, keeping what [`Inspect`] says as it passes.
 pub(super) struct ResponseTap<B> {
     inner: B,
-    copy: Vec<u8>,
-    keep: usize,
-    overflow: bool,
+    keeping: Keeping,
     finish: Option<Box<dyn Finish>>,
 }
 
 impl<B> ResponseTap<B> {
-    /// `keep = 0` keeps nothing (the body is not to be inspected).
-    pub(super) fn new(inner: B, keep: usize, finish: Box<dyn Finish>) -> Self {
-        ResponseTap { inner, copy: Vec::new(), keep, overflow: keep == 0, finish: Some(finish) }
+    pub(super) fn new(inner: B, inspect: Inspect, finish: Box<dyn Finish>) -> Self {
+        ResponseTap { inner, keeping: Keeping::new(inspect), finish: Some(finish) }
     }
 
-    fn end(&mut self, end: End) {
+    fn end(&mut self, end: impl FnOnce(Seen) -> End) {
         if let Some(f) = self.finish.take() {
-            f.finish(end);
+            f.finish(end(self.keeping.seen()));
         }
     }
 }
 
 impl<B> Drop for ResponseTap<B> {
     fn drop(&mut self) {
-        self.end(End::ClientGone);
+        self.end(|_| End::ClientGone);
     }
 }
 
@@ -206,18 +268,10 @@ where
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    if !this.overflow {
-                        if this.copy.len() + data.len() <= this.keep {
-                            this.copy.extend_from_slice(data);
-                        } else {
-                            this.overflow = true;
-                            this.copy = Vec::new();
-                        }
-                    }
+                    this.keeping.data(data);
                 }
                 if this.inner.is_end_stream() {
-                    let body = (!this.overflow).then(|| std::mem::take(&mut this.copy));
-                    this.end(End::Complete { body });
+                    this.end(End::Complete);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -226,8 +280,7 @@ where
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(None) => {
-                let body = (!this.overflow).then(|| std::mem::take(&mut this.copy));
-                this.end(End::Complete { body });
+                this.end(End::Complete);
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
@@ -245,7 +298,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use http_body_util::StreamBody;
+    use http_body_util::{Full, StreamBody};
 
     use super::*;
 
@@ -254,9 +307,12 @@ mod tests {
     impl Finish for Record {
         fn finish(self: Box<Self>, end: End) {
             let what = match end {
-                End::Complete { body: Some(b) } => format!("complete {}", String::from_utf8_lossy(&b)),
-                End::Complete { body: None } => "complete uninspected".to_owned(),
-                End::UpstreamError => "upstream error".to_owned(),
+                End::Complete(Seen::Copy(Some(b))) => format!("complete {}", String::from_utf8_lossy(&b)),
+                End::Complete(Seen::Copy(None)) => "complete uninspected".to_owned(),
+                End::Complete(Seen::Events { reader, first_content }) => {
+                    format!("complete events {} first content {}", reader.has_content(), first_content.is_some())
+                }
+                End::UpstreamError(_) => "upstream error".to_owned(),
                 End::ClientGone => "client gone".to_owned(),
             };
             self.0.lock().unwrap().push(what);
@@ -276,25 +332,40 @@ mod tests {
     #[tokio::test]
     async fn response_tap_passes_bytes_and_finishes_once() {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let tap =
-            ResponseTap::new(chunks(vec![Ok("{\"status\":"), Ok("\"success\"}")]), 100, Box::new(Record(log.clone())));
+        let tap = ResponseTap::new(
+            chunks(vec![Ok("{\"status\":"), Ok("\"success\"}")]),
+            Inspect::Copy(100),
+            Box::new(Record(log.clone())),
+        );
         let bytes = tap.collect().await.unwrap().to_bytes();
         assert_eq!(&bytes[..], b"{\"status\":\"success\"}");
         assert_eq!(*log.lock().unwrap(), ["complete {\"status\":\"success\"}"]);
 
         let log = Arc::new(Mutex::new(Vec::new()));
-        let tap = ResponseTap::new(chunks(vec![Ok("0123456789"), Ok("0123456789")]), 15, Box::new(Record(log.clone())));
+        let tap = ResponseTap::new(
+            chunks(vec![Ok("0123456789"), Ok("0123456789")]),
+            Inspect::Copy(15),
+            Box::new(Record(log.clone())),
+        );
         assert_eq!(tap.collect().await.unwrap().to_bytes().len(), 20, "all bytes pass, over the copy limit too");
         assert_eq!(*log.lock().unwrap(), ["complete uninspected"]);
 
         let log = Arc::new(Mutex::new(Vec::new()));
-        let tap = ResponseTap::new(chunks(vec![Ok("part"), Err("reset")]), 100, Box::new(Record(log.clone())));
+        let tap =
+            ResponseTap::new(chunks(vec![Ok("part"), Err("reset")]), Inspect::Copy(100), Box::new(Record(log.clone())));
         assert!(tap.collect().await.is_err());
         assert_eq!(*log.lock().unwrap(), ["upstream error"]);
 
         let log = Arc::new(Mutex::new(Vec::new()));
-        drop(ResponseTap::new(Full::new(Bytes::from_static(b"x")), 100, Box::new(Record(log.clone()))));
+        drop(ResponseTap::new(Full::new(Bytes::from_static(b"x")), Inspect::Copy(100), Box::new(Record(log.clone()))));
         assert_eq!(*log.lock().unwrap(), ["client gone"]);
+
+        // An event stream is read as it passes, not copied.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let events = ["data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n", "data: [DONE]\n\n"];
+        let tap = ResponseTap::new(chunks(events.map(Ok).to_vec()), Inspect::Events, Box::new(Record(log.clone())));
+        assert_eq!(tap.collect().await.unwrap().to_bytes(), events.concat().as_bytes(), "every byte passes as it came");
+        assert_eq!(*log.lock().unwrap(), ["complete events true first content true"]);
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::Span;
 
-use super::body::{End, Finish, RequestSeen, full};
+use super::body::{End, Finish, RequestSeen, Seen as BodySeen, full};
 use super::inspect::{RequestFields, fetch_path_id, request_fields, request_secrets, rewrite_fetch_result};
 use super::jobs::Tracked;
 use super::{Proxy, ProxyBody, Synthetic};
@@ -97,7 +97,7 @@ impl Exchange {
     /// No answer came: a synthetic 504/502, and the failure recorded as an upstream observation.
     pub(super) fn failed(self, failure: Failure) -> Response<ProxyBody> {
         let (proxy, server) = (self.proxy.clone(), self.server.clone());
-        self.record(None, classify::classify_failure(failure));
+        self.record(None, classify::classify_failure(failure), None);
         let answer = match failure {
             Failure::Timeout => Synthetic::UpstreamTimeout,
             Failure::Transport => Synthetic::UpstreamUnreachable,
@@ -121,7 +121,7 @@ impl Exchange {
         let local = self.proxy.inner.local;
         let out =
             c.fetch_result().and_then(|url| rewrite_fetch_result(&bytes, url, &self.config, local)).unwrap_or(bytes);
-        self.record(Some(status), c);
+        self.record(Some(status), c, None);
         parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
         Response::from_parts(parts, full(out))
     }
@@ -134,7 +134,7 @@ impl Exchange {
     /// job. A poll is recorded once the job it polls is looked up (its model labels the poll, and
     /// a terminal answer ends it): at once with state in memory, off the response path when the
     /// lookup waits for Redis.
-    fn record(self, http_status: Option<u16>, classification: Classification) {
+    fn record(self, http_status: Option<u16>, classification: Classification, first_token: Option<Instant>) {
         let RequestFields { model_id, request_id, key } = request_fields(&self.seen.head());
         let mut secrets = self.secrets;
         secrets.extend(key);
@@ -154,6 +154,7 @@ impl Exchange {
             request_model: model_id,
             http_status,
             duration: self.started.elapsed(),
+            time_to_first_token: first_token.map(|t| t.saturating_duration_since(self.started)),
             classification,
         };
         let inner = seen.proxy.inner.clone();
@@ -195,6 +196,8 @@ struct Seen {
     request_model: Option<String>,
     http_status: Option<u16>,
     duration: Duration,
+    /// Of a streamed LLM answer.
+    time_to_first_token: Option<Duration>,
     classification: Classification,
 }
 
@@ -209,6 +212,7 @@ impl Seen {
                 http_status: self.http_status,
                 classification: &self.classification,
                 duration: self.duration,
+                time_to_first_token: self.time_to_first_token,
             },
             span: &self.client,
             server: Some(&self.server),
@@ -258,18 +262,21 @@ pub(super) struct Finished {
 
 impl Finish for Finished {
     fn finish(self: Box<Self>, end: End) {
-        let c = match end {
-            End::Complete { body: Some(body) } if self.uninspected.is_none() => {
-                classify::classify(self.status, &self.headers, &body, &self.exchange.context())
+        let (c, first_token) = match end {
+            End::Complete(BodySeen::Copy(Some(body))) if self.uninspected.is_none() => {
+                (classify::classify(self.status, &self.headers, &body, &self.exchange.context()), None)
             }
-            End::Complete { .. } => {
+            End::Complete(BodySeen::Copy(_)) => {
                 let reason = self.uninspected.unwrap_or(UninspectedReason::TooLarge);
                 self.exchange.proxy.inner.observer.emit(ResponseUninspected { reason });
-                Classification::by_status(self.status)
+                (Classification::by_status(self.status), None)
             }
-            End::UpstreamError => classify::classify_failure(Failure::Transport),
-            End::ClientGone => Classification::by_status(self.status),
+            // Ended properly, with an error event, or cut (the upstream failed mid-stream).
+            End::Complete(BodySeen::Events { reader, first_content })
+            | End::UpstreamError(BodySeen::Events { reader, first_content }) => (reader.finish(), first_content),
+            End::UpstreamError(BodySeen::Copy(_)) => (classify::classify_failure(Failure::Transport), None),
+            End::ClientGone => (Classification::by_status(self.status), None),
         };
-        self.exchange.record(Some(self.status), c);
+        self.exchange.record(Some(self.status), c, first_token);
     }
 }

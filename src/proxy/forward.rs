@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use tracing::Instrument;
 
 use super::body::full;
-use super::body::{ClientBodyFailed, RequestSeen, RequestTap, ResponseTap, TooLarge};
+use super::body::{ClientBodyFailed, Inspect, RequestSeen, RequestTap, ResponseTap, TooLarge};
 use super::exchange::{Exchange, Finished};
 use super::inspect::{is_fetch_path, rewritable, uninspected_reason};
 use super::{Proxy, ProxyBody, REQUEST_HEAD, Refusal, Synthetic};
@@ -123,10 +123,16 @@ impl Proxy {
         if exchange.config.proxy.rewrite_fetch_result && uninspected.is_none() && rewritable(&parts.headers, inspect) {
             return exchange.rewritten(parts, incoming, inspect).await;
         }
-        let keep = if uninspected.is_some() { 0 } else { inspect };
+        let keeping = if uninspected.is_some() {
+            Inspect::Nothing
+        } else if parts.status.is_success() && classify::stream::is_event_stream(&parts.headers) {
+            Inspect::Events
+        } else {
+            Inspect::Copy(inspect)
+        };
         let finish =
             Box::new(Finished { exchange, status: parts.status.as_u16(), headers: parts.headers.clone(), uninspected });
-        let body = ResponseTap::new(incoming, keep, finish);
+        let body = ResponseTap::new(incoming, keeping, finish);
         Response::from_parts(parts, body.boxed())
     }
 

@@ -24,10 +24,14 @@ pub(super) fn fetch_path_id(path: &str) -> Option<&str> {
     (segs.next() == Some("fetch") && !last.is_empty()).then_some(last)
 }
 
-/// Answers the proxy passes through without classifying: binary content and event streams.
+/// Answers the proxy passes through without classifying: binary content, and streams it cannot
+/// read (event streams it reads; see `classify::stream`).
 pub(super) fn uninspected_reason(headers: &HeaderMap) -> Option<UninspectedReason> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())?.to_ascii_lowercase();
-    if ct.starts_with("text/event-stream") {
+    if ["application/x-ndjson", "application/jsonl", "application/stream+json", "multipart/"]
+        .iter()
+        .any(|p| ct.starts_with(p))
+    {
         Some(UninspectedReason::Stream)
     } else if ["image/", "audio/", "video/", "application/octet-stream", "application/zip"]
         .iter()
@@ -56,12 +60,13 @@ pub(super) fn rewritable(headers: &HeaderMap, limit: usize) -> bool {
 
 static MODEL_ID: LazyLock<regex::Regex> = LazyLock::new(|| {
     #[allow(clippy::expect_used)] // a literal pattern, exercised by the tests
-    regex::Regex::new(r#""model_id"\s*:\s*"([^"\\]{1,128})""#).expect("model_id pattern is valid")
+    regex::Regex::new(r#""model(?:_id)?"\s*:\s*"([^"\\]{1,128})""#).expect("model pattern is valid")
 });
 
 /// What the proxy reads from a request body head (even a truncated one).
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct RequestFields {
+    /// `model_id` (the media API) or `model` (the LLM API).
     pub model_id: Option<String>,
     pub request_id: Option<String>,
     /// Only to scrub it from what is recorded.
@@ -75,14 +80,14 @@ pub(crate) fn request_fields(head: &[u8]) -> RequestFields {
     if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(head) {
         let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
         let request_id = m.get("request_id").and_then(crate::classify::id);
-        return RequestFields { model_id: text("model_id"), request_id, key: text("key") };
+        return RequestFields { model_id: text("model_id").or_else(|| text("model")), request_id, key: text("key") };
     }
     let text = String::from_utf8_lossy(head);
     RequestFields { model_id: MODEL_ID.captures(&text).map(|c| c[1].to_owned()), ..Default::default() }
 }
 
-/// The key as it travels outside the body (header `key`, `Authorization`, query `key`), only to
-/// scrub it from what is recorded.
+/// The key as it travels outside the body (header `key`, `Authorization`, `x-api-key`, query
+/// `key`), only to scrub it from what is recorded.
 pub(crate) fn request_secrets(parts: &http::request::Parts) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(k) = parts.headers.get("key").and_then(|v| v.to_str().ok()) {
@@ -90,6 +95,9 @@ pub(crate) fn request_secrets(parts: &http::request::Parts) -> Vec<String> {
     }
     if let Some(a) = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         out.push(a.split_whitespace().last().unwrap_or(a).to_owned());
+    }
+    if let Some(k) = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        out.push(k.to_owned());
     }
     if let Some(q) = parts.uri.query() {
         out.extend(url::form_urlencoded::parse(q.as_bytes()).filter(|(k, _)| k == "key").map(|(_, v)| v.into_owned()));
@@ -139,6 +147,11 @@ mod tests {
         );
         let cut = request_fields(br#"{"key":"k","model_id":"sdxl","init_image":"data:image/png;base64,AAAA"#);
         assert_eq!((cut.model_id.as_deref(), cut.request_id), (Some("sdxl"), None));
+        let chat = request_fields(br#"{"model":"Qwen/Qwen2.5-VL-72B-Instruct-together","stream":true,"messages":[]}"#);
+        assert_eq!(chat.model_id.as_deref(), Some("Qwen/Qwen2.5-VL-72B-Instruct-together"));
+        let cut =
+            request_fields(br#"{"model":"claude-x","max_tokens":64,"messages":[{"role":"user","content":"a long"#);
+        assert_eq!(cut.model_id.as_deref(), Some("claude-x"));
         assert_eq!(request_fields(b"not json"), RequestFields::default());
     }
 

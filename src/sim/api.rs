@@ -15,23 +15,89 @@ use rand::Rng;
 use serde_json::{Map, Value, json};
 
 use super::Sim;
+use super::media::Media;
 use super::scenario::Account;
 
-/// Which family an endpoint belongs to: decides its fetch path and its wording.
+/// Which family an endpoint belongs to: decides its fetch path, its wording and its files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Family {
     V6Images,
     V6Realtime,
     V7Images,
+    V6Video,
+    V6Voice,
+    V63d,
+    V7VideoFusion,
+    V7Voice,
 }
 
+/// Every generation endpoint the emulator serves.
+pub(super) const GENERATIONS: &[(&str, Family, Kind)] = &[
+    ("/api/v6/images/text2img", Family::V6Images, Kind::Text),
+    ("/api/v6/images/img2img", Family::V6Images, Kind::Image),
+    ("/api/v6/images/inpaint", Family::V6Images, Kind::Image),
+    ("/api/v6/realtime/text2img", Family::V6Realtime, Kind::Text),
+    ("/api/v6/realtime/img2img", Family::V6Realtime, Kind::Image),
+    ("/api/v6/realtime/inpaint", Family::V6Realtime, Kind::Image),
+    ("/api/v7/images/text-to-image", Family::V7Images, Kind::Text),
+    ("/api/v7/images/image-to-image", Family::V7Images, Kind::Image),
+    ("/api/v7/images/inpaint", Family::V7Images, Kind::Image),
+    ("/api/v6/video/text2video", Family::V6Video, Kind::Text),
+    ("/api/v6/video/img2video", Family::V6Video, Kind::Image),
+    ("/api/v6/voice/text_to_audio", Family::V6Voice, Kind::Text),
+    ("/api/v6/voice/text_to_speech", Family::V6Voice, Kind::Text),
+    ("/api/v6/3d/text_to_3d", Family::V63d, Kind::Text),
+    ("/api/v6/3d/image_to_3d", Family::V63d, Kind::Image),
+    ("/api/v7/video-fusion/text-to-video", Family::V7VideoFusion, Kind::Text),
+    ("/api/v7/video-fusion/image-to-video", Family::V7VideoFusion, Kind::Image),
+    ("/api/v7/voice/text-to-speech", Family::V7Voice, Kind::Text),
+];
+
 impl Family {
-    fn fetch_prefix(self) -> &'static str {
+    /// Every family, each with its own fetch endpoint.
+    pub(super) const ALL: [Family; 8] = [
+        Family::V6Images,
+        Family::V6Realtime,
+        Family::V7Images,
+        Family::V6Video,
+        Family::V6Voice,
+        Family::V63d,
+        Family::V7VideoFusion,
+        Family::V7Voice,
+    ];
+
+    pub(super) fn fetch_prefix(self) -> &'static str {
         match self {
             Family::V6Images => "/api/v6/images/fetch",
             Family::V6Realtime => "/api/v6/realtime/fetch",
             Family::V7Images => "/api/v7/images/fetch",
+            Family::V6Video => "/api/v6/video/fetch",
+            Family::V6Voice => "/api/v6/voice/fetch",
+            Family::V63d => "/api/v6/3d/fetch",
+            Family::V7VideoFusion => "/api/v7/video-fusion/fetch",
+            Family::V7Voice => "/api/v7/voice/fetch",
         }
+    }
+
+    /// The kind of file its outputs are.
+    pub(super) fn media(self) -> Media {
+        match self {
+            Family::V6Images | Family::V6Realtime | Family::V7Images => Media::Png,
+            Family::V6Video | Family::V7VideoFusion => Media::Mp4,
+            Family::V6Voice => Media::Mp3,
+            Family::V7Voice => Media::Wav,
+            Family::V63d => Media::Glb,
+        }
+    }
+
+    /// v7 endpoints answer validation errors in Laravel's shape.
+    fn is_v7(self) -> bool {
+        matches!(self, Family::V7Images | Family::V7VideoFusion | Family::V7Voice)
+    }
+
+    /// Whether requests give a frame size (`width`, `height`).
+    fn has_frames(self) -> bool {
+        matches!(self.media(), Media::Png | Media::Mp4)
     }
 }
 
@@ -201,7 +267,7 @@ fn validate(sim: &Sim, family: Family, kind: Kind, body: &Map<String, Value>) ->
             return bad(format!("Model not found: {model}"));
         }
     }
-    for field in ["width", "height"] {
+    for field in ["width", "height"].into_iter().filter(|_| family.has_frames()) {
         match number(body, field) {
             Num::Absent => {}
             Num::Bad => return bad(format!("{field} must be a number")),
@@ -223,7 +289,7 @@ fn validate(sim: &Sim, family: Family, kind: Kind, body: &Map<String, Value>) ->
     if kind == Kind::Image {
         match body.get("init_image").and_then(Value::as_str).filter(|s| !s.is_empty()) {
             // v7 answers in Laravel's shape: an object of field errors.
-            None if family == Family::V7Images => {
+            None if family.is_v7() => {
                 return Err(Reply {
                     status: StatusCode::BAD_REQUEST,
                     body: error_body(sim, json!({"init_image": ["The init image field is required."]})),
@@ -241,15 +307,16 @@ fn validate(sim: &Sim, family: Family, kind: Kind, body: &Map<String, Value>) ->
     Ok(())
 }
 
-/// The job `id` with the size of its images, if it exists and is done.
-pub(super) fn finished_image(sim: &Sim, id: u64) -> Option<(u32, u32)> {
+/// The kind of file job `id` made and the frame size asked for, if it exists and is done.
+pub(super) fn finished_output(sim: &Sim, id: u64) -> Option<(Media, u32, u32)> {
     let jobs = sim.jobs();
     let job = jobs.by_id.get(&id)?;
-    (Instant::now() >= job.done_at && job.fate == Fate::Success).then_some((job.width, job.height))
+    (Instant::now() >= job.done_at && job.fate == Fate::Success).then_some((job.family.media(), job.width, job.height))
 }
 
-fn output_links(base: &str, id: u64, samples: u64) -> Vec<String> {
-    (0..samples).map(|i| format!("{base}/generations/{id}-{i}.png")).collect()
+fn output_links(base: &str, family: Family, id: u64, samples: u64) -> Vec<String> {
+    let ext = family.media().extension();
+    (0..samples).map(|i| format!("{base}/generations/{id}-{i}.{ext}")).collect()
 }
 
 /// `http://host:port` the client used, for links in answers.
@@ -357,7 +424,7 @@ pub(super) async fn generate(
             height,
         });
         drop(jobs);
-        let links = output_links(&base, id, samples);
+        let links = output_links(&base, family, id, samples);
         if let Some(url) = webhook {
             let payload = json!({"status": "success", "id": id, "output": links, "track_id": track_id});
             super::hooks::call_back(&sim, url, payload, now);
@@ -379,12 +446,12 @@ pub(super) async fn generate(
         // The payload the API sends when the job ends, as its docs show it.
         let payload = match fate {
             Fate::Success => {
-                json!({"status": "success", "id": id, "output": output_links(&base, id, samples), "track_id": track_id})
+                json!({"status": "success", "id": id, "output": output_links(&base, family, id, samples), "track_id": track_id})
             }
             Fate::Failed => json!({"status": "failed", "id": id, "track_id": track_id,
-                                   "message": "Generation failed: the model did not return an image."}),
+                                   "message": format!("Generation failed: the model did not return {}.", family.media().a_noun())}),
             Fate::Error => json!({"status": "error", "id": id, "track_id": track_id,
-                                  "message": "Failed to generate image, please try again."}),
+                                  "message": format!("Failed to generate {}, please try again.", family.media().noun())}),
         };
         super::hooks::call_back(&sim, url, payload, done_at);
     }
@@ -393,9 +460,9 @@ pub(super) async fn generate(
         "id": id,
         "eta": round2(duration * scenario.eta_bias),
         "fetch_result": format!("{base}{}/{id}", family.fetch_prefix()),
-        "future_links": output_links(&base, id, samples),
+        "future_links": output_links(&base, family, id, samples),
         "output": [],
-        "tip": "Your image is processing in background, you can get this image using fetch API",
+        "tip": format!("Your {noun} is processing in background, you can get this {noun} using fetch API", noun = family.media().noun()),
     });
     answer[sim.message_key()] = json!("Try to fetch request after seconds estimated");
     json_response(StatusCode::OK, answer)
@@ -448,7 +515,7 @@ fn fetch(sim: &Sim, family: Family, path_id: Option<String>, headers: &HeaderMap
     let generation = job.done_at.duration_since(job.submitted).as_secs_f64();
     match job.fate {
         Fate::Success => {
-            let links = output_links(&base, id, job.samples);
+            let links = output_links(&base, family, id, job.samples);
             json_response(
                 StatusCode::OK,
                 json!({"status": "success", "id": id, "generationTime": round2(generation), "output": links, "proxy_links": links}),
@@ -456,12 +523,15 @@ fn fetch(sim: &Sim, family: Family, path_id: Option<String>, headers: &HeaderMap
         }
         Fate::Failed => {
             let mut answer = json!({"status": "failed", "id": id});
-            answer[sim.message_key()] =
-                json!("Generation failed: the model did not return an image. No credits were charged.");
+            answer[sim.message_key()] = json!(format!(
+                "Generation failed: the model did not return {}. No credits were charged.",
+                family.media().a_noun()
+            ));
             json_response(StatusCode::OK, answer)
         }
         Fate::Error => {
-            json_response(StatusCode::OK, error_body(sim, "Failed to generate image, please try again.".into()))
+            let message = format!("Failed to generate {}, please try again.", family.media().noun());
+            json_response(StatusCode::OK, error_body(sim, message.into()))
         }
     }
 }

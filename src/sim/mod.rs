@@ -12,6 +12,7 @@
 
 mod api;
 mod hooks;
+mod llm;
 mod media;
 mod page;
 pub mod scenario;
@@ -37,7 +38,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-pub use scenario::{Fault, Faults, Hooks, Outputs, PageState, Scenario, Span, Wallet};
+pub use scenario::{Fault, Faults, Hooks, Llm, LlmFaults, Outputs, PageState, Scenario, Span, Wallet};
 
 use api::{Family, Kind};
 
@@ -269,20 +270,15 @@ fn router(sim: Arc<Sim>) -> Router {
             api::fetch_by_path(state, family, id, headers, body)
         })
     }
-    Router::new()
-        .route("/api/v6/images/text2img", generation(Family::V6Images, Kind::Text))
-        .route("/api/v6/images/img2img", generation(Family::V6Images, Kind::Image))
-        .route("/api/v6/images/inpaint", generation(Family::V6Images, Kind::Image))
-        .route("/api/v6/realtime/text2img", generation(Family::V6Realtime, Kind::Text))
-        .route("/api/v6/realtime/img2img", generation(Family::V6Realtime, Kind::Image))
-        .route("/api/v6/realtime/inpaint", generation(Family::V6Realtime, Kind::Image))
-        .route("/api/v7/images/text-to-image", generation(Family::V7Images, Kind::Text))
-        .route("/api/v7/images/image-to-image", generation(Family::V7Images, Kind::Image))
-        .route("/api/v7/images/inpaint", generation(Family::V7Images, Kind::Image))
-        .route("/api/v6/images/fetch/{id}", fetch(Family::V6Images))
+    let mut routes = Router::new();
+    for (path, family, kind) in api::GENERATIONS {
+        routes = routes.route(path, generation(*family, *kind));
+    }
+    for family in Family::ALL {
+        routes = routes.route(&format!("{}/{{id}}", family.fetch_prefix()), fetch(family));
+    }
+    routes
         .route("/api/v6/images/fetch", post(api::fetch_by_body))
-        .route("/api/v6/realtime/fetch/{id}", fetch(Family::V6Realtime))
-        .route("/api/v7/images/fetch/{id}", fetch(Family::V7Images))
         .route("/api/wallet_balance", post(api::wallet_balance))
         .route("/generations/{file}", get(media::generated))
         .route(
@@ -297,6 +293,7 @@ fn router(sim: Arc<Sim>) -> Router {
             "/status",
             get(|State(s): State<Arc<Sim>>| async move { axum::response::Html(page::html(s.scenario().status_page)) }),
         )
+        .merge(llm::routes())
         .route("/_sim/scenario", get(get_scenario).put(put_scenario))
         .route("/_sim/stats", get(|State(s): State<Arc<Sim>>| async move { json_ok(s.stats.json()) }))
         .fallback(|State(s): State<Arc<Sim>>| async move {

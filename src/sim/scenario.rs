@@ -41,6 +41,95 @@ pub struct Scenario {
     pub outputs: Outputs,
     /// How the webhooks of requests that carry one are called.
     pub webhooks: Hooks,
+    /// The LLM API (`/api/v7/llm/…`): its models, its pace and its faults.
+    pub llm: Llm,
+}
+
+/// How the emulated LLM API answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Llm {
+    /// Model ids that exist; others get `model_not_found`.
+    pub models: Vec<String>,
+    /// Before a streamed answer's first content (and before a whole answer).
+    pub first_token: Span,
+    /// Between the content events of a stream.
+    pub token_interval: Span,
+    /// Words of an answer when `max_tokens` does not cut it (each word is a token).
+    pub answer_tokens: u32,
+    /// Shares of LLM requests answered with a fault instead (together at most 1).
+    pub faults: LlmFaults,
+    /// `Retry-After` of a rate-limited answer, in seconds.
+    pub retry_after: u32,
+}
+
+impl Default for Llm {
+    fn default() -> Self {
+        Llm {
+            models: [
+                "Qwen/Qwen2.5-VL-72B-Instruct-together",
+                "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+                "claude-sonnet",
+            ]
+            .map(String::from)
+            .to_vec(),
+            first_token: Span::fixed(Duration::from_millis(20)),
+            token_interval: Span::fixed(Duration::from_millis(2)),
+            answer_tokens: 12,
+            faults: LlmFaults::default(),
+            retry_after: 1,
+        }
+    }
+}
+
+/// Shares of LLM requests answered with a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmFaults {
+    /// HTTP 429 with `Retry-After` and a rate-limit error.
+    pub rate_limited: f64,
+    /// HTTP 529 `overloaded_error`.
+    pub overloaded: f64,
+    /// A stream that carries an `error` event in its middle (non-streamed: an HTTP 200 error).
+    pub error_event: f64,
+    /// A stream cut in its middle (the connection drops before the terminator).
+    pub cut: f64,
+}
+
+/// A fault of the LLM API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmFault {
+    /// 429.
+    RateLimited,
+    /// 529.
+    Overloaded,
+    /// An error in the answer.
+    ErrorEvent,
+    /// The stream breaks off.
+    Cut,
+}
+
+impl LlmFaults {
+    fn shares(&self) -> [(LlmFault, &'static str, f64); 4] {
+        [
+            (LlmFault::RateLimited, "rate_limited", self.rate_limited),
+            (LlmFault::Overloaded, "overloaded", self.overloaded),
+            (LlmFault::ErrorEvent, "error_event", self.error_event),
+            (LlmFault::Cut, "cut", self.cut),
+        ]
+    }
+
+    /// The fault a uniform draw in [0, 1) lands on, if any.
+    pub fn pick(&self, draw: f64) -> Option<LlmFault> {
+        let mut acc = 0.0;
+        for (fault, _, share) in self.shares() {
+            acc += share;
+            if draw < acc {
+                return Some(fault);
+            }
+        }
+        None
+    }
 }
 
 /// Shares of generated files served broken (together at most 1), and how slowly.
@@ -191,11 +280,24 @@ impl Default for Scenario {
             faults: Faults::default(),
             legacy_messege: false,
             status_page: PageState::Operational,
-            models: ["flux", "sdxl", "sd-1.5", "realistic-vision-v51", "dreamshaper-8"].map(String::from).to_vec(),
+            models: [
+                "flux",
+                "sdxl",
+                "sd-1.5",
+                "realistic-vision-v51",
+                "dreamshaper-8",
+                "cogvideox",
+                "wan-2.1",
+                "bark",
+                "trellis",
+            ]
+            .map(String::from)
+            .to_vec(),
             account: Account::PayAsYouGo,
             wallet: Wallet::default(),
             outputs: Outputs::default(),
             webhooks: Hooks::default(),
+            llm: Llm::default(),
         }
     }
 }
@@ -345,11 +447,21 @@ impl Scenario {
         for (_, name, share) in self.outputs.shares() {
             ratio(&format!("outputs.{name}"), share);
         }
+        for (_, name, share) in self.llm.faults.shares() {
+            ratio(&format!("llm.faults.{name}"), share);
+        }
         ratio("webhooks.drop", self.webhooks.drop);
         ratio("webhooks.duplicate", self.webhooks.duplicate);
         let total: f64 = self.faults.shares().iter().map(|(_, s)| s).sum();
         if total > 1.0 + 1e-9 {
             problems.push(format!("faults: the shares add up to {total:.2}, more than 1"));
+        }
+        let llm: f64 = self.llm.faults.shares().iter().map(|(_, _, s)| s).sum();
+        if llm > 1.0 + 1e-9 {
+            problems.push(format!("llm.faults: the shares add up to {llm:.2}, more than 1"));
+        }
+        if self.llm.models.is_empty() {
+            problems.push("llm.models: list at least one model id".to_owned());
         }
         let outputs: f64 = self.outputs.shares().iter().map(|(_, _, s)| s).sum();
         if outputs > 1.0 + 1e-9 {
@@ -360,6 +472,8 @@ impl Scenario {
             ("job_duration", self.job_duration),
             ("outputs.delay", self.outputs.delay),
             ("webhooks.delay", self.webhooks.delay),
+            ("llm.first_token", self.llm.first_token),
+            ("llm.token_interval", self.llm.token_interval),
         ] {
             if span.min > span.max {
                 problems.push(format!("{name}: min is longer than max"));

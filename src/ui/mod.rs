@@ -67,6 +67,7 @@ pub fn page(doc: &StatusDocument) -> String {
                     (findings(doc))
                     (probes(doc, now))
                     (traffic(doc))
+                    (llm(doc))
                     (jobs(doc))
                     (rate_limits(doc, now))
                     (credits(doc))
@@ -206,6 +207,8 @@ fn traffic(doc: &StatusDocument) -> Markup {
             h2 { "Traffic, last 15 minutes" }
             p class="figures" {
                 (figure("requests", totals.requests.to_string()))
+                (figure("media API", totals.requests.saturating_sub(recent.llm.requests).to_string()))
+                (figure("LLM API", recent.llm.requests.to_string()))
                 (figure("success", totals.success.to_string()))
                 (figure("processing", totals.processing.to_string()))
                 (figure("errors", totals.error.to_string()))
@@ -225,6 +228,45 @@ fn traffic(doc: &StatusDocument) -> Markup {
                 ul id="error-classes" class="legend classes" {
                     @for (class, n) in &classes {
                         li class=(format!("key s-{class}")) data-class=(class.as_str()) { (class.as_str()) " " b { (n) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn llm(doc: &StatusDocument) -> Markup {
+    let l = &doc.recent.llm;
+    let mut classes: Vec<(ErrorClass, u32)> = l.classes.iter().map(|(c, n)| (*c, *n)).collect();
+    classes.sort_by_key(|c| std::cmp::Reverse(c.1));
+    let window = (doc.recent.bucket_seconds * doc.recent.traffic.len() as u64).max(1) as f64;
+    html! {
+        section id="llm" {
+            h2 { "LLM API, last 15 minutes" }
+            p class="figures" {
+                (figure("requests", l.requests.to_string()))
+                (figure("errors", l.error.to_string()))
+                (figure("output tokens", l.output_tokens.to_string()))
+                (figure("tokens / s", format!("{:.1}", l.output_tokens as f64 / window)))
+                (figure("first token p50", or_dash(l.time_to_first_token_p50_seconds.map(seconds))))
+                (figure("first token p95", or_dash(l.time_to_first_token_p95_seconds.map(seconds))))
+                (figure("truncated", l.truncated.to_string()))
+            }
+            @if l.requests == 0 {
+                p class="none" { "No LLM exchanges in the last 15 minutes." }
+            } @else {
+                @if !l.finish_reasons.is_empty() {
+                    ul id="finish-reasons" class="legend" {
+                        @for (reason, n) in &l.finish_reasons {
+                            li data-finish-reason=(reason.as_str()) { (reason.as_str()) " " b { (n) } }
+                        }
+                    }
+                }
+                @if !classes.is_empty() {
+                    ul id="llm-error-classes" class="legend classes" {
+                        @for (class, n) in &classes {
+                            li class=(format!("key s-{class}")) data-class=(class.as_str()) { (class.as_str()) " " b { (n) } }
+                        }
                     }
                 }
             }

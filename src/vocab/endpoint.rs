@@ -10,6 +10,11 @@ pub fn status_label(status: Option<u16>) -> String {
     status.map_or_else(|| NONE.to_owned(), |s| s.to_string())
 }
 
+/// Whether a request path (or endpoint label) is the LLM API's (`/api/v7/llm/…`).
+pub fn is_llm_endpoint(path: &str) -> bool {
+    path.contains("/llm/")
+}
+
 /// Whether a path segment is a job or resource id rather than part of the route.
 fn is_id_like(seg: &str) -> bool {
     let len = seg.len();

@@ -9,7 +9,7 @@
 mod endpoint;
 mod records;
 
-pub use endpoint::{endpoint_template, status_label};
+pub use endpoint::{endpoint_template, is_llm_endpoint, status_label};
 pub use records::{AnswerOutcome, Exchange, ExchangeReport, FinalAnswer, JobEnd, RunOutcome, RunReport};
 
 use crate::classify::label_enum;

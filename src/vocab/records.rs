@@ -24,6 +24,8 @@ pub struct Exchange<'a> {
     pub classification: &'a Classification,
     /// Request sent to answer read.
     pub duration: Duration,
+    /// Request sent to the first content delta of a streamed LLM answer.
+    pub time_to_first_token: Option<Duration>,
 }
 
 /// A finished (or abandoned) async job.
