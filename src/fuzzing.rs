@@ -29,7 +29,9 @@ pub fn classify(data: &[u8]) {
     if let Some(enc) = ENCODINGS[usize::from(h & 7) % ENCODINGS.len()] {
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(enc));
     }
-    if h & 8 != 0 {
+    if h & 128 != 0 {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    } else if h & 8 != 0 {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     if h & 16 != 0 {
@@ -55,6 +57,31 @@ pub fn classify(data: &[u8]) {
     if let Some(id) = &d.id {
         assert!(id.len() <= classify::MAX_ID_CHARS, "job id of {} bytes", id.len());
     }
+    if let Some(llm) = &d.llm {
+        assert!(llm.model.as_ref().is_none_or(|m| m.chars().count() <= 128), "a model name over 128 chars");
+        assert!(llm.finish_reasons.len() <= 8, "{} finish reasons kept", llm.finish_reasons.len());
+    }
+}
+
+/// The event-stream reader (LLM streams) fed in pieces: 1 byte choosing the piece size, then the
+/// stream. However the bytes are split, it says the same as when they come at once: the same
+/// verdict, tokens and finish reasons, and first content in some piece exactly when there is any.
+pub fn stream(data: &[u8]) {
+    let (head, body) = pick(data, 1);
+    let size = usize::from(head.first().copied().unwrap_or(1)).max(1);
+    let mut whole = classify::stream::Reader::new();
+    let content = whole.feed(body);
+    let mut pieces = classify::stream::Reader::new();
+    let mut first_in = None;
+    for (i, piece) in body.chunks(size).enumerate() {
+        if pieces.feed(piece) {
+            assert!(first_in.is_none(), "first content reported twice");
+            first_in = Some(i);
+        }
+    }
+    assert_eq!(content, first_in.is_some(), "first content seen whole but not in pieces, or the reverse");
+    let (whole, pieces) = (whole.finish(), pieces.finish());
+    assert_eq!(whole, pieces, "the verdict depends on how the stream was split");
 }
 
 /// Body decoding (gzip, deflate, br, bombs included): 1 byte choosing the encoding, 1 byte the
@@ -158,7 +185,7 @@ pub fn webhook(data: &[u8]) {
 pub fn output(data: &[u8]) {
     let (head, file) = pick(data, 1);
     let h = head.first().copied().unwrap_or(0);
-    let content_type = ["image/png", "image/jpeg", "image/webp", "application/octet-stream"][usize::from(h & 3)];
+    let content_type = ["image/png", "video/mp4", "audio/wav", "application/octet-stream"][usize::from(h & 3)];
     let want = (h & 4 != 0).then_some((u32::from(h >> 3) + 1, u32::from(h >> 3) + 1));
     let cfg = OutputCheck { size: OutputSize::FromRequest, ..OutputCheck::default() };
     let _ = crate::probe::output::judge(content_type, file, &cfg, want);

@@ -173,8 +173,11 @@ async fn the_status_page_renders_healthy_degraded_and_failing_in_a_real_browser(
     let degraded = Scenario { failure_ratio: 1.0, status_page: PageState::DegradedPerformance, ..calm.clone() };
     sim.set_scenario(&serde_json::to_string(&degraded).unwrap()).await;
     run_probes(&admin).await;
-    eventually(Duration::from_secs(10), "degraded", async || document(&admin).await["overall"]["state"] == "degraded")
-        .await;
+    eventually(Duration::from_secs(10), "degraded, with the vendor's page polled", async || {
+        let d = document(&admin).await;
+        d["overall"]["state"] == "degraded" && d["status_page"]["status"] == "degraded"
+    })
+    .await;
     let dom = render(&admin, "degraded").await;
     let generate = probe_row(&dom, "generate");
     assert!(generate.contains("class=\"probe failing\"") && generate.contains("job_failed"), "{generate}");
@@ -190,8 +193,12 @@ async fn the_status_page_renders_healthy_degraded_and_failing_in_a_real_browser(
     sim.set_scenario(&serde_json::to_string(&outage).unwrap()).await;
     traffic(&agent.proxy, 20).await;
     run_probes(&admin).await;
-    eventually(Duration::from_secs(10), "failing", async || document(&admin).await["overall"]["state"] == "failing")
-        .await;
+    // 5xx traffic alone makes the verdict failing; wait for the page's outage as well.
+    eventually(Duration::from_secs(10), "failing, with the vendor's page polled", async || {
+        let d = document(&admin).await;
+        d["overall"]["state"] == "failing" && d["status_page"]["status"] == "major_outage"
+    })
+    .await;
     let dom = render(&admin, "failing").await;
     for class in ["server_error", "unavailable"] {
         assert!(dom.contains(&format!("data-class=\"{class}\"")), "error class {class} listed: {dom}");
