@@ -41,6 +41,11 @@ const SETTINGS: &[Setting] = &[
     s("server_errors_warning_for", "10m", "how long before the warning fires"),
     s("server_errors_critical", "0.2", "the same share, critical"),
     s("server_errors_critical_for", "5m", "how long before the page"),
+    s(
+        "server_errors_min_requests",
+        "10",
+        "requests to an endpoint in 5 minutes under which its server-error share pages nobody (a burst among a few)",
+    ),
     s("credits_exhausted_for", "1m", "402s for this long page (ModelslabCreditsExhausted)"),
     s("auth_failing_for", "2m", "401s/403s of live traffic for this long page (ModelslabAuthFailing)"),
     s("rate_limited", "0.1", "share of answers that are 429s (ModelslabRateLimited)"),
@@ -57,6 +62,12 @@ const SETTINGS: &[Setting] = &[
     s("status_page_degraded_for", "5m", "the vendor's page saying degraded for this long"),
     s("status_page_outage_for", "2m", "the vendor's page saying partial or major outage for this long (pages)"),
     s("status_page_unreachable_for", "10m", "the status page unreadable for this long"),
+    s(
+        "outage_unacknowledged_for",
+        "10m",
+        "the API failing while the vendor's page says operational for this long pages (ModelslabOutageUnacknowledged)",
+    ),
+    s("maintenance_for", "0m", "a maintenance window on for this long sends the notice (ModelslabMaintenance)"),
     s(
         "slo_page_burn_fast",
         "",
@@ -203,7 +214,7 @@ mod tests {
     fn the_defaults_render_every_placeholder_and_settings_change_the_rules() {
         let default = Settings::default().render().unwrap();
         assert!(!default.contains("[["), "every placeholder is filled");
-        assert!(default.contains("> 0.05\n        for: 10m"), "{default}");
+        assert!(default.contains(">= 10\n        for: 10m"), "{default}");
         assert!(default.contains("server errors above 5 %"));
         assert!(default.contains(&format!("> {PAGE_BURN_RATE_FAST})")));
         let mut s = Settings::default();
@@ -211,6 +222,8 @@ mod tests {
         s.set("runbook_url = https://wiki.example.com/modelslab").unwrap();
         let changed = s.render().unwrap();
         assert!(changed.contains("> 0.125\n") && changed.contains("server errors above 12.5 %"));
+        s.set("server_errors_min_requests=50").unwrap();
+        assert!(s.render().unwrap().contains(">= 50\n        for: 10m"));
         assert!(changed.contains("runbook_url: \"https://wiki.example.com/modelslab#modelslabapiservererrors\""));
         assert_eq!(s.set("colour=blue"), Err(AlertsError::Unknown("colour".into())));
         assert_eq!(s.set("credits_low"), Err(AlertsError::NotAssignment("credits_low".into())));

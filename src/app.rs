@@ -20,6 +20,7 @@ use crate::admin::{self, AdminState, AgentStatus, Components, ReloadResult};
 use crate::clients::Clients;
 use crate::cluster::Cluster;
 use crate::config::{self, Config};
+use crate::maintenance::Maintenance;
 use crate::metrics::Metrics;
 use crate::observe::status::Parts;
 use crate::observe::{self, Observer};
@@ -148,7 +149,16 @@ pub fn start(
         tasks.spawn(hooks.clone().serve(listener, stop.child_token()));
         webhooks = Some(hooks);
     }
-    let probes = Probes::new(config_rx.clone(), observer.clone(), Arc::new(runner), cluster.clone(), tasks.clone());
+    let maintenance = Maintenance::new();
+    tasks.spawn(maintenance.clone().clock(config_rx.clone(), observer.clone(), stop.child_token()));
+    let probes = Probes::new(
+        config_rx.clone(),
+        observer.clone(),
+        Arc::new(runner),
+        cluster.clone(),
+        tasks.clone(),
+        maintenance.clone(),
+    );
     tasks.spawn(probes.clone().run(stop.child_token()));
 
     let mut proxy_addr = None;
@@ -173,7 +183,7 @@ pub fn start(
         }
     });
 
-    let status_page = StatusPage::new(observer.clone(), clients.pages.clone());
+    let status_page = StatusPage::new(observer.clone(), clients.pages.clone(), maintenance.clone());
     tasks.spawn(poller::run(status_page.clone(), config_rx.clone(), cluster.clone(), stop.child_token()));
     let account = Account::new(observer.clone(), clients.api);
     tasks.spawn(poller::run(account.clone(), config_rx.clone(), cluster.clone(), stop.child_token()));
@@ -191,6 +201,7 @@ pub fn start(
             account,
             cluster,
             webhooks,
+            maintenance,
             observer: observer.clone(),
         }),
         config: config_rx.clone(),
@@ -233,6 +244,7 @@ struct AgentComponents {
     account: Account,
     cluster: Cluster,
     webhooks: Option<Webhooks>,
+    maintenance: Maintenance,
     observer: Observer,
 }
 
@@ -247,6 +259,7 @@ impl Components for AgentComponents {
             account: self.account.status(&config),
             cluster: self.cluster.status(),
             webhooks: self.webhooks.as_ref().map(Webhooks::status),
+            maintenance: self.maintenance.view(&config),
         }
     }
 

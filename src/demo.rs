@@ -97,6 +97,11 @@ slos:
   - { name: proxy-availability, objective: 99, sli: { requests: { source: proxy } } }
   - { name: job-latency, objective: 95, sli: { jobs: { max_duration: 10s } } }
   - { name: generation-probe, objective: 99, window: 7d, sli: { probes: [text2img-generate] } }
+maintenance:
+  # Shown, not felt: the first 15 s of every minute, probes go on.
+  pause_probes: none
+  windows:
+    - { name: demo-minute, cron: \"* * * * *\", duration: 15s }
 telemetry:
   log_level: warn
 ";

@@ -19,6 +19,7 @@
 //! | [`poller`]     | the one loop of everything polled on an interval                      |
 //! | [`statuspage`] | the vendor's status page as metrics (a poller)                        |
 //! | [`account`]    | the account's credit balance (a poller)                               |
+//! | [`maintenance`] | whether a maintenance window is on (configured or the vendor's): the probes' gate and its clock |
 //! | [`webhook`]    | the webhook receiver: did the API call back, on time?                 |
 //! | [`alerts`]     | the alert rules: one template, its thresholds in one place, rendered  |
 //! | [`admin`]      | the status page, `/metrics`, `/healthz`, `/readyz`, `/api/v1/*`, `/-/reload` on their own port |
@@ -33,7 +34,7 @@
 //! | `fuzzing`      | entry points of the `cargo fuzz` targets in `fuzz/` (feature `fuzzing`) |
 //!
 //! The components (`probe`, `proxy`, `statuspage`, `account`, `webhook`) depend on `config`,
-//! `classify`, `vocab`, `observe` and `cluster`, never on one another; `app` and `demo` wire
+//! `classify`, `vocab`, `observe`, `cluster` and `maintenance`, never on one another; `app` and `demo` wire
 //! everything together.
 
 pub mod account;
@@ -51,6 +52,7 @@ pub mod demo;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod maintenance;
 pub mod metrics;
 pub mod observe;
 pub mod poller;

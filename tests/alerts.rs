@@ -48,7 +48,7 @@ fn every_alert_is_complete_tested_and_has_a_runbook_section() {
             n += 1;
             assert!(rule["for"].is_string(), "{name}: no `for`");
             assert!(
-                ["warning", "critical"].contains(&rule["labels"]["severity"].as_str().unwrap_or("")),
+                ["info", "warning", "critical"].contains(&rule["labels"]["severity"].as_str().unwrap_or("")),
                 "{name}: severity"
             );
             for key in ["summary", "description", "runbook_url"] {
@@ -161,4 +161,46 @@ fn the_rule_file_is_the_template_rendered_with_the_default_settings() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting `colour`"));
+}
+
+const ALERTMANAGER: &str = "alerts/alertmanager.example.yml";
+
+fn amtool(args: &[&str]) -> (bool, String) {
+    let out = Command::new("amtool")
+        .args(args)
+        .output()
+        .expect("amtool is needed: apt-get install prometheus-alertmanager (scripts/test does)");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn the_example_alertmanager_config_is_valid_and_routes_by_severity() {
+    let (ok, out) = amtool(&["check-config", ALERTMANAGER]);
+    assert!(ok, "{out}");
+    assert!(out.contains("2 inhibit rules") && out.contains("3 receivers"), "{out}");
+    let config = format!("--config.file={ALERTMANAGER}");
+    for (labels, receiver) in [
+        (
+            &["severity=critical", "alertname=ModelslabApiServerErrorsCritical", "endpoint=/api/v6/images/text2img"][..],
+            "page",
+        ),
+        (&["severity=critical", "alertname=ModelslabSentinelDown"][..], "page"),
+        (&["severity=warning", "alertname=ModelslabRateLimited"][..], "ticket"),
+        (&["severity=info", "alertname=ModelslabMaintenance", "source=config"][..], "notice"),
+        // Without a known severity it still reaches someone.
+        (&["alertname=SomethingElse"][..], "ticket"),
+    ] {
+        let mut args = vec!["config", "routes", "test", config.as_str()];
+        let verify = format!("--verify.receivers={receiver}");
+        args.push(&verify);
+        args.extend_from_slice(labels);
+        let (ok, out) = amtool(&args);
+        assert!(ok, "{labels:?} should reach {receiver}: {out}");
+    }
+    // Every alert of the rule files has a severity the routes know.
+    let rules = std::fs::read_to_string(RULES).unwrap();
+    for severity in rules.lines().filter_map(|l| l.trim().strip_prefix("labels: { severity: ")) {
+        let severity = severity.trim_end_matches(" }");
+        assert!(["critical", "warning", "info"].contains(&severity), "{severity}");
+    }
 }

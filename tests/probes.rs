@@ -12,6 +12,7 @@ use common::*;
 use modelslab_sentinel::classify::{ErrorClass, Reason, RequestKind};
 use modelslab_sentinel::clients::Clients;
 use modelslab_sentinel::cluster::Cluster;
+use modelslab_sentinel::maintenance::Maintenance;
 use modelslab_sentinel::metrics::Metrics;
 use modelslab_sentinel::observe::ProbeFailure;
 use modelslab_sentinel::probe::{HttpRunner, Probes};
@@ -26,7 +27,7 @@ fn probes(base: &str, key: &str, probes_yaml: &str) -> (Probes, Arc<Metrics>) {
         load_config(&format!("upstream:\n  base_url: {base}\n  api_key: {key}\n  timeout: 2s\nprobes:\n{probes_yaml}"));
     let (observer, metrics) = observer(&cfg);
     let runner = Arc::new(HttpRunner::new(observer.clone(), &Clients::new().unwrap()));
-    (Probes::new(watched(cfg), observer, runner, Cluster::single(), Tasks::new()), metrics)
+    (Probes::new(watched(cfg), observer, runner, Cluster::single(), Tasks::new(), Maintenance::new()), metrics)
 }
 
 /// Starts the schedule long enough to register every probe, then runs `name` on demand.

@@ -141,7 +141,8 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
          slos:\n\
          \x20 - {{ name: proxy-availability, objective: 99, sli: {{ requests: {{ source: proxy }} }} }}\n\
          \x20 - {{ name: jobs-in-time, objective: 95, window: 28d, sli: {{ jobs: {{ max_duration: 10s }} }} }}\n\
-         \x20 - {{ name: generate-probe, objective: 99, window: 7d, sli: {{ probes: [generate] }} }}\n"
+         \x20 - {{ name: generate-probe, objective: 99, window: 7d, sli: {{ probes: [generate] }} }}\n\
+         maintenance:\n  pause_probes: none\n  windows: [ {{ name: e2e, start: \"2026-01-01T00:00:00Z\", duration: 1000000h }} ]\n"
     );
     let agent = Process::agent(&cfg, &[], &[]);
     let (admin, proxy, dir) =

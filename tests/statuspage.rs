@@ -10,6 +10,7 @@ use common::{Scrape, Served, emulator, load_config, observer, scrape_registry, s
 use modelslab_sentinel::classify::PageStatus;
 use modelslab_sentinel::clients::Clients;
 use modelslab_sentinel::config::{Config, PageFormat};
+use modelslab_sentinel::maintenance::Maintenance;
 use modelslab_sentinel::metrics::Metrics;
 use modelslab_sentinel::sim::Scenario;
 use modelslab_sentinel::statuspage::StatusPage;
@@ -19,7 +20,7 @@ fn poller(url: &str, extra: &str) -> (StatusPage, Arc<Metrics>, Config) {
         "upstream:\n  base_url: http://127.0.0.1:9\nstatus_page:\n  url: {url}\n  interval: 60s\n  timeout: 2s\n{extra}"
     ));
     let (observer, metrics) = observer(&cfg);
-    (StatusPage::new(observer, Clients::new().unwrap().pages), metrics, cfg)
+    (StatusPage::new(observer, Clients::new().unwrap().pages, Maintenance::new()), metrics, cfg)
 }
 
 fn component(m: &Scrape, name: &str, status: &str) -> Option<f64> {

@@ -219,6 +219,7 @@ fn sections(g: &mut SchemaGenerator) -> Vec<(&'static str, Schema)> {
         ("account", g.subschema_for::<Account>()),
         ("slos", g.subschema_for::<Vec<Slo>>()),
         ("webhooks", g.subschema_for::<Webhooks>()),
+        ("maintenance", g.subschema_for::<super::Maintenance>()),
     ]
 }
 

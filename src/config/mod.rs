@@ -10,6 +10,7 @@
 mod env;
 pub mod json_schema;
 mod locate;
+pub mod maintenance;
 pub mod reload;
 mod schema;
 mod validate;
@@ -22,6 +23,7 @@ use serde_yaml::Value;
 
 pub use env::{SubstError, substitute};
 pub use locate::{Seg, line_of, render as render_path};
+pub use maintenance::{Maintenance, PauseProbes};
 pub use schema::*;
 
 /// One thing wrong with a configuration, where it is and what to do about it.
@@ -194,6 +196,7 @@ const SECTIONS: &[&str] = &[
     "account",
     "slos",
     "webhooks",
+    "maintenance",
 ];
 
 /// Each section on its own: `None` where it had a problem (reported), so that every section is
@@ -212,6 +215,7 @@ struct Sections {
     account: Option<Account>,
     slos: Vec<Option<Slo>>,
     webhooks: Option<Webhooks>,
+    maintenance: Option<Maintenance>,
 }
 
 fn parse(text: &str, env: &Environment<'_>, problems: &mut Problems<'_>) -> Option<Config> {
@@ -274,6 +278,7 @@ fn read_sections(mut top: serde_yaml::Mapping, env: &Environment<'_>, problems: 
         account: typed_or_default(section("account", problems), "account", problems),
         slos: typed_list(slos, "slos", "SLOs", problems, |_, _, _| {}),
         webhooks: typed_or_default(section("webhooks", problems), "webhooks", problems),
+        maintenance: typed_or_default(section("maintenance", problems), "maintenance", problems),
     }
 }
 
@@ -319,6 +324,7 @@ fn check(sections: Sections, env: &Environment<'_>, problems: &mut Problems<'_>)
         account,
         slos,
         webhooks,
+        maintenance,
     } = sections;
     if let Some(a) = &account {
         validate::check_account(a, problems);
@@ -326,6 +332,9 @@ fn check(sections: Sections, env: &Environment<'_>, problems: &mut Problems<'_>)
     validate::check_slos(&slos, &probes, problems);
     if let Some(w) = &webhooks {
         validate::check_webhooks(w, &probes, problems);
+    }
+    if let Some(m) = &maintenance {
+        validate::check_maintenance(m, problems);
     }
     if let Some(c) = &mut cluster {
         validate::check_cluster(c, problems);
@@ -376,6 +385,7 @@ fn check(sections: Sections, env: &Environment<'_>, problems: &mut Problems<'_>)
         account: account?,
         slos: slos.into_iter().collect::<Option<Vec<_>>>()?,
         webhooks: webhooks?,
+        maintenance: maintenance?,
     })
 }
 

@@ -57,6 +57,8 @@ pub const RULES: &[(&str, Applied)] = &[
     // Read for each run that asks for a webhook, and at each sweep.
     ("webhooks.public_url", Live),
     ("webhooks.grace", Live),
+    // Read at each tick of the maintenance clock and at each probe run.
+    ("maintenance", Live),
 ];
 
 /// How a reload treats the setting at `path` (`probes[2].request.body.prompt`), and the rule's

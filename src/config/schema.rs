@@ -42,6 +42,8 @@ pub struct Config {
     pub slos: Vec<Slo>,
     /// The webhook receiver.
     pub webhooks: Webhooks,
+    /// Planned maintenance windows.
+    pub maintenance: super::Maintenance,
 }
 
 /// A value that must never be shown: `Debug` and `Serialize` print `<redacted>`.
@@ -193,7 +195,7 @@ mod size {
     }
 }
 
-fn secs(n: u64) -> Duration {
+pub(crate) fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 

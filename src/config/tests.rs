@@ -194,7 +194,7 @@ unknown: 1
     assert_eq!(
         p,
         [
-            "18: unknown: unknown section `unknown`, expected one of `upstream`, `admin`, `proxy`, `jobs`, `labels`, `probes`, `status_page`, `telemetry`, `cluster`, `account`, `slos`, `webhooks`",
+            "18: unknown: unknown section `unknown`, expected one of `upstream`, `admin`, `proxy`, `jobs`, `labels`, `probes`, `status_page`, `telemetry`, `cluster`, `account`, `slos`, `webhooks`, `maintenance`",
             "3: upstream.timeout: invalid duration `soon`: expected number at 0 (write e.g. `500ms`, `60s`, `5m`)",
             "13: probes[1].expect.status: unknown value `ok`, expected one of: success, processing, error",
             "5: probes[0].name: `Bad Name` is not a valid probe name: use 1 to 63 of a-z, 0-9, `_` and `-`",
@@ -405,4 +405,39 @@ fn a_followed_job_is_polled_on_its_own_family_by_default() {
     assert_eq!(given.unwrap().as_deref(), Some("/api/v6/images/fetch/{id}?v=2"));
     let err = probe("{ path: /generate }", "{ max_wait: 1m }").unwrap_err().to_string();
     assert!(err.contains("probes[0].follow.fetch_path: `/generate` names no family to poll beside: set one"), "{err}");
+}
+
+#[test]
+fn maintenance_windows_are_checked_where_they_are_written() {
+    let text = "upstream: { base_url: http://127.0.0.1:9 }
+maintenance:
+  windows:
+    - { name: Weekly, cron: \"0 2 * * SUN\", duration: 1h }
+    - { name: both, cron: \"0 2 * * SUN\", start: \"2026-12-05T02:00:00Z\" }
+    - { name: neither, duration: 0s }
+    - { name: six, cron: \"0 0 2 * * SUN\" }
+    - { name: when, start: tomorrow }
+";
+    let p = problems(text);
+    assert_eq!(
+        p,
+        [
+            "7: maintenance.windows[3].cron: `0 0 2 * * SUN` is not a five-field cron schedule (minute hour day-of-month month day-of-week, e.g. `0 2 * * SUN`)",
+        ],
+        "a type error stops the section first"
+    );
+    let p = problems(
+        &text
+            .replace("    - { name: six, cron: \"0 0 2 * * SUN\" }\n", "")
+            .replace("    - { name: when, start: tomorrow }\n", ""),
+    );
+    assert_eq!(
+        p,
+        [
+            "4: maintenance.windows[0].name: `Weekly` must be 1-64 of [a-z0-9_-], e.g. weekly-deploy",
+            "5: maintenance.windows[1]: give `cron` or `start`, not both",
+            "6: maintenance.windows[2]: give `cron` (e.g. \"0 2 * * SUN\") or `start` (e.g. 2026-12-05T02:00:00Z)",
+            "6: maintenance.windows[2].duration: must be longer than 0s (e.g. `1h`)",
+        ]
+    );
 }

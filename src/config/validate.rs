@@ -198,6 +198,29 @@ pub(crate) fn check_webhooks(w: &Webhooks, probes: &[Option<Probe>], p: &mut Pro
     }
 }
 
+pub(crate) fn check_maintenance(m: &super::Maintenance, p: &mut Problems<'_>) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, w) in m.windows.iter().enumerate() {
+        let base = [key("maintenance"), key("windows"), Seg::Index(i)];
+        let good_name = !w.name.is_empty()
+            && w.name.len() <= 64
+            && w.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !good_name {
+            p.add(&at(&base, &["name"]), format!("`{}` must be 1-64 of [a-z0-9_-], e.g. weekly-deploy", w.name));
+        } else if !seen.insert(w.name.as_str()) {
+            p.add(&at(&base, &["name"]), format!("`{}` names two windows", w.name));
+        }
+        match (&w.cron, &w.start) {
+            (Some(_), Some(_)) => p.add(&base, "give `cron` or `start`, not both"),
+            (None, None) => p.add(&base, "give `cron` (e.g. \"0 2 * * SUN\") or `start` (e.g. 2026-12-05T02:00:00Z)"),
+            _ => {}
+        }
+        if w.duration.is_zero() {
+            p.add(&at(&base, &["duration"]), "must be longer than 0s (e.g. `1h`)");
+        }
+    }
+}
+
 pub(crate) fn check_account(a: &Account, p: &mut Problems<'_>) {
     let base = [key("account"), key("balance")];
     let b = &a.balance;

@@ -10,8 +10,8 @@ use super::{MetricsError, buckets};
 use crate::classify::{ErrorClass, Outcome, PageStatus};
 use crate::clock;
 use crate::vocab::{
-    ClusterOp, Exchange, JobEnd, JobResult, OutputResult, ProbeFailure, RunResult, SkipReason, SloResult, Source,
-    SyntheticReason, UninspectedReason, WebhookResult, status_label,
+    ClusterOp, Exchange, JobEnd, JobResult, MaintenanceSource, OutputResult, ProbeFailure, RunResult, SkipReason,
+    SloResult, Source, SyntheticReason, UninspectedReason, WebhookResult, status_label,
 };
 
 /// The label values of a family without labels.
@@ -399,6 +399,31 @@ impl StatusPageFamilies {
     /// A poll failed: `up` goes to 0, the last known state stays.
     pub fn down(&self) {
         self.up.with_label_values(NO_LABELS).set(0.0);
+    }
+}
+
+/// Maintenance windows.
+pub struct MaintenanceFamilies {
+    pub(super) active: GaugeVec,
+}
+
+impl MaintenanceFamilies {
+    pub(super) fn register(r: &Registry) -> Result<Self, MetricsError> {
+        let active = gauge(
+            r,
+            "modelslab_maintenance_active",
+            "1 while a maintenance window is on: one of the configuration's (source=config) or the vendor's maintenance in progress on its status page (source=vendor).",
+            &["source"],
+        )?;
+        for source in MaintenanceSource::ALL {
+            active.with_label_values(&[source.as_str()]).set(0.0);
+        }
+        Ok(MaintenanceFamilies { active })
+    }
+
+    /// A source's window began or ended.
+    pub fn set(&self, source: MaintenanceSource, on: bool) {
+        self.active.with_label_values(&[source.as_str()]).set(flag(on));
     }
 }
 

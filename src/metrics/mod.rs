@@ -14,8 +14,8 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use crate::config::Labels;
 use crate::vocab::{NONE, OTHER, endpoint_template};
 pub use families::{
-    AccountFamilies, AgentFamilies, ClusterFamilies, DeliveryFamilies, ExchangeFamilies, JobFamilies, ProbeFamilies,
-    ProxyFamilies, SloFamilies, StatusPageFamilies,
+    AccountFamilies, AgentFamilies, ClusterFamilies, DeliveryFamilies, ExchangeFamilies, JobFamilies,
+    MaintenanceFamilies, ProbeFamilies, ProxyFamilies, SloFamilies, StatusPageFamilies,
 };
 
 /// Bucket boundaries, in the unit of each family, chosen for the quantity they measure.
@@ -87,6 +87,8 @@ pub struct Metrics {
     pub account: AccountFamilies,
     /// What the API delivers.
     pub delivery: DeliveryFamilies,
+    /// Maintenance windows.
+    pub maintenance: MaintenanceFamilies,
     /// The agent itself.
     pub agent: AgentFamilies,
 }
@@ -108,6 +110,7 @@ impl Metrics {
             slos: SloFamilies::register(&r)?,
             account: AccountFamilies::register(&r)?,
             delivery: DeliveryFamilies::register(&r)?,
+            maintenance: MaintenanceFamilies::register(&r)?,
             agent: AgentFamilies::register(&r)?,
             registry: r,
         };

@@ -9,8 +9,8 @@ use super::spans::{self, SpanContext};
 use super::{Event, Observer};
 use crate::classify::PageStatus;
 use crate::vocab::{
-    ClusterOp, OutputResult, ProbeFailure, RunReport, SkipReason, Source, SyntheticReason, UninspectedReason,
-    WebhookResult,
+    ClusterOp, MaintenanceSource, OutputResult, ProbeFailure, RunReport, SkipReason, Source, SyntheticReason,
+    UninspectedReason, WebhookResult,
 };
 pub use crate::vocab::{Exchange, JobEnd};
 
@@ -366,6 +366,31 @@ impl Event for StatusPageFailed<'_> {
         to.metrics.status_page.down();
         if self.first {
             tracing::warn!("status page unreachable, keeping the last known state: {}", self.error);
+        }
+    }
+}
+
+/// A maintenance window began or ended.
+pub struct MaintenanceChanged<'a> {
+    /// The configuration's window, or the vendor's maintenance.
+    pub source: MaintenanceSource,
+    /// The window now on, if one is.
+    pub window: Option<&'a str>,
+    /// The window that ended, if one did.
+    pub ended: Option<&'a str>,
+}
+
+impl Event for MaintenanceChanged<'_> {
+    const NAME: &'static str = "maintenance_changed";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.maintenance.set(self.source, self.window.is_some());
+        let source = self.source.as_str();
+        if let Some(ended) = self.ended {
+            tracing::info!(source, window = ended, "maintenance window ended");
+        }
+        if let Some(window) = self.window {
+            tracing::info!(source, window, "maintenance window began: paused probes skip their runs");
         }
     }
 }

@@ -11,6 +11,7 @@ use super::history::{Recent, RunMark};
 use super::verdict::{self, Overall};
 use crate::classify::PageStatus;
 use crate::config::PageFormat;
+pub use crate::maintenance::MaintenanceView;
 use crate::vocab::{BackoffReason, RunReport};
 
 /// The agent's state, as one document.
@@ -41,6 +42,8 @@ pub struct StatusDocument {
     /// The webhook receiver, when it is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhooks: Option<WebhooksView>,
+    /// Maintenance windows.
+    pub maintenance: MaintenanceView,
     /// The verdict the page shows at the top.
     pub overall: Overall,
 }
@@ -62,6 +65,8 @@ pub struct Parts {
     pub cluster: Option<ClusterView>,
     /// The webhook receiver, when it is on.
     pub webhooks: Option<WebhooksView>,
+    /// Maintenance windows.
+    pub maintenance: MaintenanceView,
 }
 
 impl StatusDocument {
@@ -78,6 +83,7 @@ impl StatusDocument {
             account: parts.account,
             cluster: parts.cluster,
             webhooks: parts.webhooks,
+            maintenance: parts.maintenance,
             overall: Overall::default(),
         };
         doc.overall = verdict::assess(&doc);

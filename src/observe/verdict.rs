@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::slo::PAGE_BURN_RATE_FAST;
 use super::status::{StatusDocument, StatusPageView};
 use crate::classify::{ErrorClass, PageStatus};
+use crate::config::PauseProbes;
 use crate::vocab::WebhookResult;
 
 /// How things stand, worst last.
@@ -79,6 +80,7 @@ pub fn assess(doc: &StatusDocument) -> Overall {
     if !doc.ready {
         f.add(Health::Degraded, "the agent is starting or shutting down".into());
     }
+    maintenance(doc, &mut f);
     probes(doc, &mut f);
     traffic(doc, &mut f);
     if let Some(page) = &doc.status_page {
@@ -102,12 +104,29 @@ pub fn assess(doc: &StatusDocument) -> Overall {
     let mut f = f.0;
     f.sort_by_key(|x| std::cmp::Reverse(x.severity));
     let state = f.first().map_or(Health::Healthy, |x| x.severity);
-    let why = match f.as_slice() {
-        [] => fine(doc),
+    // Notes (a maintenance window) change no verdict; they follow what is fine.
+    let notable: Vec<&Finding> = f.iter().filter(|x| x.severity > Health::Healthy).collect();
+    let why = match notable.as_slice() {
+        [] => std::iter::once(fine(doc)).chain(f.iter().map(|n| n.what.clone())).collect::<Vec<_>>().join("; "),
         [one] => one.what.clone(),
         [first, rest @ ..] => format!("{} (and {} more)", first.what, rest.len()),
     };
     Overall { state, why, findings: f }
+}
+
+fn maintenance(doc: &StatusDocument, f: &mut Findings) {
+    let m = &doc.maintenance;
+    let paused = match m.pause_probes {
+        PauseProbes::Paid => "paid probes pause",
+        PauseProbes::All => "probes pause",
+        PauseProbes::None => "probes go on",
+    };
+    if let (Some(window), Some(until)) = (&m.window, &m.until) {
+        f.add(Health::Healthy, format!("maintenance window {window} until {until}: {paused}"));
+    }
+    if m.vendor {
+        f.add(Health::Healthy, format!("the vendor's maintenance is in progress: {paused}"));
+    }
 }
 
 fn probes(doc: &StatusDocument, f: &mut Findings) {

@@ -34,6 +34,7 @@ use crate::clients::Clients;
 use crate::clock;
 use crate::cluster::{Cluster, Role};
 use crate::config::{Config, Probe, Replicas, Upstream};
+use crate::maintenance::Maintenance;
 use crate::observe::status::{Backoff, ProbeView};
 use crate::observe::{self, BackoffReason, Observer, SkipReason};
 use crate::tasks::Tasks;
@@ -108,6 +109,7 @@ struct Inner {
     leading: AtomicBool,
     runner: Arc<dyn Runner>,
     config: watch::Receiver<Arc<Config>>,
+    maintenance: Maintenance,
     states: Mutex<HashMap<String, Arc<ProbeState>>>,
 }
 
@@ -123,6 +125,7 @@ impl Probes {
         runner: Arc<dyn Runner>,
         cluster: Cluster,
         tasks: Tasks,
+        maintenance: Maintenance,
     ) -> Self {
         let leading = AtomicBool::new(cluster.leads());
         Probes {
@@ -133,6 +136,7 @@ impl Probes {
                 leading,
                 runner,
                 config,
+                maintenance,
                 states: Mutex::new(HashMap::new()),
             }),
         }
@@ -346,6 +350,9 @@ async fn schedule(
 
 /// Why this tick must not run, if it must not; counts the run against the day's budget if it may.
 fn gate(inner: &Inner, state: &ProbeState, def: &Probe) -> Option<SkipReason> {
+    if inner.maintenance.pauses(&inner.config.borrow(), def) {
+        return Some(SkipReason::Maintenance);
+    }
     let mut g = lock(&state.gates);
     if g.backoff.is_some_and(|(t, _)| Instant::now() < t) {
         return Some(SkipReason::Backoff);

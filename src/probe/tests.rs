@@ -110,7 +110,7 @@ fn start(cfg: Arc<Config>, runner: Arc<FakeRunner>) -> Harness {
     let (tx, rx) = watch::channel(cfg);
     let metrics = metrics();
     let (observer, journal) = Observer::recording(metrics.clone());
-    let probes = Probes::new(rx, observer, runner, Cluster::single(), Tasks::new());
+    let probes = Probes::new(rx, observer, runner, Cluster::single(), Tasks::new(), Maintenance::new());
     let shutdown = CancellationToken::new();
     tokio::spawn(probes.clone().run(shutdown.clone()));
     Harness { tx, metrics, journal, probes, shutdown }

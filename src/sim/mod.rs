@@ -35,10 +35,11 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-pub use scenario::{Fault, Faults, Hooks, Llm, LlmFaults, Outputs, PageState, Scenario, Span, Wallet};
+pub use scenario::{Fault, Faults, Hooks, Llm, LlmFaults, Outputs, PageMaintenance, PageState, Scenario, Span, Wallet};
 
 use api::{Family, Kind};
 
@@ -54,6 +55,22 @@ pub struct Sim {
     shutdown: CancellationToken,
     /// Calls webhooks.
     http: reqwest::Client,
+    /// The status page: the state shown, and the change waiting out `status_page_lag`.
+    page: Mutex<PageClock>,
+}
+
+/// What the status page shows as time passes.
+struct PageClock {
+    shown: PageState,
+    pending: Option<(Instant, PageState)>,
+    /// When the scenario (and so its maintenance) was set.
+    set_at: Instant,
+}
+
+impl PageClock {
+    fn new(state: PageState) -> Self {
+        PageClock { shown: state, pending: None, set_at: Instant::now() }
+    }
 }
 
 struct Stats {
@@ -107,6 +124,29 @@ impl Sim {
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// What the status page shows now: its state (after the lag) and the maintenance it lists.
+    fn page_view(&self) -> page::View {
+        let scenario = self.scenario();
+        let mut clock = self.page.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, state)) = clock.pending {
+            if Instant::now() >= at {
+                clock.shown = state;
+                clock.pending = None;
+            }
+        }
+        let maintenance = scenario.status_page_maintenance.and_then(|m| {
+            let since = clock.set_at.elapsed();
+            if since < m.starts_in {
+                Some(page::Phase::Scheduled)
+            } else if since < m.starts_in + m.lasts {
+                Some(page::Phase::InProgress)
+            } else {
+                None
+            }
+        });
+        page::View { state: clock.shown, maintenance }
+    }
+
     fn message_key(&self) -> &'static str {
         if self.scenario().legacy_messege { "messege" } else { "message" }
     }
@@ -118,6 +158,15 @@ impl Sim {
     /// A new scenario starts every wallet afresh (a drill can top up or drain them that way).
     fn set_scenario(&self, s: Scenario) {
         self.wallets().clear();
+        {
+            let mut page = self.page.lock().unwrap_or_else(PoisonError::into_inner);
+            page.set_at = Instant::now();
+            page.pending = (s.status_page != page.shown).then(|| (Instant::now() + s.status_page_lag, s.status_page));
+            if s.status_page_lag.is_zero() {
+                page.shown = s.status_page;
+                page.pending = None;
+            }
+        }
         *self.rng() = SmallRng::seed_from_u64(s.seed);
         *self.scenario.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(s);
     }
@@ -137,6 +186,7 @@ pub fn spawn(listener: TcpListener, scenario: Scenario, shutdown: CancellationTo
     let sim = Arc::new(Sim {
         addr,
         rng: Mutex::new(SmallRng::seed_from_u64(scenario.seed)),
+        page: Mutex::new(PageClock::new(scenario.status_page)),
         scenario: RwLock::new(Arc::new(scenario)),
         jobs: Mutex::new(api::Jobs::default()),
         wallets: Mutex::default(),
@@ -283,15 +333,15 @@ fn router(sim: Arc<Sim>) -> Router {
         .route("/generations/{file}", get(media::generated))
         .route(
             "/api/v2/summary.json",
-            get(|State(s): State<Arc<Sim>>| async move { json_ok(page::summary_json(s.scenario().status_page)) }),
+            get(|State(s): State<Arc<Sim>>| async move { json_ok(page::summary_json(s.page_view())) }),
         )
         .route(
             "/api/v2/status.json",
-            get(|State(s): State<Arc<Sim>>| async move { json_ok(page::status_json(s.scenario().status_page)) }),
+            get(|State(s): State<Arc<Sim>>| async move { json_ok(page::status_json(s.page_view())) }),
         )
         .route(
             "/status",
-            get(|State(s): State<Arc<Sim>>| async move { axum::response::Html(page::html(s.scenario().status_page)) }),
+            get(|State(s): State<Arc<Sim>>| async move { axum::response::Html(page::html(s.page_view())) }),
         )
         .merge(llm::routes())
         .route("/_sim/scenario", get(get_scenario).put(put_scenario))

@@ -5,6 +5,32 @@ use serde_json::{Value, json};
 
 use super::scenario::PageState;
 
+/// A maintenance's phase on the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Announced, not begun: listed, and the page's state unchanged.
+    Scheduled,
+    /// Under way: the page says so unless something worse is on.
+    InProgress,
+}
+
+/// What the page shows now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct View {
+    pub(super) state: PageState,
+    pub(super) maintenance: Option<Phase>,
+}
+
+impl View {
+    /// The state shown: maintenance in progress on an otherwise operational page.
+    fn state(self) -> PageState {
+        match (self.state, self.maintenance) {
+            (PageState::Operational, Some(Phase::InProgress)) => PageState::UnderMaintenance,
+            (s, _) => s,
+        }
+    }
+}
+
 const COMPONENTS: [&str; 3] = ["Image Generation API", "Video & Audio API", "Dashboard"];
 
 fn indicator(state: PageState) -> (&'static str, &'static str) {
@@ -33,13 +59,14 @@ fn page() -> Value {
 }
 
 /// `/api/v2/status.json`.
-pub(super) fn status_json(state: PageState) -> Value {
-    let (indicator, description) = indicator(state);
+pub(super) fn status_json(view: View) -> Value {
+    let (indicator, description) = indicator(view.state());
     json!({"page": page(), "status": {"indicator": indicator, "description": description}})
 }
 
 /// `/api/v2/summary.json`.
-pub(super) fn summary_json(state: PageState) -> Value {
+pub(super) fn summary_json(view: View) -> Value {
+    let state = view.state();
     let (indicator, description) = indicator(state);
     let components: Vec<Value> = COMPONENTS
         .iter()
@@ -55,18 +82,22 @@ pub(super) fn summary_json(state: PageState) -> Value {
         _ => vec![json!({"id": "inc1", "name": "Elevated error rates on image generation", "status": "investigating",
                          "impact": indicator, "shortlink": "https://stspg.io/sim"})],
     };
-    let maintenances: Vec<Value> = match state {
-        PageState::UnderMaintenance => {
-            vec![json!({"id": "mnt1", "name": "Database upgrade", "status": "in_progress", "impact": "maintenance"})]
-        }
-        _ => Vec::new(),
+    let phase = match (state, view.maintenance) {
+        (_, Some(Phase::Scheduled)) => Some("scheduled"),
+        (PageState::UnderMaintenance, _) | (_, Some(Phase::InProgress)) => Some("in_progress"),
+        _ => None,
     };
+    let maintenances: Vec<Value> = phase
+        .map(|status| json!({"id": "mnt1", "name": "Database upgrade", "status": status, "impact": "maintenance"}))
+        .into_iter()
+        .collect();
     json!({"page": page(), "status": {"indicator": indicator, "description": description},
            "components": components, "incidents": incidents, "scheduled_maintenances": maintenances})
 }
 
 /// `/status`: an HTML page with the overall status in words.
-pub(super) fn html(state: PageState) -> String {
+pub(super) fn html(view: View) -> String {
+    let state = view.state();
     let (_, description) = indicator(state);
     format!(
         "<!doctype html><html><head><title>ModelsLab Status</title></head><body>\

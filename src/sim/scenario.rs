@@ -30,6 +30,13 @@ pub struct Scenario {
     pub legacy_messege: bool,
     /// What the status page says.
     pub status_page: PageState,
+    /// How long the status page takes to show a change of `status_page` (a vendor slow to
+    /// acknowledge an outage, or to declare it over).
+    #[serde(with = "duration")]
+    pub status_page_lag: Duration,
+    /// A maintenance the status page announces (`scheduled`) and then shows in progress, from
+    /// when the scenario is set.
+    pub status_page_maintenance: Option<PageMaintenance>,
     /// `model_id` values that exist; others get `Model not found: <id>`.
     pub models: Vec<String>,
     /// The account every key belongs to, unless a magic key prefix (`sim-broke…`) says otherwise.
@@ -280,6 +287,8 @@ impl Default for Scenario {
             faults: Faults::default(),
             legacy_messege: false,
             status_page: PageState::Operational,
+            status_page_lag: Duration::ZERO,
+            status_page_maintenance: None,
             models: [
                 "flux",
                 "sdxl",
@@ -300,6 +309,18 @@ impl Default for Scenario {
             llm: Llm::default(),
         }
     }
+}
+
+/// A maintenance on the emulated status page, relative to when the scenario was set.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageMaintenance {
+    /// Until then it is announced as `scheduled`.
+    #[serde(with = "duration")]
+    pub starts_in: Duration,
+    /// It is `in_progress` this long, then `completed`.
+    #[serde(with = "duration")]
+    pub lasts: Duration,
 }
 
 /// A range of durations drawn uniformly; `50ms` alone means exactly that.

@@ -16,6 +16,7 @@ pub use parse::{ParseError, Snapshot, default_html_rules, detect, parse};
 
 use crate::BoxFuture;
 use crate::config::{Config, PageFormat, StatusPage as Settings};
+use crate::maintenance::Maintenance;
 use crate::observe::status::StatusPageView;
 use crate::observe::{self, Observer};
 use crate::poller::{Polled, Schedule};
@@ -32,6 +33,7 @@ pub struct StatusPage {
 struct Inner {
     observer: Observer,
     client: reqwest::Client,
+    maintenance: Maintenance,
     state: Mutex<State>,
 }
 
@@ -70,8 +72,9 @@ fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 
 impl StatusPage {
     /// `client` is the one for public pages (`clients::Clients::pages`).
-    pub fn new(observer: Observer, client: reqwest::Client) -> Self {
-        StatusPage { inner: Arc::new(Inner { observer, client, state: Mutex::default() }) }
+    /// `maintenance` learns whether the vendor declares maintenance in progress.
+    pub fn new(observer: Observer, client: reqwest::Client, maintenance: Maintenance) -> Self {
+        StatusPage { inner: Arc::new(Inner { observer, client, maintenance, state: Mutex::default() }) }
     }
 
     /// One poll: fetch, parse, publish (or keep the last state on failure).
@@ -190,6 +193,7 @@ impl StatusPage {
         if previous != Some(snap.status) {
             st.last_change = Some(observe::status_change(previous, snap.status));
         }
+        self.inner.maintenance.set_vendor(snap.maintenance);
         st.up = Some(true);
         st.last_error = None;
         st.components = now;

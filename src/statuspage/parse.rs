@@ -16,6 +16,27 @@ pub struct Snapshot {
     pub components: Vec<(String, PageStatus)>,
     /// Incidents open (not resolved).
     pub incidents_open: u32,
+    /// The vendor declares maintenance in progress: a maintenance under way, the page's
+    /// indicator, or a component under maintenance (announced ones not yet begun do not count).
+    pub maintenance: bool,
+}
+
+impl Snapshot {
+    fn new(page: PageStatus, components: Vec<(String, PageStatus)>, incidents: usize) -> Snapshot {
+        let maintenance =
+            page == PageStatus::Maintenance || components.iter().any(|(_, s)| *s == PageStatus::Maintenance);
+        Snapshot {
+            status: overall(page, &components),
+            components,
+            incidents_open: u32::try_from(incidents).unwrap_or(u32::MAX),
+            maintenance,
+        }
+    }
+
+    fn in_maintenance(mut self, in_progress: bool) -> Snapshot {
+        self.maintenance |= in_progress;
+        self
+    }
 }
 
 /// Why a document could not be read.
@@ -127,11 +148,7 @@ fn statuspage(v: &Value) -> Result<Snapshot, ParseError> {
     let incidents = open("incidents", &["resolved", "postmortem", "completed"]);
     let maintenance = open("scheduled_maintenances", &["scheduled", "completed", "resolved"]) > 0;
     let page = if maintenance { worst(page, PageStatus::Maintenance) } else { page };
-    Ok(Snapshot {
-        status: overall(page, &components),
-        components,
-        incidents_open: u32::try_from(incidents).unwrap_or(u32::MAX),
-    })
+    Ok(Snapshot::new(page, components, incidents).in_maintenance(maintenance))
 }
 
 fn instatus_status(s: &str) -> Option<PageStatus> {
@@ -159,11 +176,7 @@ pub(super) fn instatus(summary: &Value, components_doc: Option<&Value>) -> Resul
     let incidents = summary.get("activeIncidents").and_then(Value::as_array).map_or(0, Vec::len);
     let maintenance = summary.get("activeMaintenances").and_then(Value::as_array).is_some_and(|m| !m.is_empty());
     let page = if maintenance { worst(page, PageStatus::Maintenance) } else { page };
-    Ok(Snapshot {
-        status: overall(page, &components),
-        components,
-        incidents_open: u32::try_from(incidents).unwrap_or(u32::MAX),
-    })
+    Ok(Snapshot::new(page, components, incidents).in_maintenance(maintenance))
 }
 
 fn betterstack_status(s: &str) -> Option<PageStatus> {
@@ -200,11 +213,7 @@ fn betterstack(v: &Value) -> Result<Snapshot, ParseError> {
                 .is_none_or(|s| s != "resolved" && s != "operational")
         })
         .count();
-    Ok(Snapshot {
-        status: overall(page, &components),
-        components,
-        incidents_open: u32::try_from(incidents).unwrap_or(u32::MAX),
-    })
+    Ok(Snapshot::new(page, components, incidents))
 }
 
 /// The built-in phrases of HTML status pages.
@@ -241,7 +250,7 @@ fn html(body: &[u8], rules: &[HtmlRule]) -> Result<Snapshot, ParseError> {
         .map(|r| r.status)
         .reduce(worst)
         .ok_or(ParseError::NoPhrase)?;
-    Ok(Snapshot { status, components: Vec::new(), incidents_open: 0 })
+    Ok(Snapshot::new(status, Vec::new(), 0))
 }
 
 #[cfg(test)]

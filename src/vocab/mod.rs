@@ -117,6 +117,15 @@ label_enum! {
         Overlap => "overlap",
         Budget => "budget",
         Backoff => "backoff",
+        Maintenance => "maintenance",
+    }
+}
+
+label_enum! {
+    /// Where a maintenance window comes from (`source` of `modelslab_maintenance_active`).
+    pub enum MaintenanceSource {
+        Config => "config",
+        Vendor => "vendor",
     }
 }
 

@@ -257,3 +257,28 @@ fn an_empty_document_is_healthy_and_findings_come_worst_first() {
     let severities: Vec<Health> = o.findings.iter().map(|f| f.severity).collect();
     assert_eq!(severities, [Health::Failing, Health::Degraded]);
 }
+
+#[test]
+fn maintenance_is_a_note_that_changes_no_verdict() {
+    let mut doc = healthy();
+    doc.maintenance = crate::maintenance::MaintenanceView {
+        active: true,
+        window: Some("weekly-deploy".into()),
+        until: Some("2026-12-06T03:00:00Z".into()),
+        vendor: false,
+        pause_probes: PauseProbes::Paid,
+        windows: 1,
+    };
+    let o = judged(doc.clone());
+    assert_eq!(o.state, Health::Healthy);
+    assert_eq!(
+        o.why,
+        "2 of 2 probes passing, 40 requests in the last 15 minutes, status page operational; \
+         maintenance window weekly-deploy until 2026-12-06T03:00:00Z: paid probes pause"
+    );
+    doc.maintenance.vendor = true;
+    doc.status_page = Some(page(PageStatus::MajorOutage));
+    let o = judged(doc);
+    assert_eq!((o.state, o.why.as_str()), (Health::Failing, "the status page reports a major outage"));
+    // The notes stay among the findings.
+}
