@@ -646,7 +646,7 @@ async fn drills_page_a_person_through_a_real_prometheus_and_alertmanager() {
     );
     let rows: Vec<Row> = [a, b, c, d, e, f, g].into_iter().flatten().collect();
     let mut report =
-        format!("| drill | alert | fault → notification | recovery → resolved | traffic |\n|---|---|---|---|---|\n");
+        "| drill | alert | fault → notification | recovery → resolved | traffic |\n|---|---|---|---|---|\n".to_owned();
     for r in &rows {
         report.push_str(&format!(
             "| {} | `{}` | {:.1} s | {} | {} |\n",

@@ -647,3 +647,73 @@ fn the_prometheus_rule_links_to_the_runbook_url_given() {
     assert!(alerts > 20, "{alerts} alerts");
     check_rules(&objects);
 }
+
+#[test]
+fn the_alertmanager_config_is_the_example_routing_for_the_operator() {
+    let mut sets = README_INSTALL.to_vec();
+    sets.push("alertmanagerConfig.enabled=true");
+    let missing = render(&[], &sets).unwrap_err();
+    assert!(missing.contains("alertmanagerConfig.receivers.page"), "a receiver URL is required: {missing}");
+    sets.extend([
+        "alertmanagerConfig.receivers.page=https://events.example.com/page",
+        "alertmanagerConfig.receivers.ticket=https://events.example.com/ticket",
+        "alertmanagerConfig.receivers.notice=https://events.example.com/notice",
+    ]);
+    let objects = render(&[], &sets).unwrap();
+    validate_schemas(&objects);
+    let amc = one(&objects, "AlertmanagerConfig");
+    // The same routing as alerts/alertmanager.example.yml.
+    let example: Value = modelslab_sentinel::config::parse_document(
+        &std::fs::read_to_string("alerts/alertmanager.example.yml").unwrap(),
+    )
+    .unwrap();
+    let spec = &amc["spec"];
+    assert_eq!(spec["route"]["receiver"], example["route"]["receiver"]);
+    assert_eq!(spec["route"]["groupBy"], example["route"]["group_by"]);
+    let routes = |v: &Value, key: &str| -> Vec<(String, String)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let matcher = match key {
+                    "matchers" if r["matchers"][0].is_string() => r["matchers"][0].as_str().unwrap().to_owned(),
+                    _ => format!(
+                        "{}=\"{}\"",
+                        r["matchers"][0]["name"].as_str().unwrap(),
+                        r["matchers"][0]["value"].as_str().unwrap()
+                    ),
+                };
+                (r["receiver"].as_str().unwrap().to_owned(), matcher)
+            })
+            .collect()
+    };
+    assert_eq!(routes(&spec["route"]["routes"], "crd"), routes(&example["route"]["routes"], "matchers"));
+    let matchers = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|m| match m.as_str() {
+                Some(s) => s.to_owned(),
+                None => format!(
+                    "{}{}\"{}\"",
+                    m["name"].as_str().unwrap(),
+                    m["matchType"].as_str().unwrap(),
+                    m["value"].as_str().unwrap()
+                ),
+            })
+            .collect()
+    };
+    let ours = spec["inhibitRules"].as_array().unwrap();
+    let theirs = example["inhibit_rules"].as_array().unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    for (o, t) in ours.iter().zip(theirs) {
+        assert_eq!(matchers(&o["sourceMatch"]), matchers(&t["source_matchers"]));
+        assert_eq!(matchers(&o["targetMatch"]), matchers(&t["target_matchers"]));
+    }
+    let urls: Vec<&str> =
+        spec["receivers"].as_array().unwrap().iter().map(|r| r["webhookConfigs"][0]["url"].as_str().unwrap()).collect();
+    assert_eq!(
+        urls,
+        ["https://events.example.com/page", "https://events.example.com/ticket", "https://events.example.com/notice"]
+    );
+}

@@ -487,3 +487,47 @@ async fn official_cli_completes_a_generation() {
     assert_eq!(result["status"], "success", "{result}");
     assert!(result["output"][0].as_str().unwrap().starts_with(&sim.url));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_status_page_lags_a_change_and_announces_then_shows_a_maintenance() {
+    let sim = start(fast()).await;
+    let page = async || -> Value {
+        serde_json::from_str(&common::get(&format!("{}/api/v2/summary.json", sim.url)).await.1).unwrap()
+    };
+    let set = async |yaml: &str| {
+        let r = common::http().put(format!("{}/_sim/scenario", sim.url)).body(yaml.to_owned()).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    };
+    // An outage the page shows only after 20 s.
+    set("status_page: major_outage\nstatus_page_lag: 20s\n").await;
+    assert_eq!(page().await["status"]["indicator"], "none", "not yet acknowledged");
+    tokio::time::sleep(Duration::from_secs(19)).await;
+    assert_eq!(page().await["status"]["indicator"], "none");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(page().await["status"]["indicator"], "critical");
+    // The end of it, acknowledged as late.
+    set("status_page: operational\nstatus_page_lag: 5s\n").await;
+    assert_eq!(page().await["status"]["indicator"], "critical");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(page().await["status"]["indicator"], "none");
+    // A maintenance announced for in 10 s, lasting 30 s.
+    set("status_page_maintenance: { starts_in: 10s, lasts: 30s }\n").await;
+    let m = page().await;
+    assert_eq!(
+        (m["status"]["indicator"].as_str(), m["scheduled_maintenances"][0]["status"].as_str()),
+        (Some("none"), Some("scheduled"))
+    );
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let m = page().await;
+    assert_eq!(
+        (m["status"]["indicator"].as_str(), m["scheduled_maintenances"][0]["status"].as_str()),
+        (Some("maintenance"), Some("in_progress"))
+    );
+    assert_eq!(m["components"][0]["status"], "under_maintenance");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let m = page().await;
+    assert_eq!(
+        (m["status"]["indicator"].as_str(), m["scheduled_maintenances"].as_array().map(Vec::len)),
+        (Some("none"), Some(0))
+    );
+}

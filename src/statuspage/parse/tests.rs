@@ -106,3 +106,31 @@ proptest::proptest! {
         let _ = detect(&body);
     }
 }
+
+#[test]
+fn maintenance_in_progress_is_told_apart_from_maintenance_announced() {
+    let maint = parse(PageFormat::Statuspage, fixture!("statuspage-maintenance.json"), &[]).unwrap();
+    assert!(maint.maintenance);
+    assert!(!parse(PageFormat::Statuspage, fixture!("statuspage-operational.json"), &[]).unwrap().maintenance);
+    let doc = |maintenances: &str, status: &str| {
+        format!(
+            r#"{{"status":{{"indicator":"{status}"}},"components":[{{"name":"API","status":"operational"}}],"scheduled_maintenances":[{maintenances}]}}"#
+        )
+    };
+    let announced = doc(r#"{"id":"m","status":"scheduled"}"#, "none");
+    let under_way = doc(r#"{"id":"m","status":"in_progress"}"#, "none");
+    let over = doc(r#"{"id":"m","status":"completed"}"#, "none");
+    let during_an_outage = doc(r#"{"id":"m","status":"in_progress"}"#, "critical");
+    let read = |d: &str| parse(PageFormat::Statuspage, d.as_bytes(), &[]).unwrap();
+    assert_eq!((read(&announced).status, read(&announced).maintenance), (S::Operational, false));
+    assert_eq!((read(&under_way).status, read(&under_way).maintenance), (S::Maintenance, true));
+    assert!(!read(&over).maintenance);
+    let worse = read(&during_an_outage);
+    assert_eq!(
+        (worse.status, worse.maintenance),
+        (S::MajorOutage, true),
+        "an outage shows, the maintenance still counts"
+    );
+    let html = parse(PageFormat::Html, b"<p>Service Under Maintenance</p>", &[]).unwrap();
+    assert!(html.maintenance);
+}
