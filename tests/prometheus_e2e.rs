@@ -1,7 +1,8 @@
 //! End to end: the emulator in a faulty scenario, the agent with probes, proxy traffic and the
 //! status page, and a real Prometheus scraping it with the alert rules loaded. After a warm-up,
 //! every panel query of every dashboard (template variables and `$__rate_interval` substituted),
-//! every template variable and every annotation query must be valid PromQL that returns data.
+//! every template variable and every annotation query (over the last 5 minutes, as Grafana runs
+//! annotations over the time range) must be valid PromQL that returns data.
 //! The report (each panel, its query, data or not) is written to target/dashboard-report.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
@@ -30,8 +31,23 @@ fn label_values_query(q: &str) -> String {
 }
 
 async fn query(prom: &str, q: &str) -> Result<usize, String> {
-    let url =
-        url::Url::parse_with_params(&format!("{prom}/api/v1/query"), &[("query", q)]).map_err(|e| e.to_string())?;
+    run_query(prom, "query", &[("query", q.to_owned())]).await
+}
+
+/// Over the last 5 minutes, as Grafana evaluates an annotation over the dashboard's time range.
+async fn query_range(prom: &str, q: &str) -> Result<usize, String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let params = [
+        ("query", q.to_owned()),
+        ("start", (now - 300).to_string()),
+        ("end", now.to_string()),
+        ("step", "5".to_owned()),
+    ];
+    run_query(prom, "query_range", &params).await
+}
+
+async fn run_query(prom: &str, api: &str, params: &[(&str, String)]) -> Result<usize, String> {
+    let url = url::Url::parse_with_params(&format!("{prom}/api/v1/{api}"), params).map_err(|e| e.to_string())?;
     let r = http().get(url).send().await.map_err(|e| e.to_string())?;
     let v: Value = r.json().await.map_err(|e| e.to_string())?;
     if v["status"] != "success" {
@@ -270,7 +286,9 @@ async fn dashboard_queries(prom: &str) -> (Vec<String>, String) {
                 .push((format!("annotation {}", a["name"].as_str().unwrap()), substitute(a["expr"].as_str().unwrap())));
         }
         for (panel, q) in checks {
-            let result = match query(prom, &q).await {
+            let answer =
+                if panel.starts_with("annotation ") { query_range(prom, &q).await } else { query(prom, &q).await };
+            let result = match answer {
                 Ok(0) => "no data".to_owned(),
                 Ok(n) => format!("{n} series"),
                 Err(e) => format!("error: {e}"),
