@@ -61,6 +61,18 @@ impl Drop for Kill {
     }
 }
 
+/// A server of a Debian package, quiet but for warnings, killed on drop.
+fn spawn(program: &str, package: &str, args: &[&str]) -> Kill {
+    let child = Command::new(program)
+        .args(args)
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} is needed: apt-get install {package} (scripts/test does): {e}"));
+    Kill(child)
+}
+
 /// One drill's world.
 struct Stack {
     sim: Emulator,
@@ -147,19 +159,16 @@ impl Stack {
         .await;
 
         let am_port = free_port();
-        let am = Command::new("prometheus-alertmanager")
-            .args([
+        let am = spawn(
+            "prometheus-alertmanager",
+            "prometheus-alertmanager",
+            &[
                 &format!("--config.file={}", alertmanager_config(dir.path(), &receiver.url)),
                 &format!("--storage.path={}", dir.path().join("am").display()),
                 &format!("--web.listen-address=127.0.0.1:{am_port}"),
                 "--cluster.listen-address=",
-                "--log.level=warn",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("alertmanager is needed: apt-get install prometheus-alertmanager (scripts/test does)");
-        let am = Kill(am);
+            ],
+        );
         let alertmanager = format!("http://127.0.0.1:{am_port}");
         let prom_port = free_port();
         let target = agent.admin.trim_start_matches("http://").to_owned();
@@ -175,19 +184,16 @@ impl Stack {
                 rules(dir.path())
             ),
         );
-        let prom = Command::new("prometheus")
-            .args([
+        let prom = spawn(
+            "prometheus",
+            "prometheus",
+            &[
                 &format!("--config.file={prom_cfg}"),
                 &format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()),
                 &format!("--web.listen-address=127.0.0.1:{prom_port}"),
                 "--rules.alert.resend-delay=1s",
-                "--log.level=warn",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus is needed: apt-get install prometheus (scripts/test does)");
-        let prom = Kill(prom);
+            ],
+        );
         let prometheus = format!("http://127.0.0.1:{prom_port}");
         ready(&alertmanager, "alertmanager ready").await;
         ready(&prometheus, "prometheus ready").await;
@@ -339,31 +345,45 @@ struct Row {
     traffic: &'static str,
 }
 
-fn assert_in_time(what: &str, took: Duration) {
-    assert!(took <= page_bound(), "{what}: {took:?} > for {FOR:?} + 2 × {EVALUATION:?} + scrape + group wait");
+/// A drill's first half: a healthy stack with traffic at `rate`, broken by `fault`, until
+/// `alertname` reaches `receiver` with `severity` — in time. The stack, when the fault began, how
+/// long the notification took, and the alert as notified.
+struct Paged {
+    stack: Stack,
+    fault: Instant,
+    to_page: Duration,
+    alert: Value,
+}
+
+async fn paged(rate: u64, fault: &Scenario, alertname: &str, receiver: &str, severity: &str) -> Paged {
+    let stack = Stack::start(calm(), "").await;
+    stack.set_rate(rate);
+    stack.healthy().await;
+    let began = Instant::now();
+    stack.scenario(fault).await;
+    let (note, alert) = stack.note(began, alertname, "firing", Duration::from_secs(60)).await;
+    assert_eq!((note.receiver.as_str(), alert["labels"]["severity"].as_str()), (receiver, Some(severity)), "{alert}");
+    let anchor = format!("docs/runbook.md#{}", alertname.to_lowercase().replace("warning", "").replace("critical", ""));
+    assert!(alert["annotations"]["runbook_url"].as_str().unwrap().ends_with(&anchor), "{alert}");
+    let to_page = note.at - began;
+    assert!(
+        to_page <= page_bound(),
+        "{alertname}: {to_page:?} > for {FOR:?} + 2 × {EVALUATION:?} + scrape + group wait"
+    );
+    Paged { stack, fault: began, to_page, alert }
 }
 
 async fn storm_5xx() -> Vec<Row> {
-    let stack = Stack::start(calm(), "").await;
-    stack.set_rate(10);
-    stack.healthy().await;
-    let fault = Instant::now();
-    stack.scenario(&Scenario { faults: Faults { server_error: 1.0, ..Faults::default() }, ..calm() }).await;
-    let (note, alert) = stack.note(fault, "ModelslabApiServerErrorsCritical", "firing", Duration::from_secs(60)).await;
-    let to_page = note.at - fault;
-    assert_eq!(note.receiver, "page", "critical pages");
+    let storm = Scenario { faults: Faults { server_error: 1.0, ..Faults::default() }, ..calm() };
+    let Paged { stack, fault, to_page, alert } =
+        paged(10, &storm, "ModelslabApiServerErrorsCritical", "page", "critical").await;
     let (ticket, _) = stack.note(fault, "ModelslabApiServerErrorsWarning", "firing", Duration::from_secs(30)).await;
     assert_eq!(ticket.receiver, "ticket", "warnings make tickets");
     let (probe, _) = stack.note(fault, "ModelslabProbeFailing", "firing", Duration::from_secs(30)).await;
     assert_eq!(probe.receiver, "page");
-    assert_eq!(alert["labels"]["severity"], "critical");
     assert_eq!(alert["labels"]["endpoint"], GEN, "the page names the endpoint: {alert}");
     let summary = alert["annotations"]["summary"].as_str().unwrap();
     assert!(summary.contains("server errors above 20 %") && summary.contains(GEN), "{summary}");
-    assert!(
-        alert["annotations"]["runbook_url"].as_str().unwrap().ends_with("docs/runbook.md#modelslabapiservererrors")
-    );
-    assert_in_time("5xx page", to_page);
     // Recovery: the errors stay in the 5-minute window; good traffic dilutes them.
     stack.set_rate(100);
     let recovery = Instant::now();
@@ -381,17 +401,8 @@ async fn storm_5xx() -> Vec<Row> {
 }
 
 async fn out_of_credits() -> Vec<Row> {
-    let stack = Stack::start(calm(), "").await;
-    stack.set_rate(5);
-    stack.healthy().await;
-    let fault = Instant::now();
     let broke = Scenario { wallet: modelslab_sentinel::sim::Wallet { balance: 0.0, cost: 1.0 }, ..calm() };
-    stack.scenario(&broke).await;
-    let (note, alert) = stack.note(fault, "ModelslabCreditsExhausted", "firing", Duration::from_secs(60)).await;
-    assert_eq!((note.receiver.as_str(), alert["labels"]["severity"].as_str()), ("page", Some("critical")));
-    assert!(alert["annotations"]["runbook_url"].as_str().unwrap().ends_with("#modelslabcreditsexhausted"));
-    let to_page = note.at - fault;
-    assert_in_time("402 page", to_page);
+    let Paged { stack, to_page, .. } = paged(5, &broke, "ModelslabCreditsExhausted", "page", "critical").await;
     // Credits added: the proxy's traffic succeeds again; the paid probe stays paused.
     let before = stack.agent.metrics();
     let ok =
@@ -415,17 +426,9 @@ async fn out_of_credits() -> Vec<Row> {
 }
 
 async fn queue_full() -> Vec<Row> {
-    let stack = Stack::start(calm(), "").await;
-    stack.set_rate(10);
-    stack.healthy().await;
-    let fault = Instant::now();
     // Jobs that take 12 s fill the account's queue of 5: the rest get 429 with retry_after.
     let slow = Scenario { sync_ratio: 0.0, job_duration: Span::fixed(Duration::from_secs(12)), ..calm() };
-    stack.scenario(&slow).await;
-    let (note, alert) = stack.note(fault, "ModelslabRateLimited", "firing", Duration::from_secs(60)).await;
-    assert_eq!((note.receiver.as_str(), alert["labels"]["severity"].as_str()), ("ticket", Some("warning")));
-    let to_page = note.at - fault;
-    assert_in_time("429 ticket", to_page);
+    let Paged { stack, fault, to_page, .. } = paged(10, &slow, "ModelslabRateLimited", "ticket", "warning").await;
     let recovery = Instant::now();
     stack.scenario(&calm()).await;
     stack.set_rate(100);
@@ -446,10 +449,6 @@ async fn queue_full() -> Vec<Row> {
 }
 
 async fn unacknowledged_then_declared() -> Vec<Row> {
-    let stack = Stack::start(calm(), "").await;
-    stack.set_rate(10);
-    stack.healthy().await;
-    let fault = Instant::now();
     let lag = Duration::from_secs(25);
     let outage = Scenario {
         faults: Faults { server_error: 1.0, ..Faults::default() },
@@ -457,11 +456,8 @@ async fn unacknowledged_then_declared() -> Vec<Row> {
         status_page_lag: lag,
         ..calm()
     };
-    stack.scenario(&outage).await;
-    let (note, alert) = stack.note(fault, "ModelslabOutageUnacknowledged", "firing", Duration::from_secs(60)).await;
-    assert_eq!((note.receiver.as_str(), alert["labels"]["severity"].as_str()), ("page", Some("critical")));
-    let to_page = note.at - fault;
-    assert_in_time("unacknowledged page", to_page);
+    let Paged { stack, fault, to_page, .. } =
+        paged(10, &outage, "ModelslabOutageUnacknowledged", "page", "critical").await;
     assert!(to_page < lag, "before the vendor says so");
     // The unacknowledged page ends in Prometheus once the vendor has spoken. Alertmanager sends no
     // resolved notification for it: it is inhibited by then, and an inhibited alert's notifications,

@@ -11,12 +11,17 @@ const TESTS: &[&str] = &[
     "tests/alerts/slo-and-credits-long.test.yml",
 ];
 
-fn promtool(args: &[&str]) -> (bool, String) {
-    let out = Command::new("promtool")
+/// Runs a tool of a Debian package: whether it passed, and what it printed.
+fn tool(program: &str, package: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program)
         .args(args)
         .output()
-        .expect("promtool is needed: apt-get install prometheus (scripts/test does)");
+        .unwrap_or_else(|e| panic!("{program} is needed: apt-get install {package} (scripts/test does): {e}"));
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn promtool(args: &[&str]) -> (bool, String) {
+    tool("promtool", "prometheus", args)
 }
 
 #[test]
@@ -166,11 +171,7 @@ fn the_rule_file_is_the_template_rendered_with_the_default_settings() {
 const ALERTMANAGER: &str = "alerts/alertmanager.example.yml";
 
 fn amtool(args: &[&str]) -> (bool, String) {
-    let out = Command::new("amtool")
-        .args(args)
-        .output()
-        .expect("amtool is needed: apt-get install prometheus-alertmanager (scripts/test does)");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    tool("amtool", "prometheus-alertmanager", args)
 }
 
 #[test]
