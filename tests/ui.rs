@@ -145,7 +145,8 @@ async fn the_status_page_renders_healthy_degraded_and_failing_in_a_real_browser(
          \x20   expect: {{ status: success, output: {{ count: 1 }} }}\n\
          status_page:\n  url: {url}/status\n  interval: 1s\n  timeout: 900ms\n\
          account:\n  balance: {{ enabled: true, interval: 1s, timeout: 900ms }}\n\
-         slos:\n  - {{ name: proxy-availability, objective: 99, sli: {{ requests: {{ source: proxy }} }} }}\n",
+         slos:\n  - {{ name: proxy-availability, objective: 99, sli: {{ requests: {{ source: proxy }} }} }}\n\
+         maintenance:\n  pause_probes: none\n  windows: [ {{ name: ui-window, start: \"2026-01-01T00:00:00Z\", duration: 1000000h }} ]\n",
         url = sim.url
     );
     let agent = Agent::start(&cfg).await;
@@ -164,6 +165,7 @@ async fn the_status_page_renders_healthy_degraded_and_failing_in_a_real_browser(
         assert!(probe_row(&dom, name).contains("class=\"probe ok\""), "{name}: {}", probe_row(&dom, name));
     }
     assert!(dom.contains("3 of 3 probes passing"), "the one-line why: {dom}");
+    assert!(dom.contains("maintenance window ui-window until"), "the window is named, and changes no verdict: {dom}");
     assert!(dom.contains("class=\"run ok\""), "the strips show the runs");
     for reason in ["end_turn", "max_tokens"] {
         assert!(dom.contains(&format!("data-finish-reason=\"{reason}\"")), "LLM finish reason {reason} listed: {dom}");
