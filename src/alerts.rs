@@ -214,7 +214,7 @@ mod tests {
     fn the_defaults_render_every_placeholder_and_settings_change_the_rules() {
         let default = Settings::default().render().unwrap();
         assert!(!default.contains("[["), "every placeholder is filled");
-        assert!(default.contains(">= 10\n        for: 10m"), "{default}");
+        assert!(default.contains("> 0.05\n") && default.contains(">= 10\n        for: 10m"), "{default}");
         assert!(default.contains("server errors above 5 %"));
         assert!(default.contains(&format!("> {PAGE_BURN_RATE_FAST})")));
         let mut s = Settings::default();

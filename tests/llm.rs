@@ -120,6 +120,12 @@ async fn send(client: &reqwest::Client, url: &str, c: &Case, key: &str) -> (u16,
         Auth::Bearer => req.bearer_auth(key),
         Auth::XApiKey => req.header("x-api-key", key).header("anthropic-version", "2023-06-01"),
     };
+    read_whole(req).await
+}
+
+/// Sends `req` and reads the whole answer, a cut stream included (a stream cut by the upstream
+/// reaches the client cut): (status, headers, bytes).
+async fn read_whole(req: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
     let resp = req.send().await.unwrap();
     let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
     let mut body = Vec::new();
@@ -127,7 +133,7 @@ async fn send(client: &reqwest::Client, url: &str, c: &Case, key: &str) -> (u16,
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(c) => body.extend_from_slice(&c),
-            Err(_) => break, // a stream cut by the upstream reaches the client cut
+            Err(_) => break,
         }
     }
     (status, headers, body)
@@ -340,16 +346,7 @@ async fn one_of_the_mix(client: &reqwest::Client, i: usize, base: &str, jobs: &s
             )
         }
     };
-    let resp = req.send().await.unwrap();
-    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
-    let mut body = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(c) => body.extend_from_slice(&c),
-            Err(_) => break,
-        }
-    }
+    let (status, headers, body) = read_whole(req).await;
     let classification = classify::classify(status, &headers, &body, &Context::new(kind));
     if path == "/api/v6/images/text2img" {
         if let Some(id) = classification.details().id.clone() {

@@ -161,10 +161,11 @@ impl Sim {
         {
             let mut page = self.page.lock().unwrap_or_else(PoisonError::into_inner);
             page.set_at = Instant::now();
-            page.pending = (s.status_page != page.shown).then(|| (Instant::now() + s.status_page_lag, s.status_page));
-            if s.status_page_lag.is_zero() {
+            if s.status_page_lag.is_zero() || s.status_page == page.shown {
                 page.shown = s.status_page;
                 page.pending = None;
+            } else {
+                page.pending = Some((Instant::now() + s.status_page_lag, s.status_page));
             }
         }
         *self.rng() = SmallRng::seed_from_u64(s.seed);

@@ -128,14 +128,7 @@ impl LlmFaults {
 
     /// The fault a uniform draw in [0, 1) lands on, if any.
     pub fn pick(&self, draw: f64) -> Option<LlmFault> {
-        let mut acc = 0.0;
-        for (fault, _, share) in self.shares() {
-            acc += share;
-            if draw < acc {
-                return Some(fault);
-            }
-        }
-        None
+        pick(self.shares().map(|(fault, _, share)| (fault, share)), draw)
     }
 }
 
@@ -180,14 +173,7 @@ impl Outputs {
 
     /// The fault a uniform draw in [0, 1) lands on, if any.
     pub fn pick(&self, draw: f64) -> Option<OutputFault> {
-        let mut acc = 0.0;
-        for (fault, _, share) in self.shares() {
-            acc += share;
-            if draw < acc {
-                return Some(fault);
-            }
-        }
-        None
+        pick(self.shares().map(|(fault, _, share)| (fault, share)), draw)
     }
 }
 
@@ -403,6 +389,18 @@ pub enum Fault {
     Reset,
 }
 
+/// The share a uniform draw in [0, 1) lands on, taking the shares in order, if any.
+fn pick<T>(shares: impl IntoIterator<Item = (T, f64)>, draw: f64) -> Option<T> {
+    let mut acc = 0.0;
+    for (what, share) in shares {
+        acc += share;
+        if draw < acc {
+            return Some(what);
+        }
+    }
+    None
+}
+
 impl Faults {
     fn shares(&self) -> [(Fault, f64); 6] {
         [
@@ -417,14 +415,7 @@ impl Faults {
 
     /// The fault a uniform draw in [0, 1) lands on, if any.
     pub fn pick(&self, draw: f64) -> Option<Fault> {
-        let mut acc = 0.0;
-        for (fault, share) in self.shares() {
-            acc += share;
-            if draw < acc {
-                return Some(fault);
-            }
-        }
-        None
+        pick(self.shares(), draw)
     }
 }
 
@@ -473,20 +464,17 @@ impl Scenario {
         }
         ratio("webhooks.drop", self.webhooks.drop);
         ratio("webhooks.duplicate", self.webhooks.duplicate);
-        let total: f64 = self.faults.shares().iter().map(|(_, s)| s).sum();
-        if total > 1.0 + 1e-9 {
-            problems.push(format!("faults: the shares add up to {total:.2}, more than 1"));
-        }
-        let llm: f64 = self.llm.faults.shares().iter().map(|(_, _, s)| s).sum();
-        if llm > 1.0 + 1e-9 {
-            problems.push(format!("llm.faults: the shares add up to {llm:.2}, more than 1"));
+        for (name, total) in [
+            ("faults", self.faults.shares().iter().map(|(_, s)| s).sum::<f64>()),
+            ("llm.faults", self.llm.faults.shares().iter().map(|(_, _, s)| s).sum()),
+            ("outputs", self.outputs.shares().iter().map(|(_, _, s)| s).sum()),
+        ] {
+            if total > 1.0 + 1e-9 {
+                problems.push(format!("{name}: the shares add up to {total:.2}, more than 1"));
+            }
         }
         if self.llm.models.is_empty() {
             problems.push("llm.models: list at least one model id".to_owned());
-        }
-        let outputs: f64 = self.outputs.shares().iter().map(|(_, _, s)| s).sum();
-        if outputs > 1.0 + 1e-9 {
-            problems.push(format!("outputs: the shares add up to {outputs:.2}, more than 1"));
         }
         for (name, span) in [
             ("latency", self.latency),
