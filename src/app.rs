@@ -186,7 +186,9 @@ pub fn start(
     let status_page = StatusPage::new(observer.clone(), clients.pages.clone(), maintenance.clone());
     tasks.spawn(poller::run(status_page.clone(), config_rx.clone(), cluster.clone(), stop.child_token()));
     let account = Account::new(observer.clone(), clients.api);
-    tasks.spawn(poller::run(account.clone(), config_rx.clone(), cluster.clone(), stop.child_token()));
+    tasks.spawn(poller::run(account.balance.clone(), config_rx.clone(), cluster.clone(), stop.child_token()));
+    tasks.spawn(poller::run(account.queue.clone(), config_rx.clone(), cluster.clone(), stop.child_token()));
+    tasks.spawn(poller::run(account.models.clone(), config_rx.clone(), cluster.clone(), stop.child_token()));
 
     let admin_state = AdminState {
         metrics: metrics.clone(),

@@ -26,6 +26,8 @@ pub use message::{Recognised, recognise};
 pub const MAX_MESSAGE_CHARS: usize = 512;
 /// Longest job id kept; longer ids are not ids the API hands out.
 pub const MAX_ID_CHARS: usize = 128;
+/// Output URLs of one answer looked at, at most (a batch is a few dozen).
+pub const MAX_OUTPUTS: usize = 256;
 /// Largest decoded body inspected when the caller does not say otherwise.
 pub const DEFAULT_DECODE_LIMIT: usize = 4 << 20;
 
@@ -93,6 +95,11 @@ pub struct Details {
     pub id: Option<String>,
     /// What an LLM answer said: the model, its tokens, why it stopped.
     pub llm: Option<LlmDetails>,
+    /// `generationTime`: seconds the model worked on the request (the rest of a job's time it
+    /// waited in the account's queue).
+    pub generation_time: Option<f64>,
+    /// Distinct output URLs in `output` (`future_links` and `proxy_links` are not outputs).
+    pub outputs: u32,
 }
 
 /// Everything the model extracts from one exchange. An error always has its class and reason,
@@ -236,6 +243,8 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], ctx: &Context) ->
         queue_limit: recognised.queue_limit,
         message: message.as_ref().map(|m| m.text.clone()),
         llm: None,
+        generation_time: json.get("generationTime").and_then(seconds),
+        outputs: output_urls(json.get("output")),
     };
 
     let field_object = message.as_ref().is_some_and(|m| m.field_object);
@@ -382,6 +391,28 @@ pub fn number(v: &Value) -> Option<f64> {
         _ => return None,
     };
     n.is_finite().then_some(n)
+}
+
+/// How many distinct URLs an `output` holds: an array of strings, or one string (`""` and `[]`
+/// while processing hold none). At most [`MAX_OUTPUTS`] are looked at.
+fn output_urls(output: Option<&Value>) -> u32 {
+    let is_url = |s: &&str| {
+        let s = s.trim();
+        s.starts_with("https://") || s.starts_with("http://")
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    match output {
+        Some(Value::String(s)) if is_url(&s.as_str()) => return 1,
+        Some(Value::Array(items)) => {
+            for url in items.iter().take(MAX_OUTPUTS).filter_map(Value::as_str).filter(is_url) {
+                if !seen.contains(&url) {
+                    seen.push(url);
+                }
+            }
+        }
+        _ => {}
+    }
+    u32::try_from(seen.len()).unwrap_or(u32::MAX)
 }
 
 /// A non-negative number of seconds.

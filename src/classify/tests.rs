@@ -146,6 +146,32 @@ fn success_shapes() {
 }
 
 #[test]
+fn generation_time_and_outputs_are_read_from_answers() {
+    let table: &[(&str, Option<f64>, u32)] = &[
+        (
+            r#"{"status":"success","id":1,"generationTime":1.06,"output":["https://x/a.png"],"proxy_links":["https://p/a"]}"#,
+            Some(1.06),
+            1,
+        ),
+        // The same URL twice is one output; links that are not URLs are none.
+        (
+            r#"{"status":"success","id":1,"generationTime":"2.5","output":["https://x/a.png","https://x/a.png","http://x/b.png","", 3]}"#,
+            Some(2.5),
+            2,
+        ),
+        (r#"{"status":"success","output":"https://x/one.mp4"}"#, None, 1),
+        // Processing answers: future links are not outputs; an empty output is none.
+        (r#"{"status":"processing","id":1,"eta":2,"output":[],"future_links":["https://x/a.png"]}"#, None, 0),
+        (r#"{"status":"processing","messege":"try again later.","output":""}"#, None, 0),
+        (r#"{"status":"success","id":1,"generationTime":-1,"output":[]}"#, None, 0),
+    ];
+    for (body, generation, outputs) in table {
+        let c = run(200, body);
+        assert_eq!((c.details().generation_time, c.details().outputs), (*generation, *outputs), "{body}");
+    }
+}
+
+#[test]
 fn message_object_of_field_errors_is_a_validation_error() {
     let c = run(200, r#"{"status":"error","message":{"init_image":["The init image field is required."]}}"#);
     assert_eq!(labels(&c), ("error", "bad_request", "missing_parameter"));

@@ -356,11 +356,19 @@ fn check(sections: Sections, env: &Environment<'_>, problems: &mut Problems<'_>)
             read_secret_file(upstream.api_key_file.as_deref(), &["upstream", "api_key_file"], env, problems);
     }
     validate::key_needed(&upstream, &probes, problems);
-    if account.as_ref().is_some_and(|a| a.balance.enabled) && upstream.api_key.is_none() {
-        problems.add(
-            &[key("account"), key("balance"), key("enabled")],
-            "the balance is polled with the API key: set upstream.api_key (or api_key_file)",
-        );
+    if let (Some(a), None) = (&account, &upstream.api_key) {
+        for (poll, on, what) in [
+            ("balance", a.balance.enabled, "the balance"),
+            ("queue", a.queue.enabled, "the queue depth"),
+            ("models", a.models.enabled, "the catalogue"),
+        ] {
+            if on {
+                problems.add(
+                    &[key("account"), key(poll), key("enabled")],
+                    format!("{what} is polled with the API key: set upstream.api_key (or api_key_file)"),
+                );
+            }
+        }
     }
     let mut admin = admin?;
     if admin.token.is_none() {

@@ -908,12 +908,66 @@ mod optional_addr {
     }
 }
 
-/// The account's credits.
+/// The account as a whole: its credits, its queue across every client of the key, the model
+/// catalogue. Each is polled on the lease holder only.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Account {
     /// Polling the wallet balance.
     pub balance: Balance,
+    /// Polling the account-wide queue depth.
+    pub queue: Queue,
+    /// Polling the model catalogue.
+    pub models: Catalogue,
+}
+
+/// The API's own limit on `request_count` calls: 30 a minute, so polls at least 2 s apart.
+pub const QUEUE_MIN_INTERVAL: Duration = Duration::from_secs(2);
+/// The least interval of catalogue polls (a list that changes in days needs no more).
+pub const MODELS_MIN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Polling the queue of the whole account (every client of the key, not only this agent's
+/// traffic), to see it fill before the first 429.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Queue {
+    /// Poll the queue depth (with the API key).
+    pub enabled: bool,
+    /// `POST` with `{"key": …}`; answers `{"status":"success","processing_count":3,…}`.
+    pub path: String,
+    /// How often (on the lease holder only). The API allows 30 calls a minute: at least 2s.
+    #[serde(with = "duration")]
+    #[schemars(with = "DurationText")]
+    pub interval: Duration,
+    /// The plan's queued-request limit (5 pay-as-you-go, 10 standard, 15 premium); 0 learns it
+    /// from the first 429's `Maximum N queued requests`.
+    pub limit: u32,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue { enabled: false, path: "/api/v6/processing/request_count".into(), interval: secs(15), limit: 0 }
+    }
+}
+
+/// Polling the model catalogue, to see a model of `labels.models` leave it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Catalogue {
+    /// Poll the catalogue (with the API key, as `x-api-key`).
+    pub enabled: bool,
+    /// `GET`; answers `{"data":[{"id":…}]}`, `{"models":[{"model_id":…}]}` or a bare array.
+    pub path: String,
+    /// How often (on the lease holder only); at least 10s.
+    #[serde(with = "duration")]
+    #[schemars(with = "DurationText")]
+    pub interval: Duration,
+}
+
+impl Default for Catalogue {
+    fn default() -> Self {
+        Catalogue { enabled: false, path: "/api/v7/llm/v1/models".into(), interval: secs(600) }
+    }
 }
 
 /// Polling the wallet balance, to see the credits run out before the first 402.

@@ -222,14 +222,29 @@ pub(crate) fn check_maintenance(m: &super::Maintenance, p: &mut Problems<'_>) {
 }
 
 pub(crate) fn check_account(a: &Account, p: &mut Problems<'_>) {
+    let path = |p: &mut Problems<'_>, poll: &str, path: &str, example: &str| {
+        if !path.starts_with('/') || path.contains("://") {
+            p.add(
+                &[key("account"), key(poll), key("path")],
+                format!("`{path}` must be a path starting with `/`, e.g. {example}"),
+            );
+        }
+    };
+    path(p, "queue", &a.queue.path, "/api/v6/processing/request_count");
+    path(p, "models", &a.models.path, "/api/v7/llm/v1/models");
+    let at_least = |p: &mut Problems<'_>, poll: &str, interval: Duration, min: Duration, why: &str| {
+        if interval < min {
+            p.add(
+                &[key("account"), key(poll), key("interval")],
+                format!("{} is too often: at least {} ({why})", d(interval), d(min)),
+            );
+        }
+    };
+    at_least(p, "queue", a.queue.interval, QUEUE_MIN_INTERVAL, "the API allows 30 request_count calls a minute");
+    at_least(p, "models", a.models.interval, MODELS_MIN_INTERVAL, "the catalogue changes in days, not seconds");
     let base = [key("account"), key("balance")];
     let b = &a.balance;
-    if !b.path.starts_with('/') || b.path.contains("://") {
-        p.add(
-            &at(&base, &["path"]),
-            format!("`{}` must be a path starting with `/`, e.g. /api/wallet_balance", b.path),
-        );
-    }
+    path(p, "balance", &b.path, "/api/wallet_balance");
     if b.interval.is_zero() {
         p.add(&at(&base, &["interval"]), "must be longer than 0s (e.g. `5m`)");
     }

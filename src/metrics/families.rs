@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::{MetricsError, buckets};
 use crate::classify::{ErrorClass, Outcome, PageStatus};
 use crate::clock;
 use crate::vocab::{
-    ClusterOp, Exchange, JobEnd, JobResult, MaintenanceSource, OutputResult, ProbeFailure, RunResult, SkipReason,
-    SloResult, Source, SyntheticReason, UninspectedReason, WebhookResult, status_label,
+    AccountPoll, ClusterOp, Exchange, Generated, JobEnd, JobResult, MaintenanceSource, OutputResult, ProbeFailure,
+    RunResult, SkipReason, SloResult, Source, SyntheticReason, UninspectedReason, WebhookResult, status_label,
 };
 
 /// The label values of a family without labels.
@@ -178,6 +178,9 @@ pub struct JobFamilies {
     pub(super) duration: HistogramVec,
     pub(super) eta_ratio: HistogramVec,
     pub(super) in_flight: IntGaugeVec,
+    pub(super) generation: HistogramVec,
+    pub(super) queue_wait: HistogramVec,
+    pub(super) outputs: IntCounterVec,
 }
 
 impl JobFamilies {
@@ -209,7 +212,39 @@ impl JobFamilies {
                 "Async jobs submitted and not yet ended.",
                 &["source"],
             )?,
+            generation: histogram(
+                r,
+                "modelslab_job_generation_seconds",
+                "The API's generationTime of a finished job or a synchronous success (endpoint is the submit endpoint).",
+                &["source", "endpoint", "model"],
+                buckets::GENERATION,
+            )?,
+            queue_wait: histogram(
+                r,
+                "modelslab_job_queue_wait_seconds",
+                "Job duration minus its generationTime: the time it waited in the account's queue.",
+                &["source", "endpoint", "model"],
+                buckets::GENERATION,
+            )?,
+            outputs: counter(
+                r,
+                "modelslab_outputs_delivered_total",
+                "Output URLs in success answers and finished jobs, each counted once.",
+                &["source", "endpoint", "model"],
+            )?,
         })
+    }
+
+    /// A generation delivered: where its time went (when the API said) and its files.
+    pub fn generated(&self, g: &Generated<'_>) {
+        let labels = [g.source.as_str(), g.endpoint, g.model];
+        if let (Some(generation), Some(wait)) = (g.generation_time, g.queue_wait()) {
+            self.generation.with_label_values(&labels).observe(generation);
+            self.queue_wait.with_label_values(&labels).observe(wait);
+        }
+        if g.outputs > 0 {
+            self.outputs.with_label_values(&labels).inc_by(u64::from(g.outputs));
+        }
     }
 
     /// A job started being tracked.
@@ -580,11 +615,17 @@ impl SloFamilies {
     }
 }
 
-/// The account: its credit balance.
+/// The account as a whole: its credits, its queue, the model catalogue.
 pub struct AccountFamilies {
     pub(super) balance: GaugeVec,
     pub(super) balance_up: GaugeVec,
     pub(super) balance_last_success: GaugeVec,
+    pub(super) spent: CounterVec,
+    pub(super) queue_depth: GaugeVec,
+    pub(super) queue_limit: GaugeVec,
+    pub(super) queue_up: GaugeVec,
+    pub(super) model_listed: GaugeVec,
+    pub(super) models_up: GaugeVec,
 }
 
 impl AccountFamilies {
@@ -603,19 +644,82 @@ impl AccountFamilies {
                 "Unix time of the last successful balance poll.",
                 &[],
             )?,
+            spent: {
+                let c = CounterVec::new(
+                    Opts::new(
+                        "modelslab_account_spent_total",
+                        "Credits spent: the balance's falls between polls (a top-up never subtracts).",
+                    ),
+                    &["currency"],
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
+            queue_depth: gauge(
+                r,
+                "modelslab_account_queue_depth",
+                "Unfinished requests of every client of the key (processing_count; kept when a poll fails).",
+                &[],
+            )?,
+            queue_limit: gauge(
+                r,
+                "modelslab_account_queue_limit",
+                "The account's queued-request limit: account.queue.limit, else learned from a 429.",
+                &[],
+            )?,
+            queue_up: gauge(r, "modelslab_account_queue_up", "1 if the last queue poll succeeded, else 0.", &[])?,
+            model_listed: gauge(
+                r,
+                "modelslab_model_listed",
+                "1 while a model of labels.models is in the catalogue, 0 once it is gone.",
+                &["model"],
+            )?,
+            models_up: gauge(r, "modelslab_account_models_up", "1 if the last catalogue poll succeeded, else 0.", &[])?,
         })
     }
 
-    /// A balance poll succeeded.
-    pub fn balance(&self, balance: f64, currency: &str) {
+    /// A balance poll succeeded, `spent` below the last read.
+    pub fn balance(&self, balance: f64, currency: &str, spent: f64) {
         self.balance.with_label_values(&[currency]).set(balance);
         self.balance_up.with_label_values(NO_LABELS).set(1.0);
         self.balance_last_success.with_label_values(NO_LABELS).set(clock::unix_seconds());
+        let spent_total = self.spent.with_label_values(&[currency]);
+        if spent > 0.0 && spent.is_finite() {
+            spent_total.inc_by(spent);
+        }
     }
 
-    /// A balance poll failed: `up` goes to 0, the last value stays.
-    pub fn balance_down(&self) {
-        self.balance_up.with_label_values(NO_LABELS).set(0.0);
+    /// A queue poll succeeded.
+    pub fn queue(&self, depth: u32) {
+        self.queue_depth.with_label_values(NO_LABELS).set(f64::from(depth));
+        self.queue_up.with_label_values(NO_LABELS).set(1.0);
+    }
+
+    /// The queue limit became known (or changed).
+    pub fn queue_limit(&self, limit: u32) {
+        self.queue_limit.with_label_values(NO_LABELS).set(f64::from(limit));
+    }
+
+    /// A catalogue poll succeeded: each watched model ever listed, whether it is now; models no
+    /// longer watched lose their series.
+    pub fn models(&self, listed: &[(&str, bool)], forgotten: &[String]) {
+        for (model, on) in listed {
+            self.model_listed.with_label_values(&[*model]).set(flag(*on));
+        }
+        for model in forgotten {
+            let _ = self.model_listed.remove_label_values(&[model.as_str()]);
+        }
+        self.models_up.with_label_values(NO_LABELS).set(1.0);
+    }
+
+    /// A poll failed: its `up` goes to 0, the last values stay.
+    pub fn down(&self, poll: AccountPoll) {
+        let up = match poll {
+            AccountPoll::Balance => &self.balance_up,
+            AccountPoll::Queue => &self.queue_up,
+            AccountPoll::Models => &self.models_up,
+        };
+        up.with_label_values(NO_LABELS).set(0.0);
     }
 }
 

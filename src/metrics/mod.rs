@@ -40,6 +40,10 @@ pub mod buckets {
     /// A streamed LLM answer's first content: tens of milliseconds for a warm small model to tens
     /// of seconds for a queued large one.
     pub const TIME_TO_FIRST_TOKEN: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0];
+    /// A job's `generationTime`, and its wait in the account's queue: no wait at all (an idle
+    /// queue, a synchronous answer) up to the 30 min default `jobs.ttl`.
+    pub const GENERATION: &[f64] =
+        &[0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0];
 }
 
 /// Why the registry could not be built (a programming error caught by every test run).

@@ -9,10 +9,10 @@ use super::spans::{self, SpanContext};
 use super::{Event, Observer};
 use crate::classify::PageStatus;
 use crate::vocab::{
-    ClusterOp, MaintenanceSource, OutputResult, ProbeFailure, RunReport, SkipReason, Source, SyntheticReason,
-    UninspectedReason, WebhookResult,
+    AccountPoll, ClusterOp, MaintenanceSource, OutputResult, ProbeFailure, RunReport, SkipReason, Source,
+    SyntheticReason, UninspectedReason, WebhookResult,
 };
-pub use crate::vocab::{Exchange, JobEnd};
+pub use crate::vocab::{Exchange, Generated, JobEnd};
 
 /// One HTTP exchange with the API was classified (a probe's submit or poll, a proxied request).
 pub struct ExchangeObserved<'a> {
@@ -161,6 +161,30 @@ impl Event for JobEnded<'_> {
             result = job.result.as_str(),
             duration_seconds = job.duration.as_secs_f64(),
             "job ended"
+        );
+    }
+}
+
+/// A generation delivered (a synchronous success or a job's success): its split of time between
+/// the queue and the model, and its files.
+pub struct GenerationDelivered<'a> {
+    /// What the metrics count.
+    pub generated: Generated<'a>,
+}
+
+impl Event for GenerationDelivered<'_> {
+    const NAME: &'static str = "generation_delivered";
+
+    fn emit(self, to: &Observer) {
+        let g = &self.generated;
+        to.metrics.jobs.generated(g);
+        to.history.generated(g);
+        tracing::trace!(
+            source = g.source.as_str(),
+            endpoint = g.endpoint,
+            generation_seconds = g.generation_time,
+            outputs = g.outputs,
+            "generation delivered"
         );
     }
 }
@@ -523,6 +547,8 @@ pub struct BalancePolled<'a> {
     pub balance: f64,
     /// Its currency (an ISO 4217 code, or `other`).
     pub currency: &'a str,
+    /// How far it fell since the last read of the same currency (0 for a rise: a top-up).
+    pub spent: f64,
     /// The poll before had failed.
     pub recovered: bool,
 }
@@ -531,30 +557,86 @@ impl Event for BalancePolled<'_> {
     const NAME: &'static str = "balance_polled";
 
     fn emit(self, to: &Observer) {
-        to.metrics.account.balance(self.balance, self.currency);
+        to.metrics.account.balance(self.balance, self.currency, self.spent);
         to.history.balance(self.balance);
         if self.recovered {
             tracing::info!("account balance readable again");
         }
-        tracing::debug!(balance = self.balance, currency = self.currency, "account balance");
+        tracing::debug!(balance = self.balance, currency = self.currency, spent = self.spent, "account balance");
     }
 }
 
-/// A wallet balance poll failed; the last balance stays.
-pub struct BalanceFailed<'a> {
+/// An account-wide queue poll succeeded.
+pub struct QueuePolled {
+    /// Unfinished requests of every client of the key.
+    pub depth: u32,
+    /// The limit it is judged against, when known.
+    pub limit: Option<u32>,
+    /// The poll before had failed.
+    pub recovered: bool,
+}
+
+impl Event for QueuePolled {
+    const NAME: &'static str = "queue_polled";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.account.queue(self.depth);
+        if let Some(n) = self.limit {
+            to.metrics.account.queue_limit(n);
+        }
+        if self.recovered {
+            tracing::info!("account queue readable again");
+        }
+        tracing::debug!(depth = self.depth, limit = self.limit, "account queue");
+    }
+}
+
+/// A catalogue poll succeeded.
+pub struct CataloguePolled<'a> {
+    /// Each watched model ever seen listed, and whether it is listed now.
+    pub listed: &'a [(&'a str, bool)],
+    /// Models no longer watched: their series go.
+    pub forgotten: &'a [String],
+    /// Models that left the catalogue with this poll.
+    pub newly_delisted: &'a [&'a str],
+    /// Models the catalogue lists.
+    pub size: usize,
+    /// The poll before had failed.
+    pub recovered: bool,
+}
+
+impl Event for CataloguePolled<'_> {
+    const NAME: &'static str = "catalogue_polled";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.account.models(self.listed, self.forgotten);
+        for model in self.newly_delisted {
+            tracing::warn!(model, "model catalogue: a model of labels.models is no longer listed");
+        }
+        if self.recovered {
+            tracing::info!("model catalogue readable again");
+        }
+        tracing::debug!(models = self.size, "model catalogue");
+    }
+}
+
+/// An account poll failed; its last value stays.
+pub struct AccountPollFailed<'a> {
+    /// Which poll.
+    pub poll: AccountPoll,
     /// In the error model's words (class/reason and the scrubbed message), never the raw answer.
     pub why: &'a str,
     /// The poll before succeeded (or this is the first): logged once.
     pub first: bool,
 }
 
-impl Event for BalanceFailed<'_> {
-    const NAME: &'static str = "balance_failed";
+impl Event for AccountPollFailed<'_> {
+    const NAME: &'static str = "account_poll_failed";
 
     fn emit(self, to: &Observer) {
-        to.metrics.account.balance_down();
+        to.metrics.account.down(self.poll);
         if self.first {
-            tracing::warn!("account balance poll failed, keeping the last balance: {}", self.why);
+            tracing::warn!(poll = self.poll.as_str(), "account poll failed, keeping the last value: {}", self.why);
         }
     }
 }

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::{Classification, ErrorClass, FinishReason, Outcome};
 use crate::clock::unix_seconds as unix_now;
-use crate::vocab::{Exchange, JobEnd, JobResult, OutputResult, ProbeFailure, WebhookResult, is_llm_endpoint};
+use crate::vocab::{
+    Exchange, Generated, JobEnd, JobResult, OutputResult, ProbeFailure, WebhookResult, is_llm_endpoint,
+};
 
 /// Seconds one bucket spans (a typical scrape interval).
 pub const BUCKET_SECONDS: u64 = 15;
@@ -29,6 +31,8 @@ const JOBS_KEPT: usize = 500;
 const BALANCE_KEPT: usize = 200;
 /// Times to first token kept (for their percentiles).
 const FIRST_TOKENS_KEPT: usize = 500;
+/// Deliveries kept (for the generation and queue-wait percentiles by model).
+const GENERATED_KEPT: usize = 500;
 
 /// The error classes that are the API's fault (not a caller's bad request, key or full queue):
 /// the default of a requests SLI.
@@ -66,6 +70,9 @@ pub struct Bucket {
     /// SLO events: `[good, bad]` by SLO.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub slos: BTreeMap<String, [u32; 2]>,
+    /// Output URLs delivered (synchronous successes and finished jobs).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub delivered: u32,
     /// The LLM API's part of the exchanges above.
     #[serde(default, skip_serializing_if = "LlmBucket::is_empty")]
     pub llm: LlmBucket,
@@ -127,6 +134,19 @@ pub struct RunMark {
     pub failure_reason: Option<ProbeFailure>,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A delivery whose answer said its `generationTime`.
+#[derive(Debug, Clone)]
+struct GenerationMark {
+    at: f64,
+    model: String,
+    generation: f64,
+    queue_wait: f64,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct JobMark {
     at: f64,
@@ -158,6 +178,7 @@ struct Inner {
     slos: BTreeMap<String, SloMark>,
     /// (when, seconds) of streamed LLM answers' first tokens.
     first_tokens: VecDeque<(f64, f64)>,
+    generated: VecDeque<GenerationMark>,
 }
 
 impl Inner {
@@ -225,6 +246,11 @@ impl History {
         }
     }
 
+    /// N of the last `Maximum N queued requests` seen.
+    pub fn queue_limit(&self) -> Option<u32> {
+        self.lock().queue_limit
+    }
+
     /// A job began to be followed.
     pub fn job_started(&self) {
         self.lock().in_flight += 1;
@@ -243,6 +269,22 @@ impl History {
         }
         h.jobs.push_back(JobMark { at, result, duration, eta });
         *h.bucket(at).jobs.entry(result).or_default() += 1;
+    }
+
+    /// A generation delivered: its files, and where its time went when the API said.
+    pub fn generated(&self, g: &Generated<'_>) {
+        self.generated_at(g, unix_now());
+    }
+
+    fn generated_at(&self, g: &Generated<'_>, at: f64) {
+        let mut h = self.lock();
+        h.bucket(at).delivered += g.outputs;
+        if let (Some(generation), Some(queue_wait)) = (g.generation_time, g.queue_wait()) {
+            if h.generated.len() == GENERATED_KEPT {
+                h.generated.pop_front();
+            }
+            h.generated.push_back(GenerationMark { at, model: g.model.to_owned(), generation, queue_wait });
+        }
     }
 
     /// Remembers a probe's run (the last 30).
@@ -429,6 +471,8 @@ impl History {
             time_to_first_token_p50_seconds: percentile(&mut first_tokens, 0.5),
             time_to_first_token_p95_seconds: percentile(&mut first_tokens, 0.95),
         };
+        let delivered: u32 = traffic.iter().map(|b| b.delivered).sum();
+        let time = time_by_model(h.generated.iter().filter(|g| g.at >= window_start));
         Recent {
             bucket_seconds: BUCKET_SECONDS,
             traffic,
@@ -437,7 +481,9 @@ impl History {
             outputs,
             jobs: jobs_view,
             rate_limits,
-            credits: spend(&h.balance, window_start),
+            credits: spend(&h.balance, window_start, delivered),
+            delivered,
+            time,
             slos,
             llm,
         }
@@ -455,8 +501,8 @@ fn percentile(values: &mut [f64], q: f64) -> Option<f64> {
 }
 
 /// The spend rate over the samples since `from`, counting only falls (a top-up is not negative
-/// spend), and how long the last balance lasts at it.
-fn spend(samples: &VecDeque<(f64, f64)>, from: f64) -> Option<Credits> {
+/// spend), how long the last balance lasts at it, and what each of `delivered` outputs cost.
+fn spend(samples: &VecDeque<(f64, f64)>, from: f64, delivered: u32) -> Option<Credits> {
     let window: Vec<&(f64, f64)> = samples.iter().filter(|(at, _)| *at >= from).collect();
     let (first, last) = (window.first()?, window.last()?);
     let span_hours = (last.0 - first.0) / 3600.0;
@@ -465,7 +511,33 @@ fn spend(samples: &VecDeque<(f64, f64)>, from: f64) -> Option<Credits> {
     }
     let spent: f64 = window.windows(2).map(|w| (w[0].1 - w[1].1).max(0.0)).sum();
     let per_hour = spent / span_hours;
-    Some(Credits { spend_per_hour: per_hour, runway_hours: (per_hour > 0.0).then(|| last.1.max(0.0) / per_hour) })
+    Some(Credits {
+        spend_per_hour: per_hour,
+        runway_hours: (per_hour > 0.0).then(|| last.1.max(0.0) / per_hour),
+        spent,
+        per_output: (delivered > 0).then(|| spent / f64::from(delivered)),
+    })
+}
+
+/// Generation and queue-wait percentiles by model, models by name.
+fn time_by_model<'a>(marks: impl Iterator<Item = &'a GenerationMark>) -> Vec<ModelTime> {
+    let mut by_model: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    for m in marks {
+        let (generation, wait) = by_model.entry(m.model.as_str()).or_default();
+        generation.push(m.generation);
+        wait.push(m.queue_wait);
+    }
+    by_model
+        .into_iter()
+        .map(|(model, (mut generation, mut wait))| ModelTime {
+            model: model.to_owned(),
+            jobs: generation.len() as u32,
+            generation_p50_seconds: percentile(&mut generation, 0.5),
+            generation_p95_seconds: percentile(&mut generation, 0.95),
+            queue_wait_p50_seconds: percentile(&mut wait, 0.5),
+            queue_wait_p95_seconds: percentile(&mut wait, 0.95),
+        })
+        .collect()
 }
 
 /// The last 15 minutes, as `/api/v1/status` shows them under `recent`.
@@ -487,6 +559,13 @@ pub struct Recent {
     pub rate_limits: RateLimits,
     /// From the balance polls in the window (`account.balance`).
     pub credits: Option<Credits>,
+    /// Output URLs delivered in the window.
+    #[serde(default)]
+    pub delivered: u32,
+    /// Where the time of the window's deliveries went, by model (those whose answer said its
+    /// `generationTime`).
+    #[serde(default)]
+    pub time: Vec<ModelTime>,
     /// Each SLO's events.
     pub slos: Vec<SloView>,
     /// The LLM API's part of the traffic.
@@ -581,6 +660,29 @@ pub struct Credits {
     pub spend_per_hour: f64,
     /// At that rate; `None` when nothing was spent.
     pub runway_hours: Option<f64>,
+    /// Spent over the window (balance falls between polls).
+    #[serde(default)]
+    pub spent: f64,
+    /// Spent per output delivered in the window; `None` without deliveries.
+    #[serde(default)]
+    pub per_output: Option<f64>,
+}
+
+/// Where one model's generations spent their time over the window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelTime {
+    /// The model label.
+    pub model: String,
+    /// Deliveries with a `generationTime`.
+    pub jobs: u32,
+    /// The API's `generationTime`: median.
+    pub generation_p50_seconds: Option<f64>,
+    /// The API's `generationTime`: 95th percentile.
+    pub generation_p95_seconds: Option<f64>,
+    /// In the account's queue (duration minus `generationTime`): median.
+    pub queue_wait_p50_seconds: Option<f64>,
+    /// In the account's queue: 95th percentile.
+    pub queue_wait_p95_seconds: Option<f64>,
 }
 
 /// One SLO over the window and since the agent started.
@@ -711,7 +813,7 @@ mod tests {
         for (m, b) in [(0.0, 100.0), (20.0, 95.0), (21.0, 145.0), (60.0, 140.0)] {
             h.balance_at(b, t0 + m * 60.0 - 3600.0 + 1.0);
         }
-        let c = spend(&h.lock().balance, 0.0).unwrap();
+        let c = spend(&h.lock().balance, 0.0, 0).unwrap();
         assert!((c.spend_per_hour - 10.0).abs() < 0.01, "{c:?}");
         assert!((c.runway_hours.unwrap() - 14.0).abs() < 0.01, "{c:?}");
 

@@ -23,7 +23,7 @@ pub use spans::{SpanContext, exchange_span, from_traceparent, probe_span, server
 use crate::config::Slo;
 use crate::metrics::Metrics;
 pub use crate::vocab::{
-    BackoffReason, ClusterOp, JobResult, OutputResult, ProbeFailure, SkipReason, Source, SyntheticReason,
+    AccountPoll, BackoffReason, ClusterOp, JobResult, OutputResult, ProbeFailure, SkipReason, Source, SyntheticReason,
     UninspectedReason, WebhookResult,
 };
 use history::History;

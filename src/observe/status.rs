@@ -191,11 +191,57 @@ pub struct ProxyView {
 }
 
 /// The account.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AccountView {
     /// With `account.balance`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance: Option<BalanceView>,
+    /// With `account.queue`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueView>,
+    /// With `account.models`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<ModelsView>,
+}
+
+/// Where the queue limit comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitSource {
+    /// `account.queue.limit`.
+    Config,
+    /// A 429's `Maximum N queued requests`.
+    Learned,
+}
+
+/// The account-wide queue poll.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct QueueView {
+    /// The last depth read (kept when a poll fails): every client of the key.
+    pub depth: Option<u32>,
+    /// The limit it is judged against, when known.
+    pub limit: Option<u32>,
+    /// Where the limit comes from.
+    pub limit_source: Option<LimitSource>,
+    /// Whether the last poll succeeded (`None` before the first).
+    pub up: Option<bool>,
+    /// Why the last poll failed, in the error model's words.
+    pub last_error: Option<String>,
+}
+
+/// The catalogue poll.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ModelsView {
+    /// Models of `labels.models` the catalogue lists.
+    pub listed: Vec<String>,
+    /// Models of `labels.models` it listed once and no longer does.
+    pub delisted: Vec<String>,
+    /// Models the catalogue lists, all told.
+    pub catalogue_size: Option<usize>,
+    /// Whether the last poll succeeded (`None` before the first).
+    pub up: Option<bool>,
+    /// Why the last poll failed, in the error model's words.
+    pub last_error: Option<String>,
 }
 
 /// The balance poll.
@@ -209,6 +255,9 @@ pub struct BalanceView {
     pub up: Option<bool>,
     /// Why the last poll failed, in the error model's words (never the raw answer).
     pub last_error: Option<String>,
+    /// Spent since the agent started (the balance's falls; top-ups never subtract).
+    #[serde(default)]
+    pub spent: f64,
 }
 
 /// This replica's role for `replicas: one` probes.

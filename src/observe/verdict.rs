@@ -87,6 +87,7 @@ pub fn assess(doc: &StatusDocument) -> Overall {
         status_page(page, &mut f);
     }
     credits(doc, &mut f);
+    account(doc, &mut f);
     for s in &doc.recent.slos {
         if let Some(burn) = s.burn_rate_15m {
             if burn >= PAGE_BURN_RATE_FAST && s.events_15m >= s.min_events {
@@ -218,6 +219,35 @@ fn credits(doc: &StatusDocument, f: &mut Findings) {
         f.add(Health::Failing, "no credits left".into());
     } else if let Some(h) = doc.recent.credits.as_ref().and_then(|c| c.runway_hours).filter(|h| *h < 24.0) {
         f.add(Health::Degraded, format!("credits run out in about {h:.0} h at the current spend"));
+    }
+}
+
+/// Share of the queue limit at which the account-wide queue is worth a look (the alert's default).
+const QUEUE_NEAR_LIMIT: f64 = 0.8;
+
+/// The account's queue and catalogue.
+fn account(doc: &StatusDocument, f: &mut Findings) {
+    let Some(a) = doc.account.as_ref() else { return };
+    if let Some(q) = &a.queue {
+        if q.up == Some(false) {
+            f.add(Health::Degraded, "the account's queue cannot be polled".into());
+        }
+        if let (Some(depth), Some(limit)) = (q.depth, q.limit.filter(|l| *l > 0)) {
+            if f64::from(depth) >= QUEUE_NEAR_LIMIT * f64::from(limit) {
+                f.add(
+                    Health::Degraded,
+                    format!("the account's queue holds {depth} of its {limit} requests (every client of the key)"),
+                );
+            }
+        }
+    }
+    if let Some(m) = &a.models {
+        if m.up == Some(false) {
+            f.add(Health::Degraded, "the model catalogue cannot be polled".into());
+        }
+        if !m.delisted.is_empty() {
+            f.add(Health::Degraded, format!("no longer in the model catalogue: {}", m.delisted.join(", ")));
+        }
     }
 }
 

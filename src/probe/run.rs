@@ -105,9 +105,13 @@ pub(super) async fn run(probe: &Probe, upstream: &Upstream, ctx: &RunContext) ->
         .await;
     let job = match (&probe.follow, submit.classification.outcome(), submit.classification.details().id.clone()) {
         (Some(follow), Outcome::Processing, Some(id)) => {
-            Some(follow_job(&call, follow, &submit, &id, &submit_endpoint, &mut exchanges).await)
+            Some(follow_job(&call, follow, &submit, &id, &submit_endpoint, started, &mut exchanges).await)
         }
-        _ => None,
+        _ => {
+            // A synchronous success delivers at once.
+            delivered(ctx, &submit_endpoint, &model_label, started.elapsed(), &submit.classification);
+            None
+        }
     };
     let (last, job_failure, job_id) = match job {
         Some(j) => (j.last, j.failure, Some(j.id)),
@@ -176,6 +180,7 @@ async fn follow_job(
     submit: &Answer,
     id: &str,
     submit_endpoint: &str,
+    submitted: Instant,
     exchanges: &mut Vec<ExchangeReport>,
 ) -> JobOutcome {
     let observer = &call.ctx.observer;
@@ -219,20 +224,30 @@ async fn follow_job(
             }
         }
     };
+    // Submit to the terminal answer, as the proxy measures its jobs.
+    let duration = submitted.elapsed();
     observer.emit(observe::JobEnded {
         job: observe::JobEnd {
             source: Source::Probe,
             endpoint: submit_endpoint,
             model: call.model_label,
             result,
-            duration: started.elapsed(),
+            duration,
             first_eta,
         },
         span: None,
         submitted: None,
     });
+    delivered(call.ctx, submit_endpoint, call.model_label, duration, &last.classification);
     let id = last.classification.details().id.clone().unwrap_or_else(|| id.to_owned());
     JobOutcome { last, failure, id }
+}
+
+/// Records what a success delivered (its files, and its time split when the API said).
+fn delivered(ctx: &RunContext, endpoint: &str, model: &str, duration: Duration, answer: &Classification) {
+    if let Some(generated) = observe::Generated::of(Source::Probe, endpoint, model, duration, answer) {
+        ctx.observer.emit(observe::GenerationDelivered { generated });
+    }
 }
 
 /// The run's verdict: every expectation on the final answer, then the output checks (only of a

@@ -228,6 +228,14 @@ impl Seen {
         let inner = &self.proxy.inner;
         let model = inner.observer.model_label(self.request_model.as_deref());
         self.emit(&model, job_id);
+        if kind == RequestKind::Submit {
+            // A synchronous success delivers at once.
+            if let Some(generated) =
+                observe::Generated::of(Source::Proxy, &self.endpoint, &model, self.duration, &self.classification)
+            {
+                inner.observer.emit(observe::GenerationDelivered { generated });
+            }
+        }
         if let (RequestKind::Submit, Some(id), Outcome::Processing) = (kind, job_id, self.classification.outcome()) {
             let job = Tracked {
                 submitted_ms: started_ms,
@@ -247,7 +255,7 @@ impl Seen {
         let model = job.as_ref().map_or_else(|| inner.observer.model_label(None), |j| j.model.clone());
         self.emit(&model, Some(id));
         if let (Some(job), Some(result)) = (job, ends) {
-            inner.jobs.end(&job, result, Some(&self.server));
+            inner.jobs.end(&job, result, Some(&self.server), Some(&self.classification));
         }
     }
 }

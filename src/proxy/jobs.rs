@@ -13,6 +13,7 @@ use std::time::Duration;
 use tracing::Span;
 
 use crate::BoxFuture;
+use crate::classify::Classification;
 use crate::clock;
 use crate::cluster::{Cluster, SharedJob};
 use crate::observe::{self, JobResult, Observer, Source, SpanContext};
@@ -91,7 +92,7 @@ impl JobTracker {
                 this.observer.emit(observe::JobStarted { source: this.source });
             }
             for job in t.evicted {
-                this.end(&job, JobResult::Evicted, None);
+                this.end(&job, JobResult::Evicted, None, None);
             }
         });
     }
@@ -102,21 +103,31 @@ impl JobTracker {
         self.cluster.job(id, end)
     }
 
-    /// Counts the end of a job, linking `span` (the exchange that saw it) to its submission.
-    pub fn end(&self, job: &SharedJob, result: JobResult, span: Option<&Span>) {
+    /// Counts the end of a job, linking `span` (the exchange that saw it) to its submission;
+    /// `answer` is the terminal answer seen (none for an expired or evicted job): a success's
+    /// files and time split are recorded with the same duration.
+    pub fn end(&self, job: &SharedJob, result: JobResult, span: Option<&Span>, answer: Option<&Classification>) {
         let context = job.traceparent.as_deref().and_then(observe::from_traceparent);
+        let duration = Duration::from_millis(clock::unix_millis().saturating_sub(job.submitted_ms));
         self.observer.emit(observe::JobEnded {
             job: observe::JobEnd {
                 source: self.source,
                 endpoint: &job.endpoint,
                 model: &job.model,
                 result,
-                duration: Duration::from_millis(clock::unix_millis().saturating_sub(job.submitted_ms)),
+                duration,
                 first_eta: job.first_eta,
             },
             span,
             submitted: context.as_ref(),
         });
+        if result == JobResult::Success {
+            let generated =
+                answer.and_then(|a| observe::Generated::of(self.source, &job.endpoint, &job.model, duration, a));
+            if let Some(generated) = generated {
+                self.observer.emit(observe::GenerationDelivered { generated });
+            }
+        }
     }
 
     /// Ends the jobs past the TTL as `expired` (with several replicas, whichever sweeps first
@@ -126,10 +137,10 @@ impl JobTracker {
         let cutoff = clock::unix_millis().saturating_sub(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
         let sweep = self.cluster.sweep_jobs(cutoff, SWEEP_LIMIT, ttl, max).await;
         for job in &sweep.expired {
-            self.end(job, JobResult::Expired, None);
+            self.end(job, JobResult::Expired, None, None);
         }
         for job in &sweep.evicted {
-            self.end(job, JobResult::Evicted, None);
+            self.end(job, JobResult::Evicted, None, None);
         }
     }
 
@@ -176,7 +187,7 @@ mod tests {
         t.track("2", job(3_000));
         assert_eq!(t.held(), 2);
         let one = t.lookup("1", true).await.unwrap();
-        t.end(&one, JobResult::Success, None);
+        t.end(&one, JobResult::Success, None, None);
         assert!(t.lookup("1", true).await.is_none(), "ends once");
         assert!(t.lookup("unknown", true).await.is_none());
         t.track("3", job(120_000)); // submitted two minutes ago: past the 60 s TTL

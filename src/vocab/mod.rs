@@ -10,7 +10,7 @@ mod endpoint;
 mod records;
 
 pub use endpoint::{endpoint_template, is_llm_endpoint, status_label};
-pub use records::{AnswerOutcome, Exchange, ExchangeReport, FinalAnswer, JobEnd, RunOutcome, RunReport};
+pub use records::{AnswerOutcome, Exchange, ExchangeReport, FinalAnswer, Generated, JobEnd, RunOutcome, RunReport};
 
 use crate::classify::label_enum;
 
@@ -118,6 +118,15 @@ label_enum! {
         Budget => "budget",
         Backoff => "backoff",
         Maintenance => "maintenance",
+    }
+}
+
+label_enum! {
+    /// One of the account's polls (`account.*`).
+    pub enum AccountPoll {
+        Balance => "balance",
+        Queue => "queue",
+        Models => "models",
     }
 }
 

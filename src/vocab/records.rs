@@ -45,6 +45,52 @@ pub struct JobEnd<'a> {
     pub first_eta: Option<f64>,
 }
 
+/// A generation that delivered: a synchronous success, or a job that ended in success. Where its
+/// time went and how many files it made.
+#[derive(Debug, Clone, Copy)]
+pub struct Generated<'a> {
+    /// Who saw it.
+    pub source: Source,
+    /// The submit endpoint.
+    pub endpoint: &'a str,
+    /// The model label of the submission.
+    pub model: &'a str,
+    /// Submit to the success seen (the exchange's duration when the answer came at once).
+    pub duration: Duration,
+    /// The answer's `generationTime`, when it had one.
+    pub generation_time: Option<f64>,
+    /// Distinct output URLs of the success.
+    pub outputs: u32,
+}
+
+impl<'a> Generated<'a> {
+    /// What a success answer delivered, if it says anything of it (output URLs or a
+    /// `generationTime`: an LLM answer or a wallet read says neither).
+    pub fn of(
+        source: Source,
+        endpoint: &'a str,
+        model: &'a str,
+        duration: Duration,
+        answer: &Classification,
+    ) -> Option<Self> {
+        let Classification::Success { details } = answer else { return None };
+        (details.outputs > 0 || details.generation_time.is_some()).then_some(Generated {
+            source,
+            endpoint,
+            model,
+            duration,
+            generation_time: details.generation_time,
+            outputs: details.outputs,
+        })
+    }
+
+    /// The time in the account's queue: the duration minus `generationTime`, never below 0;
+    /// `None` without a `generationTime`.
+    pub fn queue_wait(&self) -> Option<f64> {
+        self.generation_time.map(|g| (self.duration.as_secs_f64() - g).max(0.0))
+    }
+}
+
 /// What an answer meant, as reports show it: an error always has its class and reason, and only
 /// an error has them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

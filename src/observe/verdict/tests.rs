@@ -3,7 +3,8 @@
 use super::*;
 use crate::observe::history::SloView;
 use crate::observe::status::{
-    AccountView, AdminAccess, Backoff, BalanceView, ConfigState, Parts, ProbeView, StatusDocument, StatusPageView,
+    AccountView, AdminAccess, Backoff, BalanceView, ConfigState, ModelsView, Parts, ProbeView, QueueView,
+    StatusDocument, StatusPageView,
 };
 use crate::vocab::{AnswerOutcome, BackoffReason, FinalAnswer, ProbeFailure, RunOutcome, RunReport};
 
@@ -199,7 +200,9 @@ fn each_rule_in_a_table() {
                         currency: Some("USD".into()),
                         up: Some(true),
                         last_error: None,
+                        spent: 0.0,
                     }),
+                    ..AccountView::default()
                 });
             },
             Health::Failing,
@@ -208,11 +211,31 @@ fn each_rule_in_a_table() {
         (
             "balance poll failing",
             |d| {
-                d.account =
-                    Some(AccountView { balance: Some(BalanceView { up: Some(false), ..BalanceView::default() }) });
+                d.account = Some(AccountView {
+                    balance: Some(BalanceView { up: Some(false), ..BalanceView::default() }),
+                    ..AccountView::default()
+                });
             },
             Health::Degraded,
             "the credit balance cannot be polled",
+        ),
+        (
+            "the account's queue nearly full",
+            |d| {
+                let queue = QueueView { depth: Some(4), limit: Some(5), up: Some(true), ..QueueView::default() };
+                d.account = Some(AccountView { queue: Some(queue), ..AccountView::default() });
+            },
+            Health::Degraded,
+            "the account's queue holds 4 of its 5 requests (every client of the key)",
+        ),
+        (
+            "a model delisted",
+            |d| {
+                let models = ModelsView { delisted: vec!["flux".into()], up: Some(true), ..ModelsView::default() };
+                d.account = Some(AccountView { models: Some(models), ..AccountView::default() });
+            },
+            Health::Degraded,
+            "no longer in the model catalogue: flux",
         ),
         (
             "an SLO burning fast",
