@@ -120,8 +120,9 @@ enum Fate {
 pub(super) struct Job {
     key: String,
     family: Family,
-    submitted: Instant,
     pub(super) done_at: Instant,
+    /// Seconds of its duration the model worked (the rest it waited in the queue).
+    generation: f64,
     eta_bias: f64,
     fate: Fate,
     samples: u64,
@@ -329,18 +330,34 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// What this generation will be: answered at once, how long it runs, how it ends.
-fn draw(sim: &Sim, scenario: &super::Scenario) -> (bool, f64, Fate) {
+/// What this generation will be.
+struct Draw {
+    /// Answered at once.
+    sync: bool,
+    /// Seconds in the account's queue.
+    wait: f64,
+    /// Seconds of generation (`generationTime`).
+    generation: f64,
+    fate: Fate,
+}
+
+/// Draws a generation of `model`: answered at once or not, its wait and generation, its end.
+fn draw(sim: &Sim, scenario: &super::Scenario, model: Option<&str>) -> Draw {
     let mut rng = sim.rng();
+    let mut within = |span: super::Span| {
+        let (lo, hi) = (span.min.as_secs_f64(), span.max.as_secs_f64());
+        if hi > lo { rng.random_range(lo..hi) } else { lo }
+    };
+    let pace = model.and_then(|m| scenario.model_pace.get(m)).copied().unwrap_or(1.0);
+    let generation = within(scenario.job_duration) * pace;
+    let wait = within(scenario.queue_wait);
     let sync = rng.random::<f64>() < scenario.sync_ratio;
-    let (lo, hi) = (scenario.job_duration.min.as_secs_f64(), scenario.job_duration.max.as_secs_f64());
-    let duration = if hi > lo { rng.random_range(lo..hi) } else { lo };
     let fate = if rng.random::<f64>() < scenario.failure_ratio {
         if rng.random::<bool>() { Fate::Failed } else { Fate::Error }
     } else {
         Fate::Success
     };
-    (sync, duration, fate)
+    Draw { sync, wait, generation, fate }
 }
 
 /// The refusal, unless the account's queue has room (else 429 with `retry_after`: seconds until a slot frees)
@@ -397,7 +414,8 @@ pub(super) async fn generate(
         _ => 1,
     };
     let base = base_url(&sim, &headers);
-    let (sync, duration, fate) = draw(&sim, &scenario);
+    let Draw { sync, wait, generation, fate } =
+        draw(&sim, &scenario, body.get("model_id").or_else(|| body.get("model")).and_then(Value::as_str));
     let now = Instant::now();
     let mut jobs = sim.jobs();
     if let Some(refused) = admit(&sim, &mut jobs, &key, account, samples, now) {
@@ -415,8 +433,8 @@ pub(super) async fn generate(
         let id = jobs.insert(Job {
             key,
             family,
-            submitted: now,
             done_at: now,
+            generation: 0.0,
             eta_bias: scenario.eta_bias,
             fate: Fate::Success,
             samples,
@@ -425,28 +443,34 @@ pub(super) async fn generate(
         });
         drop(jobs);
         let links = output_links(&base, family, id, samples);
+        // Answered after the latency alone: the model worked at most that long.
+        let generation_time = round2(scenario.latency.min.as_secs_f64());
         if let Some(url) = webhook {
-            let payload = json!({"status": "success", "id": id, "output": links, "track_id": track_id});
+            let payload = json!({"status": "success", "id": id, "output": links, "track_id": track_id,
+                                 "generationTime": generation_time});
             super::hooks::call_back(&sim, url, payload, now);
         }
         return json_response(
             StatusCode::OK,
             json!({
-                "status": "success", "id": id, "generationTime": round2(duration.min(5.0)),
+                "status": "success", "id": id, "generationTime": generation_time,
                 "output": links, "proxy_links": links,
                 "meta": {"model_id": body.get("model_id").cloned().unwrap_or(json!("flux")), "W": width, "H": height},
             }),
         );
     }
+    let duration = wait + generation;
     let done_at = now + Duration::from_secs_f64(duration);
-    let job = Job { key, family, submitted: now, done_at, eta_bias: scenario.eta_bias, fate, samples, width, height };
+    let job =
+        Job { key, family, done_at, generation, eta_bias: scenario.eta_bias, fate, samples, width, height };
     let id = jobs.insert(job);
     drop(jobs);
     if let Some(url) = webhook {
         // The payload the API sends when the job ends, as its docs show it.
         let payload = match fate {
             Fate::Success => {
-                json!({"status": "success", "id": id, "output": output_links(&base, family, id, samples), "track_id": track_id})
+                json!({"status": "success", "id": id, "output": output_links(&base, family, id, samples),
+                       "track_id": track_id, "generationTime": round2(generation)})
             }
             Fate::Failed => json!({"status": "failed", "id": id, "track_id": track_id,
                                    "message": format!("Generation failed: the model did not return {}.", family.media().a_noun())}),
@@ -512,13 +536,12 @@ fn fetch(sim: &Sim, family: Family, path_id: Option<String>, headers: &HeaderMap
         answer[sim.message_key()] = json!("try again later.");
         return json_response(StatusCode::OK, answer);
     }
-    let generation = job.done_at.duration_since(job.submitted).as_secs_f64();
     match job.fate {
         Fate::Success => {
             let links = output_links(&base, family, id, job.samples);
             json_response(
                 StatusCode::OK,
-                json!({"status": "success", "id": id, "generationTime": round2(generation), "output": links, "proxy_links": links}),
+                json!({"status": "success", "id": id, "generationTime": round2(job.generation), "output": links, "proxy_links": links}),
             )
         }
         Fate::Failed => {
@@ -557,4 +580,54 @@ pub(super) async fn wallet_balance(State(sim): State<Arc<Sim>>, headers: HeaderM
             )
         }
     }
+}
+
+/// Calls of `request_count` the API allows per key in a minute.
+pub(super) const REQUEST_COUNT_PER_MINUTE: usize = 30;
+
+/// `POST /api/v6/processing/request_count`: the key's unfinished requests (every client's), at
+/// most 30 calls a minute per key (429 beyond, with `retry_after`).
+pub(super) async fn request_count(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = match parse_body(&sim, &body) {
+        Ok(b) => b,
+        Err(r) => return r.into(),
+    };
+    let Some(key) = api_key(&body, &headers) else {
+        return error(&sim, StatusCode::UNAUTHORIZED, "key is required").into();
+    };
+    if Account::of_key(&key, sim.scenario().account) == Account::Revoked {
+        return error(&sim, StatusCode::UNAUTHORIZED, "Invalid API key").into();
+    }
+    let now = Instant::now();
+    if let Some(wait) = sim.count_call(&key, now) {
+        let mut body = error_body(&sim, "Too many requests. You can check the request count 30 times a minute.".into());
+        body["retry_after"] = json!(wait.as_secs_f64().ceil() as u64);
+        return json_response(StatusCode::TOO_MANY_REQUESTS, body);
+    }
+    let (count, _) = sim.jobs().queue_len(&key, now);
+    json_response(
+        StatusCode::OK,
+        json!({"status": "success", "processing_count": count, "message": format!("{count} requests are processing")}),
+    )
+}
+
+/// `POST /_sim/topup` `{"key", "amount"}`: adds credits to a key's wallet (a top-up or
+/// auto-funding, as the billing page would).
+pub(super) async fn top_up(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let body = match parse_body(&sim, &body) {
+        Ok(b) => b,
+        Err(r) => return r.into(),
+    };
+    let (Some(key), Num::Value(amount)) = (body.get("key").and_then(Value::as_str), number(&body, "amount")) else {
+        return error(&sim, StatusCode::BAD_REQUEST, "give key and a positive amount").into();
+    };
+    if amount <= 0.0 {
+        return error(&sim, StatusCode::BAD_REQUEST, "give key and a positive amount").into();
+    }
+    let scenario = sim.scenario();
+    let start = if Account::of_key(key, scenario.account) == Account::Broke { 0.0 } else { scenario.wallet.balance };
+    let mut wallets = sim.wallets();
+    let left = wallets.entry(key.to_owned()).or_insert(start);
+    *left += amount;
+    json_response(StatusCode::OK, json!({"status": "success", "balance": *left}))
 }

@@ -137,7 +137,7 @@ fn read_ask(sim: &Sim, dialect: Dialect, body: &Value) -> Result<Ask, Box<Respon
         Box::new(error(dialect, StatusCode::BAD_REQUEST, "invalid_request_error", None, message, Some(param)))
     };
     let Some(model) = body.get("model").and_then(Value::as_str) else { return Err(bad("model is required", "model")) };
-    if !sim.scenario().llm.models.iter().any(|m| m == model) {
+    if !sim.listed(model) {
         let (kind, code) = match dialect {
             Dialect::OpenAi => ("invalid_request_error", Some("model_not_found")),
             Dialect::Anthropic => ("not_found_error", None),
@@ -419,7 +419,7 @@ async fn models(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
     if let Some(refused) = refuse(&sim, Dialect::OpenAi, &headers, &Value::Null) {
         return refused;
     }
-    let models = sim.scenario().llm.models.clone();
+    let models: Vec<String> = sim.scenario().llm.models.iter().filter(|m| sim.listed(m)).cloned().collect();
     let data: Vec<Value> = models
         .iter()
         .map(|m| {

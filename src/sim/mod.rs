@@ -57,6 +57,8 @@ pub struct Sim {
     http: reqwest::Client,
     /// The status page: the state shown, and the change waiting out `status_page_lag`.
     page: Mutex<PageClock>,
+    /// Each key's `request_count` calls of the last minute.
+    calls: Mutex<std::collections::HashMap<String, std::collections::VecDeque<Instant>>>,
 }
 
 /// What the status page shows as time passes.
@@ -74,6 +76,9 @@ impl PageClock {
 }
 
 struct Stats {
+    /// `request_count` calls answered, and refused for the 30-a-minute limit.
+    request_count: AtomicU64,
+    request_count_refused: AtomicU64,
     requests: AtomicU64,
     resets: AtomicU64,
     timeouts: AtomicU64,
@@ -83,6 +88,8 @@ struct Stats {
 impl Default for Stats {
     fn default() -> Self {
         Stats {
+            request_count: AtomicU64::new(0),
+            request_count_refused: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             resets: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
@@ -107,6 +114,8 @@ impl Stats {
             "resets": self.resets.load(Ordering::Relaxed),
             "timeouts": self.timeouts.load(Ordering::Relaxed),
             "by_status": by_status,
+            "request_count": self.request_count.load(Ordering::Relaxed),
+            "request_count_refused": self.request_count_refused.load(Ordering::Relaxed),
         })
     }
 }
@@ -145,6 +154,32 @@ impl Sim {
             }
         });
         page::View { state: clock.shown, maintenance }
+    }
+
+    /// Counts a `request_count` call of `key`: `Some(wait)` when it is over the API's 30 a minute.
+    fn count_call(&self, key: &str, now: Instant) -> Option<Duration> {
+        let minute = Duration::from_secs(60);
+        let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        let seen = calls.entry(key.to_owned()).or_default();
+        while seen.front().is_some_and(|t| now.duration_since(*t) >= minute) {
+            seen.pop_front();
+        }
+        self.stats.request_count.fetch_add(1, Ordering::Relaxed);
+        if seen.len() >= api::REQUEST_COUNT_PER_MINUTE {
+            self.stats.request_count_refused.fetch_add(1, Ordering::Relaxed);
+            return seen.front().map(|t| minute.saturating_sub(now.duration_since(*t)));
+        }
+        seen.push_back(now);
+        None
+    }
+
+    /// Whether `model` is in the LLM catalogue now (it may have been dropped since the scenario
+    /// was set).
+    fn listed(&self, model: &str) -> bool {
+        let scenario = self.scenario();
+        let since = self.page.lock().unwrap_or_else(PoisonError::into_inner).set_at.elapsed();
+        scenario.llm.models.iter().any(|m| m == model)
+            && !scenario.catalogue_drops.iter().any(|d| d.model == model && since >= d.after)
     }
 
     fn message_key(&self) -> &'static str {
@@ -191,6 +226,7 @@ pub fn spawn(listener: TcpListener, scenario: Scenario, shutdown: CancellationTo
         scenario: RwLock::new(Arc::new(scenario)),
         jobs: Mutex::new(api::Jobs::default()),
         wallets: Mutex::default(),
+        calls: Mutex::default(),
         stats: Stats::default(),
         shutdown: shutdown.clone(),
         http: reqwest::Client::builder()
@@ -331,6 +367,8 @@ fn router(sim: Arc<Sim>) -> Router {
     routes
         .route("/api/v6/images/fetch", post(api::fetch_by_body))
         .route("/api/wallet_balance", post(api::wallet_balance))
+        .route("/api/v6/processing/request_count", post(api::request_count))
+        .route("/_sim/topup", post(api::top_up))
         .route("/generations/{file}", get(media::generated))
         .route(
             "/api/v2/summary.json",

@@ -2,6 +2,7 @@
 //! ratios, the message key spelling and the status page. Given as YAML or JSON (`--scenario`,
 //! `PUT /_sim/scenario`); every field has a calm default.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -18,8 +19,16 @@ pub struct Scenario {
     pub latency: Span,
     /// Share of valid generations answered `success` at once (no async job).
     pub sync_ratio: f64,
-    /// How long an async job really runs.
+    /// How long an async job's generation runs (its `generationTime`), before `model_pace`.
     pub job_duration: Span,
+    /// How long a job waits in the account's queue before its generation starts (its duration
+    /// is the wait plus the generation).
+    pub queue_wait: Span,
+    /// Generation time by `model_id`, as a factor of `job_duration` (models not named: 1).
+    pub model_pace: BTreeMap<String, f64>,
+    /// Models that leave the LLM catalogue (`/api/v7/llm/v1/models`), each `after` the scenario
+    /// was set; requests for them are then refused as unknown models.
+    pub catalogue_drops: Vec<CatalogueDrop>,
     /// Promised eta = real duration × eta_bias: below 1 the API is optimistic (jobs overrun).
     pub eta_bias: f64,
     /// Share of jobs that end `failed` or `error` instead of `success`.
@@ -50,6 +59,17 @@ pub struct Scenario {
     pub webhooks: Hooks,
     /// The LLM API (`/api/v7/llm/…`): its models, its pace and its faults.
     pub llm: Llm,
+}
+
+/// A model leaving the catalogue while the emulator runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogueDrop {
+    /// The model id (of `llm.models`).
+    pub model: String,
+    /// After this long from when the scenario was set.
+    #[serde(with = "duration")]
+    pub after: Duration,
 }
 
 /// How the emulated LLM API answers.
@@ -268,6 +288,9 @@ impl Default for Scenario {
             latency: Span::fixed(Duration::ZERO),
             sync_ratio: 0.0,
             job_duration: Span { min: Duration::from_secs(2), max: Duration::from_secs(8) },
+            queue_wait: Span::fixed(Duration::ZERO),
+            model_pace: BTreeMap::new(),
+            catalogue_drops: Vec::new(),
             eta_bias: 1.0,
             failure_ratio: 0.0,
             faults: Faults::default(),
@@ -479,6 +502,7 @@ impl Scenario {
         for (name, span) in [
             ("latency", self.latency),
             ("job_duration", self.job_duration),
+            ("queue_wait", self.queue_wait),
             ("outputs.delay", self.outputs.delay),
             ("webhooks.delay", self.webhooks.delay),
             ("llm.first_token", self.llm.first_token),
@@ -498,6 +522,16 @@ impl Scenario {
         }
         if self.models.is_empty() {
             problems.push("models: list at least one model id".to_owned());
+        }
+        for (model, pace) in &self.model_pace {
+            if !(pace.is_finite() && *pace > 0.0) {
+                problems.push(format!("model_pace.{model}: {pace} must be a number above 0 (1 = job_duration)"));
+            }
+        }
+        for (i, d) in self.catalogue_drops.iter().enumerate() {
+            if !self.llm.models.contains(&d.model) {
+                problems.push(format!("catalogue_drops[{i}].model: `{}` is not one of llm.models", d.model));
+            }
         }
         if problems.is_empty() { Ok(()) } else { Err(problems.join("\n")) }
     }
