@@ -56,7 +56,11 @@ const SETTINGS: &[Setting] = &[
         "the account's queue depth (else this agent's jobs in flight) over its limit (ModelslabQueueNearLimit)",
     ),
     s("queue_near_limit_for", "2m", "how long before it fires"),
-    s("model_delisted_for", "15m", "a model of labels.models out of the catalogue for this long (ModelslabModelDelisted)"),
+    s(
+        "model_delisted_for",
+        "15m",
+        "a model of labels.models out of the catalogue for this long (ModelslabModelDelisted)",
+    ),
     s("probe_failing_for", "3m", "a probe failing for this long pages (ModelslabProbeFailing)"),
     s("output_checks_failing_for", "10m", "failing output checks for this long (ModelslabOutputChecksFailing)"),
     s("webhooks_missing_for", "5m", "a missing webhook in the last hour for this long (ModelslabWebhooksMissing)"),

@@ -448,6 +448,61 @@ async fn queue_full() -> Vec<Row> {
     }]
 }
 
+/// A second client of the same key fills the account's queue of 5 *without* the proxy, one job
+/// every 10 s: the agent polls `request_count` (every 2 s, the API's 30 a minute) and the ticket
+/// comes before that client's first 429; the poller never gets a 429 of its own.
+async fn queue_filled_outside_the_proxy() -> Vec<Row> {
+    let stack = Stack::start(calm(), "account:\n  queue: { enabled: true, interval: 2s, limit: 5 }\n").await;
+    stack.set_rate(2);
+    stack.healthy().await;
+    // Its video model always queues, for two minutes; the probe's and the traffic's images
+    // still answer at once.
+    let videos = Scenario {
+        model_sync: [("cogvideox".to_owned(), 0.0)].into(),
+        job_duration: Span::fixed(Duration::from_secs(120)),
+        ..calm()
+    };
+    stack.scenario(&videos).await;
+    let other = serde_json::json!({ "key": KEY, "model_id": "cogvideox", "prompt": "a wave" }).to_string();
+    let began = Instant::now();
+    let (mut at_80, mut first_429) = (None, None);
+    for n in 1..=8 {
+        let (code, answer) = common::post(&format!("{}/api/v6/video/text2video", stack.sim.url), &other).await;
+        if code == 429 {
+            assert!(answer.contains("Maximum 5 queued requests"), "{answer}");
+            first_429 = Some(Instant::now());
+            break;
+        }
+        assert!(answer.contains("processing"), "{code} {answer}");
+        if n == 4 {
+            at_80 = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    let (at_80, first_429) = (at_80.unwrap(), first_429.expect("the sixth job is refused"));
+    let (note, alert) = stack.note(began, "ModelslabQueueNearLimit", "firing", Duration::from_millis(100)).await;
+    assert_eq!((note.receiver.as_str(), alert["labels"]["severity"].as_str()), ("ticket", Some("warning")), "{alert}");
+    assert!(note.at < first_429, "the ticket came {:?} after the first 429", note.at - first_429);
+    let to_page = note.at.saturating_duration_since(at_80);
+    let poll = Duration::from_secs(2);
+    assert!(to_page <= page_bound() + poll, "{to_page:?} > the page bound and one poll interval");
+    let stats: Value = serde_json::from_str(&common::get(&format!("{}/_sim/stats", stack.sim.url)).await.1).unwrap();
+    assert!(stats["request_count"].as_u64().unwrap() >= 20, "{stats}");
+    assert_eq!(stats["request_count_refused"], 0, "the poller never got a 429 of its own: {stats}");
+    stack.stop().await;
+    vec![Row {
+        drill: format!(
+            "queue filled by a client outside the proxy (ticket {:.0} s before its first 429)",
+            (first_429 - note.at).as_secs_f64()
+        )
+        .leak(),
+        alert: "ModelslabQueueNearLimit",
+        to_page,
+        to_resolved: None,
+        traffic: "2 req/s through the proxy; the other client 1 job / 10 s direct (from its 4th job, 80 %)",
+    }]
+}
+
 async fn unacknowledged_then_declared() -> Vec<Row> {
     let lag = Duration::from_secs(25);
     let outage = Scenario {
@@ -639,16 +694,17 @@ async fn no_flapping() -> Vec<Row> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drills_page_a_person_through_a_real_prometheus_and_alertmanager() {
     let started = Instant::now();
-    let (a, b, c, d, e, f, g) = tokio::join!(
+    let (a, b, c, d, e, f, g, h) = tokio::join!(
         storm_5xx(),
         out_of_credits(),
         queue_full(),
+        queue_filled_outside_the_proxy(),
         unacknowledged_then_declared(),
         maintenance_window(),
         vendor_maintenance(),
         no_flapping()
     );
-    let rows: Vec<Row> = [a, b, c, d, e, f, g].into_iter().flatten().collect();
+    let rows: Vec<Row> = [a, b, c, d, e, f, g, h].into_iter().flatten().collect();
     let mut report =
         "| drill | alert | fault → notification | recovery → resolved | traffic |\n|---|---|---|---|---|\n".to_owned();
     for r in &rows {
@@ -683,6 +739,7 @@ const DRILLED: &[&str] = &[
     "ModelslabProbeFailing",
     "ModelslabCreditsExhausted",
     "ModelslabRateLimited",
+    "ModelslabQueueNearLimit",
     "ModelslabOutageUnacknowledged",
     "ModelslabStatusPageOutage",
     "ModelslabMaintenance",
@@ -702,9 +759,11 @@ const PHASE_BROKEN: &[&str] = &[
     "ModelslabCreditsLow",
     "ModelslabCreditsRunOutSoon",
     "ModelslabSentinelConfigReloadFailed",
+    "ModelslabModelDelisted",
 ];
-const PHASE_UNREADABLE: &[&str] =
-    &["ModelslabStatusPageUnreachable", "ModelslabBalancePollFailing", "ModelslabQueueNearLimit"];
+/// (`ModelslabQueueNearLimit` fires here too, on this agent's own jobs in flight without
+/// `account.queue`.)
+const PHASE_UNREADABLE: &[&str] = &["ModelslabStatusPageUnreachable", "ModelslabBalancePollFailing"];
 const PHASE_DOWN: &[&str] = &["ModelslabSentinelDown"];
 
 /// Every alert of the rule file.
@@ -733,6 +792,10 @@ async fn every_other_alert_fires_in_a_live_prometheus() {
         failure_ratio: 0.5,
         status_page: PageState::DegradedPerformance,
         wallet: modelslab_sentinel::sim::Wallet { balance: 4.0, cost: 0.002 },
+        catalogue_drops: vec![modelslab_sentinel::sim::CatalogueDrop {
+            model: "claude-sonnet".into(),
+            after: Duration::from_secs(8),
+        }],
         outputs: modelslab_sentinel::sim::Outputs { blank: 1.0, ..Default::default() },
         webhooks: modelslab_sentinel::sim::Hooks { drop: 1.0, ..Default::default() },
         ..calm()
@@ -749,6 +812,8 @@ async fn every_other_alert_fires_in_a_live_prometheus() {
          \x20   follow: {{ poll_interval: 100ms, max_wait: 2s, webhook: true }}\n"
     );
     let sections = "account:\n  balance: { enabled: true, interval: 1s, timeout: 900ms }\n\
+        \x20 models: { enabled: true, interval: 10s }\n\
+        labels:\n  models: [flux, claude-sonnet]\n\
         webhooks:\n  listen: 127.0.0.1:0\n  grace: 1s\n\
         slos:\n\
         \x20 - { name: jobs-ok, objective: 99, min_events: 1, sli: { jobs: { source: any, max_duration: 60s } } }\n\
@@ -802,7 +867,7 @@ async fn every_other_alert_fires_in_a_live_prometheus() {
         refused += u32::from(code == 429 || answer.contains("queued requests"));
     }
     assert!(refused > 0, "the queue filled");
-    fired(PHASE_UNREADABLE, Duration::from_secs(60)).await;
+    fired(&[PHASE_UNREADABLE, &["ModelslabQueueNearLimit"]].concat(), Duration::from_secs(60)).await;
 
     // The agent stops: Prometheus cannot scrape it.
     let Stack { agent, traffic, _processes, .. } = stack;

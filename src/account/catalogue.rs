@@ -180,10 +180,12 @@ mod tests {
         }
         let answer =
             |status: u16, body: &str| Answer { status, headers: HeaderMap::new(), body: body.as_bytes().to_vec() };
-        let why =
-            read(&answer(401, r#"{"error":{"message":"Invalid API key sk-models-key","type":"authentication_error"}}"#), "sk-models-key")
-                .unwrap_err()
-                .to_string();
+        let why = read(
+            &answer(401, r#"{"error":{"message":"Invalid API key sk-models-key","type":"authentication_error"}}"#),
+            "sk-models-key",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(why.starts_with("HTTP 401, unauthorized/") && !why.contains("sk-models-key"), "{why}");
         let why = read(&answer(200, r#"{"status":"error","message":"Invalid API key"}"#), "k").unwrap_err().to_string();
         assert!(why.starts_with("HTTP 200, unauthorized/"), "{why}");

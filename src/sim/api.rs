@@ -351,7 +351,8 @@ fn draw(sim: &Sim, scenario: &super::Scenario, model: Option<&str>) -> Draw {
     let pace = model.and_then(|m| scenario.model_pace.get(m)).copied().unwrap_or(1.0);
     let generation = within(scenario.job_duration) * pace;
     let wait = within(scenario.queue_wait);
-    let sync = rng.random::<f64>() < scenario.sync_ratio;
+    let sync_ratio = model.and_then(|m| scenario.model_sync.get(m)).copied().unwrap_or(scenario.sync_ratio);
+    let sync = rng.random::<f64>() < sync_ratio;
     let fate = if rng.random::<f64>() < scenario.failure_ratio {
         if rng.random::<bool>() { Fate::Failed } else { Fate::Error }
     } else {
@@ -461,8 +462,7 @@ pub(super) async fn generate(
     }
     let duration = wait + generation;
     let done_at = now + Duration::from_secs_f64(duration);
-    let job =
-        Job { key, family, done_at, generation, eta_bias: scenario.eta_bias, fate, samples, width, height };
+    let job = Job { key, family, done_at, generation, eta_bias: scenario.eta_bias, fate, samples, width, height };
     let id = jobs.insert(job);
     drop(jobs);
     if let Some(url) = webhook {

@@ -39,7 +39,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-pub use scenario::{Fault, Faults, Hooks, Llm, LlmFaults, Outputs, PageMaintenance, PageState, Scenario, Span, Wallet};
+pub use scenario::{
+    CatalogueDrop, Fault, Faults, Hooks, Llm, LlmFaults, Outputs, PageMaintenance, PageState, Scenario, Span, Wallet,
+};
 
 use api::{Family, Kind};
 

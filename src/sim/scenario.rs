@@ -26,6 +26,9 @@ pub struct Scenario {
     pub queue_wait: Span,
     /// Generation time by `model_id`, as a factor of `job_duration` (models not named: 1).
     pub model_pace: BTreeMap<String, f64>,
+    /// Share of answers given at once by `model_id`, instead of `sync_ratio` (a video model that
+    /// always queues next to an image model that answers at once).
+    pub model_sync: BTreeMap<String, f64>,
     /// Models that leave the LLM catalogue (`/api/v7/llm/v1/models`), each `after` the scenario
     /// was set; requests for them are then refused as unknown models.
     pub catalogue_drops: Vec<CatalogueDrop>,
@@ -290,6 +293,7 @@ impl Default for Scenario {
             job_duration: Span { min: Duration::from_secs(2), max: Duration::from_secs(8) },
             queue_wait: Span::fixed(Duration::ZERO),
             model_pace: BTreeMap::new(),
+            model_sync: BTreeMap::new(),
             catalogue_drops: Vec::new(),
             eta_bias: 1.0,
             failure_ratio: 0.0,
@@ -486,6 +490,9 @@ impl Scenario {
             ratio(&format!("llm.faults.{name}"), share);
         }
         ratio("webhooks.drop", self.webhooks.drop);
+        for (model, share) in &self.model_sync {
+            ratio(&format!("model_sync.{model}"), *share);
+        }
         ratio("webhooks.duplicate", self.webhooks.duplicate);
         for (name, total) in [
             ("faults", self.faults.shares().iter().map(|(_, s)| s).sum::<f64>()),
