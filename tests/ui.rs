@@ -85,7 +85,9 @@ async fn render(admin: &str, state: &str) -> String {
     assert!(dom.contains(&format!("class=\"overall {state}\"")));
     assert!(!dom.contains(KEY), "{state}: the key is on the page");
     assert!(!dom.contains("a lighthouse"), "{state}: a prompt is on the page");
-    for section in ["probes", "traffic", "llm", "jobs", "rate-limits", "credits", "slos", "status-page", "agent"] {
+    for section in
+        ["probes", "traffic", "llm", "jobs", "time-and-money", "rate-limits", "credits", "slos", "status-page", "agent"]
+    {
         assert!(dom.contains(&format!("<section id=\"{section}\"")), "{state}: no {section} section");
     }
     dom
@@ -145,6 +147,8 @@ async fn the_status_page_renders_healthy_degraded_and_failing_in_a_real_browser(
          \x20   expect: {{ status: success, output: {{ count: 1 }} }}\n\
          status_page:\n  url: {url}/status\n  interval: 1s\n  timeout: 900ms\n\
          account:\n  balance: {{ enabled: true, interval: 1s, timeout: 900ms }}\n\
+         \x20 queue: {{ enabled: true, interval: 2s, limit: 5 }}\n  models: {{ enabled: true, interval: 10s }}\n\
+         labels:\n  models: [flux, claude-sonnet]\n\
          slos:\n  - {{ name: proxy-availability, objective: 99, sli: {{ requests: {{ source: proxy }} }} }}\n\
          maintenance:\n  pause_probes: none\n  windows: [ {{ name: ui-window, start: \"2026-01-01T00:00:00Z\", duration: 1000000h }} ]\n",
         url = sim.url
@@ -157,7 +161,10 @@ async fn the_status_page_renders_healthy_degraded_and_failing_in_a_real_browser(
     traffic(&agent.proxy, 12).await;
     eventually(Duration::from_secs(10), "healthy with the balance polled", async || {
         let d = document(&admin).await;
-        d["overall"]["state"] == "healthy" && d["account"]["balance"]["up"] == true
+        d["overall"]["state"] == "healthy"
+            && d["account"]["balance"]["up"] == true
+            && d["account"]["queue"]["up"] == true
+            && d["account"]["models"]["up"] == true
     })
     .await;
     let dom = render(&admin, "healthy").await;
@@ -167,6 +174,10 @@ async fn the_status_page_renders_healthy_degraded_and_failing_in_a_real_browser(
     assert!(dom.contains("3 of 3 probes passing"), "the one-line why: {dom}");
     assert!(dom.contains("maintenance window ui-window until"), "the window is named, and changes no verdict: {dom}");
     assert!(dom.contains("class=\"run ok\""), "the strips show the runs");
+    assert!(dom.contains("Where the time and the money go"), "{dom}");
+    assert!(dom.contains("<td>flux</td>"), "the generate probe's job in the time table: {dom}");
+    assert!(dom.contains("account queue") && dom.contains("0 of 5"), "the account's queue: {dom}");
+    assert!(dom.contains("1 of 1 watched"), "claude-sonnet listed (flux is not in the LLM catalogue): {dom}");
     for reason in ["end_turn", "max_tokens"] {
         assert!(dom.contains(&format!("data-finish-reason=\"{reason}\"")), "LLM finish reason {reason} listed: {dom}");
     }

@@ -69,6 +69,7 @@ pub fn page(doc: &StatusDocument) -> String {
                     (traffic(doc))
                     (llm(doc))
                     (jobs(doc))
+                    (time_and_money(doc))
                     (rate_limits(doc, now))
                     (credits(doc))
                     (slos(doc))
@@ -296,20 +297,77 @@ fn jobs(doc: &StatusDocument) -> Markup {
     }
 }
 
+/// Where the time and the money go: generation against queue wait by model, what a delivered
+/// output cost, and the outputs paid for that were not usable.
+fn time_and_money(doc: &StatusDocument) -> Markup {
+    let recent = &doc.recent;
+    let checked: u32 = recent.outputs.values().sum();
+    let unusable: u32 =
+        recent.outputs.iter().filter(|(r, _)| **r != crate::vocab::OutputResult::Ok).map(|(_, n)| n).sum();
+    let per_output = recent.credits.as_ref().and_then(|c| c.per_output);
+    let currency = doc.account.as_ref().and_then(|a| a.balance.as_ref()).and_then(|b| b.currency.clone());
+    html! {
+        @if !recent.time.is_empty() || recent.delivered > 0 {
+            section id="time-and-money" {
+                h2 { "Where the time and the money go, last 15 minutes" }
+                p class="figures" {
+                    (figure("outputs delivered", recent.delivered.to_string()))
+                    (figure("credits per output", or_dash(per_output.map(|c| format!("{c:.4} {}", currency.as_deref().unwrap_or(""))))))
+                    (figure("unusable outputs", if checked == 0 { "–".to_owned() } else { format!("{unusable} of {checked} checked") }))
+                }
+                @if !recent.time.is_empty() {
+                    table class="time" {
+                        thead { tr { th { "model" } th { "jobs" } th { "generation p50 / p95" } th { "queue wait p50 / p95" } } }
+                        tbody {
+                            @for t in &recent.time {
+                                tr {
+                                    td { (t.model) }
+                                    td { (t.jobs) }
+                                    td { (or_dash(t.generation_p50_seconds.map(seconds))) " / " (or_dash(t.generation_p95_seconds.map(seconds))) }
+                                    td { (or_dash(t.queue_wait_p50_seconds.map(seconds))) " / " (or_dash(t.queue_wait_p95_seconds.map(seconds))) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn rate_limits(doc: &StatusDocument, now: f64) -> Markup {
     let r = &doc.recent.rate_limits;
+    let queue = doc.account.as_ref().and_then(|a| a.queue.as_ref());
+    let models = doc.account.as_ref().and_then(|a| a.models.as_ref());
     let last = match (r.last_retry_after_seconds, r.last_retry_after_at_unix) {
         (Some(wait), Some(at)) => format!("{} ({})", seconds(wait), ago(now, at)),
         _ => "–".into(),
     };
     html! {
         section id="rate-limits" {
-            h2 { "Rate limits" }
+            h2 { "Queue, rate limits and models" }
             p class="figures" {
                 (figure("429s, 15 min", r.rate_limited.to_string()))
                 (figure("last retry_after", last))
                 (figure("queue limit", or_dash(r.queue_limit.map(|n| n.to_string()))))
                 (figure("jobs in flight", doc.recent.jobs.in_flight.to_string()))
+                @if let Some(q) = queue {
+                    (figure("account queue", match (q.depth, q.limit) {
+                        (Some(d), Some(l)) => format!("{d} of {l}"),
+                        (Some(d), None) => format!("{d} (limit not known yet)"),
+                        _ => "–".to_owned(),
+                    }))
+                    (figure("queue poll", if q.up == Some(false) { "failing" } else { "ok" }))
+                }
+            }
+            @if let Some(e) = queue.and_then(|q| q.last_error.as_ref()) { p class="why" { (e) } }
+            @if let Some(m) = models {
+                p class="figures" {
+                    (figure("models listed", format!("{} of {} watched", m.listed.len(), m.listed.len() + m.delisted.len())))
+                    (figure("delisted", if m.delisted.is_empty() { "none".to_owned() } else { m.delisted.join(", ") }))
+                    (figure("catalogue poll", if m.up == Some(false) { "failing" } else { "ok" }))
+                }
+                @if let Some(e) = &m.last_error { p class="why" { (e) } }
             }
         }
     }
@@ -325,6 +383,7 @@ fn credits(doc: &StatusDocument) -> Markup {
                 (figure("balance", or_dash(b.balance.map(|v| format!("{v:.2} {}", b.currency.as_deref().unwrap_or(""))))))
                 (figure("spend", or_dash(c.map(|c| format!("{:.2} / h", c.spend_per_hour)))))
                 (figure("runway", or_dash(c.and_then(|c| c.runway_hours).map(hours))))
+                (figure("spent since start", format!("{:.2}", b.spent)))
                 (figure("poll", if b.up == Some(false) { "failing".to_owned() } else { "ok".to_owned() }))
             }
             @if let Some(e) = &b.last_error { p class="why" { (e) } }
