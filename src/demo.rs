@@ -25,12 +25,16 @@ seed: 7
 latency: { min: 20ms, max: 150ms }
 sync_ratio: 0.1
 job_duration: { min: 2s, max: 8s }
+queue_wait: { min: 0s, max: 2s }
+model_pace: { flux: 0.7, sdxl: 1.4 }
+catalogue_drops: [ { model: mistral-7b-instruct-legacy, after: 20s } ]
 eta_bias: 0.7
 failure_ratio: 0.1
 faults: { server_error: 0.03, unavailable: 0.02, gateway_html: 0.01, soft_error: 0.03, timeout: 0.005, reset: 0.005 }
 status_page: degraded_performance
 account: standard
 llm:
+  models: [meta-llama/Llama-3.3-70B-Instruct-Turbo, claude-sonnet, mistral-7b-instruct-legacy]
   first_token: { min: 150ms, max: 900ms }
   token_interval: { min: 10ms, max: 40ms }
   answer_tokens: 24
@@ -52,7 +56,7 @@ proxy:
 jobs:
   ttl: 2m
 labels:
-  models: [flux, sdxl, cogvideox, meta-llama/Llama-3.3-70B-Instruct-Turbo, claude-sonnet]
+  models: [flux, sdxl, cogvideox, meta-llama/Llama-3.3-70B-Instruct-Turbo, claude-sonnet, mistral-7b-instruct-legacy]
 probes:
   - name: text2img-validation
     interval: 5s
@@ -93,6 +97,11 @@ webhooks:
   grace: 20s
 account:
   balance: { enabled: true, interval: 5s, timeout: 2s }
+  # Every client of the key: the probes, and another service that submits videos straight to
+  # the API. The limit is learned from the bursts' 429s (10 on the demo's standard plan).
+  queue: { enabled: true, interval: 5s }
+  # mistral-7b-instruct-legacy leaves the catalogue 20 s in.
+  models: { enabled: true, interval: 10s }
 slos:
   - { name: proxy-availability, objective: 99, sli: { requests: { source: proxy } } }
   - { name: job-latency, objective: 95, sli: { jobs: { max_duration: 10s } } }
@@ -150,7 +159,8 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
     println!("  emulator:    http://{}   (scenario: http://{}/_sim/scenario)", sim.addr, sim.addr);
     println!("Probes run every few seconds; a small client sends traffic through the proxy (images,");
     println!("video, voice and 3D jobs; LLM chats, plain and streamed), fills a queue now and then");
-    println!("(429s) and flips the vendor's status page every 30 s.");
+    println!("(429s) and flips the vendor's status page every 30 s. Another service on the probes' key fills");
+    println!("the account's queue straight at the API, and a model leaves the LLM catalogue after 20 s.");
     println!(
         "{}",
         if duration.is_some() { "Stops by itself (--duration), or with Ctrl-C." } else { "Stop with Ctrl-C." }
@@ -164,6 +174,7 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
         tokio::spawn(llm_client(worker, proxy, sent.clone(), shutdown.child_token()));
     }
     tokio::spawn(bursts(proxy, sent.clone(), shutdown.child_token()));
+    tokio::spawn(another_service(sim.addr, shutdown.child_token()));
     tokio::spawn(flip_status_page(sim.addr, shutdown.child_token()));
     tokio::spawn(report(admin, shutdown.child_token()));
     done.await?;
@@ -234,6 +245,23 @@ async fn bursts(proxy: SocketAddr, sent: Arc<AtomicU64>, stop: CancellationToken
                 let path = "/api/v6/images/text2img";
                 tokio::spawn(async move { follow(&http, &base, path, &key, &v, &sent, &stop).await });
             }
+        }
+    }
+}
+
+/// Another service on the probes' key, straight to the API (not through the proxy): every 30 s
+/// it submits 7 videos, so the account's queue climbs towards its limit of 10 where only the
+/// queue poller sees it.
+async fn another_service(sim: SocketAddr, stop: CancellationToken) {
+    let Ok(http) = reqwest::Client::builder().timeout(Duration::from_secs(5)).build() else { return };
+    let body = json!({"key": "demo-probe-key", "model_id": "cogvideox", "prompt": "a tide", "width": 512, "height": 288});
+    for round in 0u64.. {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(if round == 0 { 5 } else { 30 })) => {}
+        }
+        for _ in 0..7 {
+            let _ = http.post(format!("http://{sim}/api/v6/video/text2video")).json(&body).send().await;
         }
     }
 }

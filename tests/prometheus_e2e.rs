@@ -154,6 +154,7 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
          webhooks:\n  listen: 127.0.0.1:0\n  grace: 3s\n\
          status_page:\n  url: {sim_base}/status\n  interval: 2s\n  timeout: 1s\n\
          account:\n  balance: {{ enabled: true, interval: 2s, timeout: 1s }}\n\
+         \x20 queue: {{ enabled: true, interval: 2s, limit: 5 }}\n  models: {{ enabled: true, interval: 10s }}\n\
          slos:\n\
          \x20 - {{ name: proxy-availability, objective: 99, sli: {{ requests: {{ source: proxy }} }} }}\n\
          \x20 - {{ name: jobs-in-time, objective: 95, window: 28d, sli: {{ jobs: {{ max_duration: 10s }} }} }}\n\

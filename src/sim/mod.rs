@@ -69,11 +69,13 @@ struct PageClock {
     pending: Option<(Instant, PageState)>,
     /// When the scenario (and so its maintenance) was set.
     set_at: Instant,
+    /// When the catalogue drops began to count: a scenario replaced with the same drops keeps it.
+    drops_set_at: Instant,
 }
 
 impl PageClock {
     fn new(state: PageState) -> Self {
-        PageClock { shown: state, pending: None, set_at: Instant::now() }
+        PageClock { shown: state, pending: None, set_at: Instant::now(), drops_set_at: Instant::now() }
     }
 }
 
@@ -179,7 +181,7 @@ impl Sim {
     /// was set).
     fn listed(&self, model: &str) -> bool {
         let scenario = self.scenario();
-        let since = self.page.lock().unwrap_or_else(PoisonError::into_inner).set_at.elapsed();
+        let since = self.page.lock().unwrap_or_else(PoisonError::into_inner).drops_set_at.elapsed();
         scenario.llm.models.iter().any(|m| m == model)
             && !scenario.catalogue_drops.iter().any(|d| d.model == model && since >= d.after)
     }
@@ -198,6 +200,9 @@ impl Sim {
         {
             let mut page = self.page.lock().unwrap_or_else(PoisonError::into_inner);
             page.set_at = Instant::now();
+            if s.catalogue_drops != self.scenario().catalogue_drops {
+                page.drops_set_at = Instant::now();
+            }
             if s.status_page_lag.is_zero() || s.status_page == page.shown {
                 page.shown = s.status_page;
                 page.pending = None;

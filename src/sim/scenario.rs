@@ -30,7 +30,8 @@ pub struct Scenario {
     /// always queues next to an image model that answers at once).
     pub model_sync: BTreeMap<String, f64>,
     /// Models that leave the LLM catalogue (`/api/v7/llm/v1/models`), each `after` the scenario
-    /// was set; requests for them are then refused as unknown models.
+    /// was set (a scenario replaced with the same drops keeps their clock); requests for them are
+    /// then refused as unknown models.
     pub catalogue_drops: Vec<CatalogueDrop>,
     /// Promised eta = real duration × eta_bias: below 1 the API is optimistic (jobs overrun).
     pub eta_bias: f64,
