@@ -254,7 +254,8 @@ async fn bursts(proxy: SocketAddr, sent: Arc<AtomicU64>, stop: CancellationToken
 /// queue poller sees it.
 async fn another_service(sim: SocketAddr, stop: CancellationToken) {
     let Ok(http) = reqwest::Client::builder().timeout(Duration::from_secs(5)).build() else { return };
-    let body = json!({"key": "demo-probe-key", "model_id": "cogvideox", "prompt": "a tide", "width": 512, "height": 288});
+    let body =
+        json!({"key": "demo-probe-key", "model_id": "cogvideox", "prompt": "a tide", "width": 512, "height": 288});
     for round in 0u64.. {
         tokio::select! {
             _ = stop.cancelled() => return,

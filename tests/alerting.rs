@@ -486,7 +486,7 @@ async fn queue_filled_outside_the_proxy() -> Vec<Row> {
     let to_page = note.at.saturating_duration_since(at_80);
     let poll = Duration::from_secs(2);
     assert!(to_page <= page_bound() + poll, "{to_page:?} > the page bound and one poll interval");
-    let stats: Value = serde_json::from_str(&common::get(&format!("{}/_sim/stats", stack.sim.url)).await.1).unwrap();
+    let stats: Value = serde_json::from_str(&get(&format!("{}/_sim/stats", stack.sim.url)).await.1).unwrap();
     assert!(stats["request_count"].as_u64().unwrap() >= 20, "{stats}");
     assert_eq!(stats["request_count_refused"], 0, "the poller never got a 429 of its own: {stats}");
     stack.stop().await;

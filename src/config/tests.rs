@@ -441,3 +441,43 @@ maintenance:
         ]
     );
 }
+
+#[test]
+fn account_polls_stay_within_the_apis_limits_under_every_accepted_config() {
+    let with =
+        |account: &str| format!("upstream:\n  base_url: https://modelslab.com\n  api_key: k\naccount:\n{account}");
+    // request_count allows 30 calls a minute: an interval under 2 s is refused, 2 s is the most.
+    for (interval, accepted) in [("1999ms", false), ("1s", false), ("0s", false), ("2s", true), ("15s", true)] {
+        let text = with(&format!("  queue: {{ enabled: true, interval: {interval} }}\n"));
+        match load_with(&text, &[]) {
+            Ok(c) => {
+                assert!(accepted, "{interval} accepted");
+                let per_minute = 60.0 / c.account.queue.interval.as_secs_f64();
+                assert!(per_minute <= 30.0, "{interval}: {per_minute} calls a minute");
+            }
+            Err(e) => {
+                assert!(!accepted, "{interval}: {e}");
+                assert!(e.to_string().contains("account.queue.interval"), "{e}");
+                assert!(e.to_string().contains("30 request_count calls a minute"), "{e}");
+            }
+        }
+    }
+    let p = problems(&with("  models: { enabled: true, interval: 5s, path: api/models }\n"));
+    assert!(p.iter().any(|p| p.contains("account.models.interval") && p.contains("at least 10s")), "{p:?}");
+    assert!(p.iter().any(|p| p.contains("account.models.path")), "{p:?}");
+    // Every poll needs the key.
+    let p = problems(
+        "upstream:\n  base_url: https://modelslab.com\naccount:\n  queue: { enabled: true }\n  models: { enabled: true }\n",
+    );
+    assert!(p.iter().any(|p| p.contains("account.queue.enabled") && p.contains("the queue depth")), "{p:?}");
+    assert!(p.iter().any(|p| p.contains("account.models.enabled") && p.contains("the catalogue")), "{p:?}");
+    let c = load_with(&with("  queue: { enabled: true }\n"), &[]).unwrap();
+    assert_eq!(
+        (c.account.queue.path.as_str(), c.account.queue.interval, c.account.queue.limit),
+        ("/api/v6/processing/request_count", Duration::from_secs(15), 0)
+    );
+    assert_eq!(
+        (c.account.models.path.as_str(), c.account.models.interval),
+        ("/api/v7/llm/v1/models", Duration::from_secs(600))
+    );
+}
