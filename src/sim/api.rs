@@ -375,8 +375,7 @@ fn admit(sim: &Sim, jobs: &mut Jobs, key: &str, account: Account, samples: u64, 
     let scenario = sim.scenario();
     let price = scenario.wallet.cost * samples as f64;
     let mut wallets = sim.wallets();
-    let start = if account == Account::Broke { 0.0 } else { scenario.wallet.balance };
-    let left = wallets.entry(key.to_owned()).or_insert(start);
+    let left = wallets.entry(key.to_owned()).or_insert(starting_balance(&scenario, account));
     if *left + 1e-9 < price {
         return Some(
             error(sim, StatusCode::PAYMENT_REQUIRED, "Insufficient credits. Please add more credits to continue.")
@@ -559,27 +558,36 @@ fn fetch(sim: &Sim, family: Family, path_id: Option<String>, headers: &HeaderMap
     }
 }
 
+/// The key of an account endpoint's request and its account: a missing or revoked key is a 401
+/// (an account out of credits may still ask).
+fn account_key(sim: &Sim, headers: &HeaderMap, body: &Bytes) -> Result<(String, Account), Response> {
+    let body = parse_body(sim, body).map_err(Response::from)?;
+    let Some(key) = api_key(&body, headers) else {
+        return Err(error(sim, StatusCode::UNAUTHORIZED, "key is required").into());
+    };
+    match Account::of_key(&key, sim.scenario().account) {
+        Account::Revoked => Err(error(sim, StatusCode::UNAUTHORIZED, "Invalid API key").into()),
+        account => Ok((key, account)),
+    }
+}
+
+/// The credits a key's wallet starts with.
+fn starting_balance(scenario: &super::Scenario, account: Account) -> f64 {
+    if account == Account::Broke { 0.0 } else { scenario.wallet.balance }
+}
+
 /// `POST /api/wallet_balance`.
 pub(super) async fn wallet_balance(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
-    let body = match parse_body(&sim, &body) {
-        Ok(b) => b,
-        Err(r) => return r.into(),
+    let (key, account) = match account_key(&sim, &headers, &body) {
+        Ok(k) => k,
+        Err(r) => return r,
     };
-    let Some(key) = api_key(&body, &headers) else {
-        return error(&sim, StatusCode::UNAUTHORIZED, "key is required").into();
-    };
-    let scenario = sim.scenario();
-    match Account::of_key(&key, scenario.account) {
-        Account::Revoked => error(&sim, StatusCode::UNAUTHORIZED, "Invalid API key").into(),
-        account => {
-            let start = if account == Account::Broke { 0.0 } else { scenario.wallet.balance };
-            let balance = *sim.wallets().get(&key).unwrap_or(&start);
-            json_response(
-                StatusCode::OK,
-                json!({"status": "success", "data": {"balance": (balance * 10_000.0).round() / 10_000.0, "currency": "USD"}}),
-            )
-        }
-    }
+    let start = starting_balance(&sim.scenario(), account);
+    let balance = *sim.wallets().get(&key).unwrap_or(&start);
+    json_response(
+        StatusCode::OK,
+        json!({"status": "success", "data": {"balance": (balance * 10_000.0).round() / 10_000.0, "currency": "USD"}}),
+    )
 }
 
 /// Calls of `request_count` the API allows per key in a minute.
@@ -588,16 +596,10 @@ pub(super) const REQUEST_COUNT_PER_MINUTE: usize = 30;
 /// `POST /api/v6/processing/request_count`: the key's unfinished requests (every client's), at
 /// most 30 calls a minute per key (429 beyond, with `retry_after`).
 pub(super) async fn request_count(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
-    let body = match parse_body(&sim, &body) {
-        Ok(b) => b,
-        Err(r) => return r.into(),
+    let key = match account_key(&sim, &headers, &body) {
+        Ok((key, _)) => key,
+        Err(r) => return r,
     };
-    let Some(key) = api_key(&body, &headers) else {
-        return error(&sim, StatusCode::UNAUTHORIZED, "key is required").into();
-    };
-    if Account::of_key(&key, sim.scenario().account) == Account::Revoked {
-        return error(&sim, StatusCode::UNAUTHORIZED, "Invalid API key").into();
-    }
     let now = Instant::now();
     if let Some(wait) = sim.count_call(&key, now) {
         let mut body = error_body(&sim, "Too many requests. You can check the request count 30 times a minute.".into());
@@ -625,7 +627,7 @@ pub(super) async fn top_up(State(sim): State<Arc<Sim>>, body: Bytes) -> Response
         return error(&sim, StatusCode::BAD_REQUEST, "give key and a positive amount").into();
     }
     let scenario = sim.scenario();
-    let start = if Account::of_key(key, scenario.account) == Account::Broke { 0.0 } else { scenario.wallet.balance };
+    let start = starting_balance(&scenario, Account::of_key(key, scenario.account));
     let mut wallets = sim.wallets();
     let left = wallets.entry(key.to_owned()).or_insert(start);
     *left += amount;
