@@ -560,13 +560,13 @@ fn fetch(sim: &Sim, family: Family, path_id: Option<String>, headers: &HeaderMap
 
 /// The key of an account endpoint's request and its account: a missing or revoked key is a 401
 /// (an account out of credits may still ask).
-fn account_key(sim: &Sim, headers: &HeaderMap, body: &Bytes) -> Result<(String, Account), Response> {
-    let body = parse_body(sim, body).map_err(Response::from)?;
+fn account_key(sim: &Sim, headers: &HeaderMap, body: &Bytes) -> Result<(String, Account), Reply> {
+    let body = parse_body(sim, body)?;
     let Some(key) = api_key(&body, headers) else {
-        return Err(error(sim, StatusCode::UNAUTHORIZED, "key is required").into());
+        return Err(error(sim, StatusCode::UNAUTHORIZED, "key is required"));
     };
     match Account::of_key(&key, sim.scenario().account) {
-        Account::Revoked => Err(error(sim, StatusCode::UNAUTHORIZED, "Invalid API key").into()),
+        Account::Revoked => Err(error(sim, StatusCode::UNAUTHORIZED, "Invalid API key")),
         account => Ok((key, account)),
     }
 }
@@ -580,7 +580,7 @@ fn starting_balance(scenario: &super::Scenario, account: Account) -> f64 {
 pub(super) async fn wallet_balance(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
     let (key, account) = match account_key(&sim, &headers, &body) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return r.into(),
     };
     let start = starting_balance(&sim.scenario(), account);
     let balance = *sim.wallets().get(&key).unwrap_or(&start);
@@ -598,7 +598,7 @@ pub(super) const REQUEST_COUNT_PER_MINUTE: usize = 30;
 pub(super) async fn request_count(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
     let key = match account_key(&sim, &headers, &body) {
         Ok((key, _)) => key,
-        Err(r) => return r,
+        Err(r) => return r.into(),
     };
     let now = Instant::now();
     if let Some(wait) = sim.count_call(&key, now) {
