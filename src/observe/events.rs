@@ -636,7 +636,7 @@ impl Event for AccountPollFailed<'_> {
     fn emit(self, to: &Observer) {
         to.metrics.account.down(self.poll);
         if self.first {
-            tracing::warn!(poll = self.poll.as_str(), "account poll failed, keeping the last value: {}", self.why);
+            tracing::warn!("account {} poll failed, keeping the last value: {}", self.poll.as_str(), self.why);
         }
     }
 }
