@@ -11,9 +11,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::render_chart;
 use serde_json::{Value, json};
 
 const CHART: &str = "helm/modelslab-sentinel";
@@ -23,44 +24,6 @@ const README_INSTALL: &[&str] =
 /// Kubernetes versions the objects are validated against (the chart says >= 1.23; the oldest
 /// schema kubernetes-validate ships is 1.25).
 const KUBE_VERSIONS: &[&str] = &["1.25.0", "1.30.0", "1.35.0"];
-
-fn helm() -> PathBuf {
-    if let Ok(h) = std::env::var("HELM") {
-        return h.into();
-    }
-    let local = Path::new("target/tools/bin/helm");
-    if local.exists() { local.to_owned() } else { "helm".into() }
-}
-
-/// Runs `helm template RELEASE CHART` with values files and `--set`s; the objects, or helm's
-/// error output.
-fn render_chart(chart: &str, release: &str, files: &[&str], sets: &[&str]) -> Result<Vec<Value>, String> {
-    let mut cmd = Command::new(helm());
-    cmd.args(["template", release, chart, "--namespace", "observability"]);
-    for f in files {
-        cmd.args(["-f", f]);
-    }
-    for s in sets {
-        cmd.args(["--set", s]);
-    }
-    let out = cmd.output().expect("helm is needed: scripts/test installs it into target/tools/bin");
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut objects = Vec::new();
-    for doc in text.split("\n---") {
-        let doc = doc.trim_start_matches('-').trim();
-        if doc.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
-            continue;
-        }
-        let v: Value = modelslab_sentinel::config::parse_document(doc).unwrap_or_else(|e| panic!("{e}\n{doc}"));
-        if !v.is_null() {
-            objects.push(v);
-        }
-    }
-    Ok(objects)
-}
 
 fn render(files: &[&str], sets: &[&str]) -> Result<Vec<Value>, String> {
     render_chart(CHART, "sentinel", files, sets)

@@ -652,3 +652,49 @@ pub async fn modelslab_cli_generate(base_url: &str, extra: &[&str]) -> serde_jso
     let start = stdout.find('{').unwrap_or_else(|| panic!("no JSON from modelslab-cli: {stdout}"));
     serde_json::from_str(&stdout[start..]).unwrap()
 }
+
+// ---------------------------------------------------------------- the chart
+
+/// The helm binary: `$HELM`, else the one scripts/test installs, else `helm` on the PATH.
+pub fn helm() -> PathBuf {
+    if let Ok(h) = std::env::var("HELM") {
+        return h.into();
+    }
+    let local = Path::new("target/tools/bin/helm");
+    if local.exists() { local.to_owned() } else { "helm".into() }
+}
+
+/// Runs `helm template RELEASE CHART` with values files and `--set`s; the objects, or helm's
+/// error output.
+pub fn render_chart(
+    chart: &str,
+    release: &str,
+    files: &[&str],
+    sets: &[&str],
+) -> Result<Vec<serde_json::Value>, String> {
+    let mut cmd = Command::new(helm());
+    cmd.args(["template", release, chart, "--namespace", "observability"]);
+    for f in files {
+        cmd.args(["-f", f]);
+    }
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().expect("helm is needed: scripts/test installs it into target/tools/bin");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut objects = Vec::new();
+    for doc in text.split("\n---") {
+        let doc = doc.trim_start_matches('-').trim();
+        if doc.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+            continue;
+        }
+        let v: serde_json::Value = config::parse_document(doc).unwrap_or_else(|e| panic!("{e}\n{doc}"));
+        if !v.is_null() {
+            objects.push(v);
+        }
+    }
+    Ok(objects)
+}
