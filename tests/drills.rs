@@ -1,0 +1,182 @@
+//! Failure drills (issue 28): what the agent leans on failing while it works.
+//!
+//! Reloads under load: SIGHUP every 100 ms (two valid configurations and one invalid, in turn)
+//! while 64 connections send mixed traffic through the proxy — generations, validation errors, a
+//! revoked key, LLM chats whole and streamed. Nothing is lost or answered by the proxy itself, the
+//! counters are exact, each reload's outcome shows in `modelslab_sentinel_config_last_reload_success`
+//! right after it, and the last valid configuration is in force. `DRILL_SECONDS` sets the length
+//! (10 s in `scripts/test`; the drill of the issue is `DRILL_SECONDS=60`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use modelslab_sentinel::sim::{Scenario, Span};
+use serde_json::json;
+
+const CONNECTIONS: u64 = 64;
+
+fn drill_seconds() -> u64 {
+    std::env::var("DRILL_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10)
+}
+
+/// What the clients saw.
+#[derive(Default)]
+struct Seen {
+    sent: AtomicU64,
+    /// Answers that were not the emulator's: the proxy's own, or none at all.
+    lost: AtomicU64,
+    /// Answers other than the one the request must get.
+    wrong: AtomicU64,
+}
+
+/// One keep-alive connection sending mixed traffic until `until`.
+async fn connection(n: u64, proxy: String, until: Instant, seen: Arc<Seen>) {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(1).http1_only().build().unwrap();
+    let mut i = n;
+    while Instant::now() < until {
+        i += 1;
+        let (request, want) = match i % 5 {
+            0 => (
+                client.post(format!("{proxy}/api/v6/images/text2img")).json(&json!({"key": "drill", "model_id": "flux", "prompt": "p"})),
+                200,
+            ),
+            1 => (client.post(format!("{proxy}/api/v6/images/text2img")).json(&json!({"key": "drill", "model_id": "flux"})), 400),
+            2 => (
+                client.post(format!("{proxy}/api/v6/images/text2img")).json(&json!({"key": "sim-invalid-drill", "prompt": "p"})),
+                401,
+            ),
+            3 => (
+                client.post(format!("{proxy}/api/v7/llm/chat/completions")).bearer_auth("drill").json(&json!({
+                    "model": "claude-sonnet", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]})),
+                200,
+            ),
+            _ => (
+                client.post(format!("{proxy}/api/v7/llm/chat/completions")).bearer_auth("drill").json(&json!({
+                    "model": "claude-sonnet", "max_tokens": 8, "stream": true, "messages": [{"role": "user", "content": "hi"}]})),
+                200,
+            ),
+        };
+        seen.sent.fetch_add(1, Ordering::Relaxed);
+        match request.send().await {
+            Ok(r) => {
+                let synthetic = r.headers().contains_key("x-modelslab-sentinel");
+                let status = r.status().as_u16();
+                let body = r.bytes().await;
+                if synthetic || body.is_err() {
+                    seen.lost.fetch_add(1, Ordering::Relaxed);
+                } else if status != want {
+                    seen.wrong.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(_) => {
+                seen.lost.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The reload gauges now.
+async fn reload_state(admin: &str) -> (Option<f64>, Option<f64>) {
+    let m = scrape(admin).await;
+    (
+        m.metric("modelslab_sentinel_config_last_reload_success").value(),
+        m.metric("modelslab_sentinel_config_last_reload_success_timestamp_seconds").value(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_lose_nothing_and_leave_the_last_valid_config() {
+    let sim =
+        emulator(Scenario { sync_ratio: 1.0, latency: Span::fixed(Duration::from_millis(2)), ..Scenario::default() })
+            .await;
+    let agent = Process::agent(
+        &format!(
+            "upstream:\n  base_url: {}\n  timeout: 10s\nproxy:\n  enabled: true\n  upstream_timeout: 10s\n",
+            sim.url
+        ),
+        &[],
+        &[],
+    );
+    let base = std::fs::read_to_string(&agent.config_path).unwrap();
+    let slo = |name: &str, objective: &str| {
+        format!("slos:\n  - {{ name: {name}, objective: {objective}, sli: {{ requests: {{ source: proxy }} }} }}\n")
+    };
+    let configs = [
+        (format!("{base}{}labels:\n  models: [flux, claude-sonnet]\n", slo("drill-a", "99")), true),
+        (format!("{base}{}labels:\n  models: [flux, sdxl, claude-sonnet]\n", slo("drill-b", "99.5")), true),
+        (format!("{base}{}", slo("drill-c", "120")), false),
+    ];
+
+    let seconds = drill_seconds();
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let seen = Arc::new(Seen::default());
+    let clients: Vec<_> =
+        (0..CONNECTIONS).map(|n| tokio::spawn(connection(n, agent.proxy.clone(), until, seen.clone()))).collect();
+
+    // SIGHUP every 100 ms, each one's outcome read right after it.
+    let (mut reloads, mut last_valid) = (0u32, None);
+    let (_, mut stamp) = reload_state(&agent.admin).await;
+    while Instant::now() + Duration::from_millis(500) < until {
+        let (text, valid) = &configs[reloads as usize % configs.len()];
+        std::fs::write(&agent.config_path, text).unwrap();
+        let sent = Instant::now();
+        agent.process.signal("HUP");
+        let state = settled(
+            Duration::from_secs(5),
+            async || reload_state(&agent.admin).await,
+            |(ok, at): &(Option<f64>, Option<f64>)| {
+                if *valid { *ok == Some(1.0) && *at > stamp } else { *ok == Some(0.0) }
+            },
+        )
+        .await;
+        if *valid {
+            assert!(state.0 == Some(1.0) && state.1 > stamp, "reload {reloads} (valid) not applied: {state:?}");
+            stamp = state.1;
+            last_valid = Some(reloads as usize % configs.len());
+        } else {
+            assert_eq!(state.0, Some(0.0), "reload {reloads} (invalid) not reported");
+        }
+        reloads += 1;
+        tokio::time::sleep(Duration::from_millis(100).saturating_sub(sent.elapsed())).await;
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+
+    let sent = seen.sent.load(Ordering::Relaxed);
+    assert_eq!(seen.lost.load(Ordering::Relaxed), 0, "requests lost or answered by the proxy itself of {sent}");
+    assert_eq!(seen.wrong.load(Ordering::Relaxed), 0, "requests answered otherwise than the emulator answers them");
+    let m = settled(
+        Duration::from_secs(5),
+        async || scrape(&agent.admin).await,
+        |m: &Scrape| m.metric("modelslab_requests_total").label("source", "proxy").sum() == sent as f64,
+    )
+    .await;
+    assert_eq!(
+        m.metric("modelslab_requests_total").label("source", "proxy").sum(),
+        sent as f64,
+        "every exchange counted once"
+    );
+    assert_eq!(m.metric("modelslab_proxy_synthetic_responses_total").sum(), 0.0);
+    let stats: serde_json::Value = serde_json::from_str(&get(&format!("{}/_sim/stats", sim.url)).await.1).unwrap();
+    assert_eq!(stats["requests"], sent + 1, "the emulator saw each request once (and this one)");
+    // The last valid configuration is in force (the last reload may have been the invalid one).
+    let in_force = ["drill-a", "drill-b"][last_valid.unwrap()];
+    let other = ["drill-b", "drill-a"][last_valid.unwrap()];
+    assert!(m.metric("modelslab_slo_objective_ratio").label("slo", in_force).value().is_some(), "{in_force} in force");
+    assert_eq!(m.metric("modelslab_slo_objective_ratio").label("slo", other).value(), None, "{other} gone");
+    assert!(m.metric("modelslab_slo_objective_ratio").label("slo", "drill-c").value().is_none());
+    assert!(reloads as u64 >= seconds * 4, "{reloads} reloads in {seconds} s");
+    let report = format!(
+        "| drill | length | connections | requests | reloads (1 in 3 invalid) | lost or synthetic | wrong answers |\n|---|---|---|---|---|---|---|\n\
+         | reloads under load | {seconds} s | {CONNECTIONS} | {sent} | {reloads} | 0 | 0 |\n"
+    );
+    let _ = std::fs::create_dir_all("target");
+    std::fs::write("target/drill-reloads.md", &report).unwrap();
+    println!("{report}");
+}
