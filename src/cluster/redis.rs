@@ -103,7 +103,11 @@ impl Redis {
         let ok = matches!(result, Ok(Ok(_)));
         let was = self.reachable.swap(if ok { UP } else { DOWN }, Ordering::AcqRel);
         if was != if ok { UP } else { DOWN } {
-            self.observer.emit(observe::ClusterReachable { up: ok });
+            let unusable = match &result {
+                Ok(Err(e)) => unusable(e.kind()),
+                _ => None,
+            };
+            self.observer.emit(observe::ClusterReachable { up: ok, unusable });
         }
         match result {
             Ok(Ok(v)) => Some(v),
@@ -384,8 +388,12 @@ impl Redis {
                         let holder = self.holder().await;
                         self.set_role(false, holder.as_deref());
                     }
-                    // Redis unreachable: a standby stays standby.
-                    None => {}
+                    // Redis unreachable: a standby stays standby (and says so from the start).
+                    None => {
+                        if !self.reported.load(Ordering::Acquire) {
+                            self.set_role(false, None);
+                        }
+                    }
                 }
             }
         }
@@ -410,6 +418,22 @@ impl Redis {
         if first || was != leader {
             self.observer.emit(observe::ClusterRole { replica: &self.replica, leader, holder });
         }
+    }
+}
+
+/// Why a Redis that answers cannot be used, for the errors that say so: a Redis Cluster node (its
+/// slot redirections), or a replica that refuses writes.
+fn unusable(kind: redis::ErrorKind) -> Option<&'static str> {
+    use redis::{ErrorKind, ServerErrorKind as S};
+    match kind {
+        ErrorKind::Server(S::Moved | S::Ask | S::TryAgain | S::ClusterDown | S::CrossSlot | S::MasterDown) => Some(
+            "it answers as a Redis Cluster node (slot redirections): cluster.redis_url needs a standalone Redis or the primary of a Sentinel set",
+        ),
+        ErrorKind::Server(S::ReadOnly) => Some("it is a read-only replica: cluster.redis_url needs the primary"),
+        ErrorKind::Server(S::NoPerm) => {
+            Some("its user lacks a permission the agent needs (EVALSHA, GET, SET, DEL, ZADD)")
+        }
+        _ => None,
     }
 }
 

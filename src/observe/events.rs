@@ -472,10 +472,12 @@ impl Event for ConfigReloadFailed<'_> {
     }
 }
 
-/// Redis answered again, or stopped answering.
+/// Redis answered again, or stopped answering (or answers in a way the agent cannot use).
 pub struct ClusterReachable {
     /// Whether it answers.
     pub up: bool,
+    /// Why a Redis that answers cannot be used, when its answer says.
+    pub unusable: Option<&'static str>,
 }
 
 impl Event for ClusterReachable {
@@ -485,6 +487,8 @@ impl Event for ClusterReachable {
         to.metrics.cluster.up(self.up);
         if self.up {
             tracing::info!("cluster: Redis answers; job state and probe leadership are shared");
+        } else if let Some(why) = self.unusable {
+            tracing::warn!("cluster: Redis cannot be used: {why}; jobs are tracked locally until it can");
         } else {
             tracing::warn!(
                 "cluster: Redis does not answer; jobs are tracked locally and the probe lease stays as it was until it does"

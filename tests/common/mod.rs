@@ -93,19 +93,33 @@ pub struct Redis {
     pub url: String,
     process: Option<Child>,
     dir: tempfile::TempDir,
+    /// More `redis-server` arguments (`--cluster-enabled yes` …).
+    extra: Vec<String>,
 }
 
 impl Redis {
     pub async fn start() -> Redis {
+        Redis::start_with(&[]).await
+    }
+
+    /// A server with more arguments.
+    pub async fn start_with(extra: &[&str]) -> Redis {
         let port = free_port();
         let mut r = Redis {
             port,
             url: format!("redis://127.0.0.1:{port}/0"),
             process: None,
             dir: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         r.restart().await;
         r
+    }
+
+    /// `redis-cli -p PORT ARGS…`: its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli").arg("-p").arg(self.port.to_string()).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Starts the server (again) on its port and waits until it answers.
@@ -114,6 +128,7 @@ impl Redis {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
