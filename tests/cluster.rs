@@ -342,3 +342,60 @@ async fn a_webhook_delivered_to_another_replica_is_judged_there_and_not_missed_b
     );
     assert_eq!(m.metric("modelslab_probe_runs_total").label("probe", "gen").sum(), 0.0, "the standby ran none");
 }
+
+/// Issue 28's drill: three replicas behind a round-robin client; jobs submitted through all three;
+/// the replica that saw some of the submissions is killed (SIGKILL) while they run; the client's
+/// polls reach the two others. Every job ends counted exactly once, with its real duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_job_loses_none_of_its_jobs_and_counts_none_twice() {
+    let sim =
+        emulator(Scenario { job_duration: Span::fixed(Duration::from_millis(2000)), ..Scenario::default() }).await;
+    let redis = Redis::start().await;
+    let mut replicas: Vec<AgentProcess> = (0..3).map(|_| replica(&sim.url, &redis.url, "")).collect();
+    let submitted = Instant::now();
+    let mut ids = Vec::new();
+    for n in 0..9 {
+        ids.push(submit(&replicas[n % 3].proxy).await);
+    }
+    // The three jobs replica 0 saw submitted are in Redis; then it dies mid-job.
+    eventually(Duration::from_secs(5), "replica 0 holds its jobs", async || {
+        replicas[0].metrics().await.metric("modelslab_jobs_in_flight").label("source", "proxy").value() == Some(3.0)
+    })
+    .await;
+    let dead = replicas.remove(0);
+    dead.process.signal("KILL");
+    drop(dead);
+    // Round-robin polls over the survivors until every job ended.
+    let mut n = 0;
+    for id in &ids {
+        let done = loop {
+            n += 1;
+            let proxy = &replicas[n % 2].proxy;
+            let v =
+                post_json(&format!("{proxy}/api/v6/images/fetch/{id}"), &json!({"key": "sim-premium-cluster"})).await;
+            if v["status"] != "processing" {
+                break v;
+            }
+            assert!(submitted.elapsed() < Duration::from_secs(30), "job {id} never ended: {v}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(done["status"], "success", "{done}");
+    }
+    let survivors: Vec<&AgentProcess> = replicas.iter().collect();
+    let success = [("result", "success"), ("source", "proxy")];
+    let mut counted = 0.0;
+    for _ in 0..50 {
+        counted = total(&survivors, "modelslab_jobs_total", &success).await;
+        if counted >= 9.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counted, 9.0, "every job counted once, the dead replica's three too");
+    let durations = total(&survivors, "modelslab_job_duration_seconds_sum", &success).await;
+    assert!((9.0 * 1.9..9.0 * 6.0).contains(&durations), "real durations, submit to end: {durations} s for 9 jobs");
+    // Nothing left to expire twice later.
+    for r in &replicas {
+        assert_eq!(r.metrics().await.metric("modelslab_jobs_total").label("result", "expired").sum(), 0.0);
+    }
+}
