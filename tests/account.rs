@@ -61,7 +61,11 @@ async fn generation_and_queue_wait_add_up_to_each_jobs_duration() {
     ))
     .await;
     let (mut jobs, mut synchronous, mut failed) = (0, 0, 0);
-    for n in 0..30 {
+    // Until each kind has been seen a few times (80 generations at most).
+    for n in 0..80 {
+        if jobs >= 10 && synchronous >= 3 && failed >= 2 {
+            break;
+        }
         let before = a.metrics();
         let model = if n % 2 == 0 { "flux" } else { "sdxl" };
         let end = generate(&a.proxy, "sim-premium-split", model, 1 + n % 3).await;
@@ -112,7 +116,10 @@ async fn generation_and_queue_wait_add_up_to_each_jobs_duration() {
 
     // The probe's jobs split the same way (its duration is submit to terminal answer too).
     let mut probe_jobs = 0;
-    for _ in 0..6 {
+    for _ in 0..30 {
+        if probe_jobs == 3 {
+            break;
+        }
         let before = a.metrics();
         let r = http().post(format!("{}/api/v1/probes/jobs/run", a.admin)).send().await.unwrap();
         assert_eq!(r.status(), 200);
@@ -135,14 +142,15 @@ async fn generation_and_queue_wait_add_up_to_each_jobs_duration() {
             assert!((generation + wait - job).abs() <= 0.010, "probe: {generation} + {wait} != {job}");
         }
     }
-    assert!(probe_jobs >= 2, "probe jobs that succeeded: {probe_jobs}");
+    assert_eq!(probe_jobs, 3, "probe runs that were jobs ending in success, of 30 at most");
     // By model, on the status page's figures too.
     let status: Value = serde_json::from_str(&get(&format!("{}/api/v1/status", a.admin)).await.1).unwrap();
     let by_model: Vec<&str> =
         status["recent"]["time"].as_array().unwrap().iter().map(|t| t["model"].as_str().unwrap()).collect();
     assert_eq!(by_model, ["flux", "sdxl"], "{}", status["recent"]["time"]);
-    let p50 = |model: usize| status["recent"]["time"][model]["generation_p50_seconds"].as_f64().unwrap();
-    assert!(p50(1) > p50(0), "sdxl generates slower: {}", status["recent"]["time"]);
+    // (A synchronous answer's generation is the emulator's latency, 0 here: the p95 compares jobs.)
+    let p95 = |model: usize| status["recent"]["time"][model]["generation_p95_seconds"].as_f64().unwrap();
+    assert!(p95(1) > p95(0), "sdxl generates slower: {}", status["recent"]["time"]);
     a.stop().await;
 }
 
@@ -153,7 +161,7 @@ async fn credits_per_output_are_exact_on_a_dedicated_key_through_failures_and_a_
     let sim = emulator(Scenario {
         sync_ratio: 0.4,
         job_duration: Span { min: Duration::from_millis(50), max: Duration::from_millis(200) },
-        failure_ratio: 0.3,
+        failure_ratio: 0.5,
         wallet: Wallet { balance: 10.0, cost },
         seed: 7,
         ..Scenario::default()
@@ -201,7 +209,7 @@ async fn credits_per_output_are_exact_on_a_dedicated_key_through_failures_and_a_
             polled(wallet().await).await;
         }
     }
-    assert!(failures >= 3, "failures among them: {failures}");
+    assert!(failures >= 2, "failures among them: {failures}");
     let m = eventually_metrics(&a, |m| total(m, "modelslab_outputs_delivered_total", "proxy") == f64::from(delivered))
         .await;
     let spent = m.metric("modelslab_account_spent_total").label("currency", "USD").value().unwrap();
