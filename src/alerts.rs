@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use crate::observe::slo::PAGE_BURN_RATE_FAST;
+use crate::observe::verdict::QUEUE_NEAR_LIMIT;
 
 /// The template, as shipped.
 pub const TEMPLATE: &str = include_str!("../alerts/rules.template.yml");
@@ -52,7 +53,7 @@ const SETTINGS: &[Setting] = &[
     s("rate_limited_for", "10m", "how long before it fires"),
     s(
         "queue_near_limit",
-        "0.8",
+        "",
         "the account's queue depth (else this agent's jobs in flight) over its limit (ModelslabQueueNearLimit)",
     ),
     s("queue_near_limit_for", "2m", "how long before it fires"),
@@ -136,6 +137,7 @@ impl Default for Settings {
             .map(|s| {
                 let default = match s.name {
                     "slo_page_burn_fast" => PAGE_BURN_RATE_FAST.to_string(),
+                    "queue_near_limit" => QUEUE_NEAR_LIMIT.to_string(),
                     _ => s.default.to_owned(),
                 };
                 (s.name, default)
@@ -226,6 +228,7 @@ mod tests {
         assert!(default.contains("> 0.05\n") && default.contains(">= 10\n        for: 10m"), "{default}");
         assert!(default.contains("server errors above 5 %"));
         assert!(default.contains(&format!("> {PAGE_BURN_RATE_FAST})")));
+        assert!(default.contains(&format!(") >= {QUEUE_NEAR_LIMIT}\n")), "the verdict's threshold is the alert's");
         let mut s = Settings::default();
         s.set("server_errors_warning=0.125").unwrap();
         s.set("runbook_url = https://wiki.example.com/modelslab").unwrap();

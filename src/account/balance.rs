@@ -45,10 +45,9 @@ impl Balance {
     /// One poll, published.
     pub async fn poll_once(&self, config: &Config) -> Result<Read, PollError> {
         let b = &config.account.balance;
-        let found = match ask(&self.inner.client, config, &b.path, Ask::PostKey, b.timeout).await {
-            Ok((answer, key)) => read(&answer, &key),
-            Err(e) => Err(e),
-        };
+        let found = ask(&self.inner.client, config, &b.path, Ask::PostKey, b.timeout)
+            .await
+            .and_then(|(answer, key)| read(&answer, &key));
         self.publish(&found);
         found
     }

@@ -50,10 +50,9 @@ impl Catalogue {
     /// One poll, published: the catalogue's model ids.
     pub async fn poll_once(&self, config: &Config) -> Result<BTreeSet<String>, PollError> {
         let m = &config.account.models;
-        let found = match ask(&self.inner.client, config, &m.path, Ask::GetWithHeader, TIMEOUT).await {
-            Ok((answer, key)) => read(&answer, &key),
-            Err(e) => Err(e),
-        };
+        let found = ask(&self.inner.client, config, &m.path, Ask::GetWithHeader, TIMEOUT)
+            .await
+            .and_then(|(answer, key)| read(&answer, &key));
         self.publish(&found, &config.labels.models);
         found
     }
@@ -132,7 +131,7 @@ fn read(answer: &Answer, key: &str) -> Result<BTreeSet<String>, PollError> {
 }
 
 /// The model ids of a catalogue in any of the API's shapes; `None` when `json` is none of them.
-pub fn listed(json: &Value) -> Option<BTreeSet<String>> {
+fn listed(json: &Value) -> Option<BTreeSet<String>> {
     let items = match json {
         Value::Array(items) => items,
         Value::Object(map) => match (map.get("data"), map.get("models")) {

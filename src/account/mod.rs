@@ -17,7 +17,7 @@ mod queue;
 use std::time::Duration;
 
 pub use balance::{Balance, Read as BalanceRead};
-pub use catalogue::{Catalogue, listed};
+pub use catalogue::Catalogue;
 pub use queue::Queue;
 
 use crate::classify::{self, Classification, Context, ErrorClass, Reason, RequestKind};

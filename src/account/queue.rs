@@ -51,10 +51,9 @@ impl Queue {
     pub async fn poll_once(&self, config: &Config) -> Result<u32, PollError> {
         let q = &config.account.queue;
         let timeout = timeout(q.interval);
-        let found = match ask(&self.inner.client, config, &q.path, Ask::PostKey, timeout).await {
-            Ok((answer, key)) => read(&answer, &key),
-            Err(e) => Err(e),
-        };
+        let found = ask(&self.inner.client, config, &q.path, Ask::PostKey, timeout)
+            .await
+            .and_then(|(answer, key)| read(&answer, &key));
         self.publish(&found, self.limit(config));
         found
     }
@@ -63,21 +62,18 @@ impl Queue {
         let mut st = self.inner.state.lock().unwrap_or_else(PoisonError::into_inner);
         st.limit = limit.map(|(n, _)| n);
         st.limit_source = limit.map(|(_, s)| s);
+        // Known (configured, or learned), it is published whether or not this poll succeeds.
+        if let Some(limit) = st.limit {
+            self.inner.observer.emit(observe::QueueLimitKnown { limit });
+        }
         match found {
             Ok(depth) => {
-                self.inner.observer.emit(observe::QueuePolled {
-                    depth: *depth,
-                    limit: st.limit,
-                    recovered: st.up == Some(false),
-                });
+                self.inner.observer.emit(observe::QueuePolled { depth: *depth, recovered: st.up == Some(false) });
                 st.depth = Some(*depth);
                 st.up = Some(true);
                 st.last_error = None;
             }
             Err(why) => {
-                if let Some(n) = st.limit {
-                    self.inner.observer.metrics().account.queue_limit(n);
-                }
                 let text = failed(&self.inner.observer, AccountPoll::Queue, why, st.up != Some(false));
                 st.up = Some(false);
                 st.last_error = Some(text);

@@ -570,12 +570,24 @@ impl Event for BalancePolled<'_> {
     }
 }
 
+/// The account's queue limit, configured or learned from a 429, at a queue poll.
+pub struct QueueLimitKnown {
+    /// Queued requests the plan allows.
+    pub limit: u32,
+}
+
+impl Event for QueueLimitKnown {
+    const NAME: &'static str = "queue_limit_known";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.account.queue_limit(self.limit);
+    }
+}
+
 /// An account-wide queue poll succeeded.
 pub struct QueuePolled {
     /// Unfinished requests of every client of the key.
     pub depth: u32,
-    /// The limit it is judged against, when known.
-    pub limit: Option<u32>,
     /// The poll before had failed.
     pub recovered: bool,
 }
@@ -585,13 +597,10 @@ impl Event for QueuePolled {
 
     fn emit(self, to: &Observer) {
         to.metrics.account.queue(self.depth);
-        if let Some(n) = self.limit {
-            to.metrics.account.queue_limit(n);
-        }
         if self.recovered {
             tracing::info!("account queue readable again");
         }
-        tracing::debug!(depth = self.depth, limit = self.limit, "account queue");
+        tracing::debug!(depth = self.depth, "account queue");
     }
 }
 

@@ -104,6 +104,21 @@ impl Observer {
         event.emit(self);
     }
 
+    /// Records what a success answer delivered (its files, and its time split when the API said
+    /// `generationTime`), as [`GenerationDelivered`]; nothing for an answer that says neither.
+    pub fn delivered(
+        &self,
+        source: Source,
+        endpoint: &str,
+        model: &str,
+        duration: std::time::Duration,
+        answer: &crate::classify::Classification,
+    ) {
+        if let Some(generated) = Generated::of(source, endpoint, model, duration, answer) {
+            self.emit(GenerationDelivered { generated });
+        }
+    }
+
     /// The metric families (for the admin server's `/metrics`, and tests).
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

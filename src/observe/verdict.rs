@@ -222,8 +222,9 @@ fn credits(doc: &StatusDocument, f: &mut Findings) {
     }
 }
 
-/// Share of the queue limit at which the account-wide queue is worth a look (the alert's default).
-const QUEUE_NEAR_LIMIT: f64 = 0.8;
+/// Share of the queue limit at which the account's queue is worth a look: the verdict's line and
+/// `ModelslabQueueNearLimit`'s default (`alerts`).
+pub const QUEUE_NEAR_LIMIT: f64 = 0.8;
 
 /// The account's queue and catalogue.
 fn account(doc: &StatusDocument, f: &mut Findings) {

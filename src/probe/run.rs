@@ -109,7 +109,13 @@ pub(super) async fn run(probe: &Probe, upstream: &Upstream, ctx: &RunContext) ->
         }
         _ => {
             // A synchronous success delivers at once.
-            delivered(ctx, &submit_endpoint, &model_label, started.elapsed(), &submit.classification);
+            ctx.observer.delivered(
+                Source::Probe,
+                &submit_endpoint,
+                &model_label,
+                started.elapsed(),
+                &submit.classification,
+            );
             None
         }
     };
@@ -238,16 +244,9 @@ async fn follow_job(
         span: None,
         submitted: None,
     });
-    delivered(call.ctx, submit_endpoint, call.model_label, duration, &last.classification);
+    observer.delivered(Source::Probe, submit_endpoint, call.model_label, duration, &last.classification);
     let id = last.classification.details().id.clone().unwrap_or_else(|| id.to_owned());
     JobOutcome { last, failure, id }
-}
-
-/// Records what a success delivered (its files, and its time split when the API said).
-fn delivered(ctx: &RunContext, endpoint: &str, model: &str, duration: Duration, answer: &Classification) {
-    if let Some(generated) = observe::Generated::of(Source::Probe, endpoint, model, duration, answer) {
-        ctx.observer.emit(observe::GenerationDelivered { generated });
-    }
 }
 
 /// The run's verdict: every expectation on the final answer, then the output checks (only of a

@@ -230,11 +230,7 @@ impl Seen {
         self.emit(&model, job_id);
         if kind == RequestKind::Submit {
             // A synchronous success delivers at once.
-            if let Some(generated) =
-                observe::Generated::of(Source::Proxy, &self.endpoint, &model, self.duration, &self.classification)
-            {
-                inner.observer.emit(observe::GenerationDelivered { generated });
-            }
+            inner.observer.delivered(Source::Proxy, &self.endpoint, &model, self.duration, &self.classification);
         }
         if let (RequestKind::Submit, Some(id), Outcome::Processing) = (kind, job_id, self.classification.outcome()) {
             let job = Tracked {

@@ -121,12 +121,8 @@ impl JobTracker {
             span,
             submitted: context.as_ref(),
         });
-        if result == JobResult::Success {
-            let generated =
-                answer.and_then(|a| observe::Generated::of(self.source, &job.endpoint, &job.model, duration, a));
-            if let Some(generated) = generated {
-                self.observer.emit(observe::GenerationDelivered { generated });
-            }
+        if let (JobResult::Success, Some(answer)) = (result, answer) {
+            self.observer.delivered(self.source, &job.endpoint, &job.model, duration, answer);
         }
     }
 
