@@ -658,6 +658,16 @@ async fn vendor_maintenance() -> Vec<Row> {
 async fn no_flapping() -> Vec<Row> {
     let slo = "slos:\n  - { name: proxy-availability, objective: 99, min_events: 50, sli: { requests: { source: proxy } } }\n";
     let stack = Stack::start(calm(), slo).await;
+    // The SLO judges proxy traffic only: until some has passed, `ModelslabSloNoEvents` is right to
+    // fire. A few good requests, no more than it takes for Prometheus to count them, to another
+    // endpoint than the burst's (whose server-error share stays among under 10 requests).
+    let balance = serde_json::json!({ "key": KEY }).to_string();
+    eventually(Duration::from_secs(60), "the SLO counts its first events", async || {
+        let _ = http().post(format!("{}/api/wallet_balance", stack.agent.proxy)).body(balance.clone()).send().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        !stack.query("slo:sli_events:count1h > 0").await.is_empty()
+    })
+    .await;
     stack.healthy().await;
     let since = Instant::now();
     // One failed probe run: the next one passes before `for` is over.
@@ -671,9 +681,9 @@ async fn no_flapping() -> Vec<Row> {
     stack.scenario(&calm()).await;
     // A burst of 5 server errors through the proxy, under the rules' and the SLO's minimums.
     stack.scenario(&broken).await;
+    let body = serde_json::json!({ "key": KEY, "model_id": "flux", "prompt": "p" }).to_string();
     for _ in 0..5 {
-        let body = serde_json::json!({ "key": KEY, "model_id": "flux", "prompt": "p" }).to_string();
-        let _ = http().post(format!("{}{GEN}", stack.agent.proxy)).body(body).send().await;
+        let _ = http().post(format!("{}{GEN}", stack.agent.proxy)).body(body.clone()).send().await;
     }
     stack.scenario(&calm()).await;
     tokio::time::sleep(3 * FOR + 2 * EVALUATION).await;
