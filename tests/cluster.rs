@@ -399,3 +399,250 @@ async fn a_replica_killed_mid_job_loses_none_of_its_jobs_and_counts_none_twice()
         assert_eq!(r.metrics().await.metric("modelslab_jobs_total").label("result", "expired").sum(), 0.0);
     }
 }
+
+/// Submits `n` jobs through `via` (each on its own key: a key queues 15), their ids with keys.
+async fn submit_many(via: &str, n: usize, tag: &str) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let key = format!("sim-premium-{tag}-{}", i / 10);
+        let v = post_json(
+            &format!("{via}/api/v6/images/text2img"),
+            &json!({"key": key, "model_id": "flux", "prompt": "p"}),
+        )
+        .await;
+        out.push((v["id"].as_u64().unwrap_or_else(|| panic!("no job id: {v}")), key));
+    }
+    out
+}
+
+/// Polls each job through `via` until it ends.
+async fn poll_all(via: &str, jobs: &[(u64, String)]) {
+    for (id, key) in jobs {
+        let done =
+            poll_job(&format!("{via}/api/v6/images/fetch/{id}"), &json!({"key": key}), Duration::from_millis(250), 120)
+                .await;
+        assert_eq!(done["status"], "success", "{done}");
+    }
+}
+
+/// Waits until every replica's jobs add up to `n` ended (any result) and none in flight; returns
+/// the successes.
+async fn all_ended(agents: &[&AgentProcess], n: f64, within: Duration) -> f64 {
+    let mut last = (0.0, 0.0);
+    let done = settled(
+        within,
+        async || {
+            last = (
+                total(agents, "modelslab_jobs_total", &[]).await,
+                total(agents, "modelslab_jobs_in_flight", &[]).await,
+            );
+            last
+        },
+        |(ended, in_flight)| *ended >= n && *in_flight == 0.0,
+    )
+    .await;
+    assert_eq!(done, (n, 0.0), "every job ended, once: (ended, in flight)");
+    total(agents, "modelslab_jobs_total", &[("result", "success")]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_is_followed_through_slot_redirections_and_a_failover() {
+    let sim = emulator(Scenario { job_duration: Span::fixed(Duration::from_secs(6)), ..Scenario::default() }).await;
+    let mut nodes = redis_cluster(3, 1).await;
+    // Named by a node that does not serve the agent's slot: its first answers are MOVED.
+    let owner = slot_owner(&nodes[0], "{modelslab-sentinel}:lease").unwrap();
+    let named = nodes.iter().find(|n| format!("127.0.0.1:{}", n.port) != owner).unwrap().url.clone();
+    let (a, b) = (replica(&sim.url, &named, ""), replica(&sim.url, &named, ""));
+    eventually(Duration::from_secs(15), "both replicas use the cluster, one leads", async || {
+        let (sa, sb) = (status(&a).await, status(&b).await);
+        let leaders = [&sa, &sb].iter().filter(|s| s["cluster"]["role"] == "leader").count();
+        sa["cluster"]["redis_up"] == true && sb["cluster"]["redis_up"] == true && leaders == 1
+    })
+    .await;
+    for r in [&a, &b] {
+        assert_eq!(status(r).await["cluster"]["redis_cluster"], true);
+        assert_eq!(r.metrics().await.metric("modelslab_sentinel_cluster_up").value(), Some(1.0));
+        assert!(r.process.log().contains("names a Redis Cluster node"), "{}", r.process.log());
+    }
+    // Jobs submitted through A, polled through B after the primary of their slot is killed and
+    // its replica promoted: each counted once, with its real duration.
+    let before = submit_many(&a.proxy, 8, "before").await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // replicated to the replica
+    let killed = nodes.iter().position(|n| format!("127.0.0.1:{}", n.port) == owner).unwrap();
+    nodes[killed].stop();
+    let survivor = if killed == 0 { 1 } else { 0 };
+    eventually(Duration::from_secs(20), "a replica promoted for the slot", async || {
+        slot_owner(&nodes[survivor], "{modelslab-sentinel}:lease").is_some_and(|o| o != owner)
+            && nodes[survivor].cli(&["cluster", "info"]).contains("cluster_state:ok")
+    })
+    .await;
+    let failed_over = Instant::now();
+    let after = submit_many(&b.proxy, 8, "after").await;
+    poll_all(&b.proxy, &before).await;
+    poll_all(&a.proxy, &after).await;
+    let successes = all_ended(&[&a, &b], 16.0, Duration::from_secs(20)).await;
+    assert_eq!(successes, 16.0, "each job counted once, as a success");
+    let took = total(&[&a, &b], "modelslab_job_duration_seconds_sum", &[("result", "success")]).await;
+    assert!((16.0 * 5.5..16.0 * 12.0).contains(&took), "real durations (6 s jobs): {took}");
+    eventually(Duration::from_secs(15), "both up again, one leader", async || {
+        let (sa, sb) = (status(&a).await, status(&b).await);
+        let leaders = [&sa, &sb].iter().filter(|s| s["cluster"]["role"] == "leader").count();
+        sa["cluster"]["redis_up"] == true && sb["cluster"]["redis_up"] == true && leaders == 1
+    })
+    .await;
+    println!("failover: the cluster was ok again, 16 jobs counted once; {:?} after", failed_over.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_replica_as_redis_url_reads_cluster_up_0_and_says_why() {
+    let primary = Redis::start().await;
+    let port = primary.port.to_string();
+    let replica_of = Redis::start_with(&["--replicaof", "127.0.0.1", &port]).await;
+    let agent = Process::agent(
+        &format!("upstream:\n  base_url: http://127.0.0.1:9\ncluster:\n  redis_url: {}\n", replica_of.url),
+        &[],
+        &[],
+    );
+    let m = settled(
+        Duration::from_secs(10),
+        async || scrape(&agent.admin).await,
+        |m: &Scrape| {
+            m.metric("modelslab_sentinel_cluster_up").value() == Some(0.0)
+                && m.metric("modelslab_sentinel_cluster_leader").value() == Some(0.0)
+        },
+    )
+    .await;
+    assert_eq!(m.metric("modelslab_sentinel_cluster_up").value(), Some(0.0), "a Redis it cannot use");
+    assert_eq!(m.metric("modelslab_sentinel_cluster_leader").value(), Some(0.0), "standby, said from the start");
+    assert!(m.metric("modelslab_sentinel_cluster_errors_total").label("op", "lease").sum() >= 1.0);
+    agent.process.wait_for_log("cluster: Redis cannot be used: ", Duration::from_secs(5));
+    assert!(agent.process.log().contains("it is a read-only replica"), "{}", agent.process.log());
+    let s = status(&agent).await;
+    assert_eq!((s["cluster"]["redis_up"].as_bool(), s["cluster"]["role"].as_str()), (Some(false), Some("standby")));
+}
+
+/// The `replicas: one` probe's runs over every replica.
+async fn probe_runs(agents: &[&AgentProcess]) -> f64 {
+    total(agents, "modelslab_probe_runs_total", &[("probe", "system")]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_empty_loses_no_job_and_counts_none_twice() {
+    let sim = emulator(Scenario { job_duration: Span::fixed(Duration::from_secs(5)), ..Scenario::default() }).await;
+    let mut redis = Redis::start().await;
+    let extra = "jobs:\n  ttl: 12s\nprobes:\n  - name: system\n    interval: 1s\n    timeout: 900ms\n    request: { path: /api/wallet_balance }\n";
+    let (a, b) = (replica(&sim.url, &redis.url, extra), replica(&sim.url, &redis.url, extra));
+    let leaders = async || {
+        let (sa, sb) = (status(&a).await, status(&b).await);
+        [&sa, &sb].iter().filter(|s| s["cluster"]["role"] == "leader").count()
+    };
+    eventually(Duration::from_secs(10), "one leader", async || leaders().await == 1).await;
+    let epoch = async || {
+        let (sa, sb) = (status(&a).await, status(&b).await);
+        sa["cluster"]["epoch"].as_u64().unwrap().max(sb["cluster"]["epoch"].as_u64().unwrap())
+    };
+    let epoch_before = epoch().await;
+    let through_a = submit_many(&a.proxy, 6, "a").await;
+    let through_b = submit_many(&b.proxy, 6, "b").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let runs_before = probe_runs(&[&a, &b]).await;
+    let restarted = Instant::now();
+    redis.stop();
+    redis.restart().await; // empty: no persistence
+    // Each replica writes back the jobs it saw submitted; each job ends once, wherever polled.
+    eventually(Duration::from_secs(10), "12 jobs written back", async || {
+        total(&[&a, &b], "modelslab_sentinel_cluster_jobs_restored_total", &[]).await == 12.0
+    })
+    .await;
+    poll_all(&b.proxy, &through_a[..3]).await;
+    poll_all(&a.proxy, &through_a[3..]).await;
+    poll_all(&a.proxy, &through_b[..3]).await;
+    poll_all(&b.proxy, &through_b[3..]).await;
+    let successes = all_ended(&[&a, &b], 12.0, Duration::from_secs(30)).await;
+    assert_eq!(successes, 12.0, "each job counted once, as a success");
+    // The lease: held again, its epoch above the one before, the probe never stopped for long.
+    eventually(Duration::from_secs(10), "one leader again", async || leaders().await == 1).await;
+    let runs = probe_runs(&[&a, &b]).await - runs_before;
+    let seconds = restarted.elapsed().as_secs_f64();
+    assert!(
+        runs >= seconds - 4.0 && runs <= seconds + 4.0,
+        "about one probe run a second over {seconds:.1} s (at most one lease interval double or missing): {runs}"
+    );
+    let epoch_after = epoch().await;
+    let (sa, sb) = (status(&a).await, status(&b).await);
+    assert!(epoch_after >= epoch_before, "the fencing epoch never goes back: {epoch_before} → {epoch_after}");
+    assert_eq!(
+        sa["cluster"]["jobs_restored"].as_u64().unwrap() + sb["cluster"]["jobs_restored"].as_u64().unwrap(),
+        12,
+        "the status page says what happened"
+    );
+    for r in [&a, &b] {
+        let log = r.process.log();
+        assert!(log.contains("Redis lost its data"), "{log}");
+        let warnings = log.lines().filter(|l| l.contains("WARN") && l.contains("cluster:")).count();
+        assert!(warnings <= 4, "no storm of warnings: {warnings}\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_stalled_for_10_s_holds_no_request_and_loses_no_job() {
+    let sim = emulator(Scenario { job_duration: Span::fixed(Duration::from_secs(2)), ..Scenario::default() }).await;
+    let redis = Redis::start().await;
+    let extra = "jobs:\n  ttl: 60s\n";
+    let (a, b) = (replica(&sim.url, &redis.url, extra), replica(&sim.url, &redis.url, extra));
+    eventually(Duration::from_secs(10), "both connected", async || {
+        a.metrics().await.metric("modelslab_sentinel_cluster_up").value() == Some(1.0)
+            && b.metrics().await.metric("modelslab_sentinel_cluster_up").value() == Some(1.0)
+    })
+    .await;
+    let latency = async |via: &str, n: usize| {
+        let mut took = Vec::new();
+        for _ in 0..n {
+            let started = Instant::now();
+            let r = http()
+                .post(format!("{via}/api/wallet_balance"))
+                .json(&json!({"key": "sim-premium-latency"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            took.push(started.elapsed());
+        }
+        took.sort();
+        took[took.len() * 99 / 100]
+    };
+    let calm = latency(&a.proxy, 100).await;
+    // Jobs submitted before, ending during the stall; jobs submitted during it.
+    let early = submit_many(&a.proxy, 6, "early").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.signal("STOP");
+    let stalled = Instant::now();
+    let during = submit_many(&a.proxy, 6, "during").await;
+    let slow = latency(&a.proxy, 100).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The early jobs end while Redis is stalled, seen through both replicas.
+    poll_all(&a.proxy, &early[..3]).await;
+    poll_all(&b.proxy, &early[3..]).await;
+    let submit_ok = stalled.elapsed();
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(stalled.elapsed())).await;
+    redis.signal("CONT");
+    // The early jobs' ends, asked again once Redis answers: counted with the duration up to when
+    // their end was seen (≈ 2–3 s), not up to Redis's return (≈ 10 s).
+    eventually(Duration::from_secs(10), "the early jobs counted", async || {
+        total(&[&a, &b], "modelslab_jobs_total", &[("result", "success")]).await == 6.0
+    })
+    .await;
+    let early_took = total(&[&a, &b], "modelslab_job_duration_seconds_sum", &[("result", "success")]).await;
+    assert!(early_took < 6.0 * 5.0, "durations up to when each end was seen: {early_took:.1} s for 6");
+    poll_all(&a.proxy, &during).await;
+    let successes = all_ended(&[&a, &b], 12.0, Duration::from_secs(60)).await;
+    assert_eq!(successes, 12.0, "each job counted once, as a success");
+    assert!(
+        slow <= calm * 2 + Duration::from_millis(50),
+        "a stalled Redis holds no proxied request: p99 {calm:?} calm, {slow:?} stalled"
+    );
+    assert!(submit_ok < Duration::from_secs(9), "the stall's requests were answered within it: {submit_ok:?}");
+    println!(
+        "stall: p99 {calm:?} calm, {slow:?} while Redis was stopped; the 6 jobs that ended in it took {early_took:.1} s in all"
+    );
+}

@@ -70,6 +70,26 @@ pub struct Tracking {
 /// What one sweep of the jobs took out.
 pub use redis::Sweep;
 
+/// What a look at a job's record asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ask {
+    /// Its record, left as it is.
+    Read,
+    /// Its record, taken out (the job ended); the token makes asking again safe.
+    End(String),
+}
+
+impl Ask {
+    /// An end with a fresh token.
+    pub fn end() -> Ask {
+        Ask::End(format!("{:016x}", rand::random::<u64>()))
+    }
+}
+
+/// Redis did not answer in time (or answered with an error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unanswered;
+
 /// A `replicas: one` probe's state as its last holder left it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SharedProbe {
@@ -170,6 +190,8 @@ impl Cluster {
             role: if role.leader { ClusterRole::Leader } else { ClusterRole::Standby },
             lease_holder: role.holder,
             redis_up: r.is_up(),
+            redis_cluster: r.is_cluster(),
+            jobs_restored: r.restored.load(Ordering::Relaxed),
             epoch: r.epoch.load(Ordering::Relaxed),
         })
     }
@@ -187,17 +209,26 @@ impl Cluster {
         }
     }
 
-    /// A job's record, if it is followed; with `end`, taken out so that exactly one replica ends
-    /// it.
-    pub fn job(&self, id: &str, end: bool) -> BoxFuture<'static, Option<SharedJob>> {
+    /// A job's record, if it is followed; with [`Ask::End`], taken out so that exactly one replica
+    /// ends it (its tombstone kept as long as a record tracked with `ttl`). `Err` when Redis did
+    /// not answer: the same `Ask` may be asked again, and an end that Redis carried out after all
+    /// is then still this caller's.
+    pub fn job(&self, id: &str, ask: &Ask, ttl: Duration) -> BoxFuture<'static, Result<Option<SharedJob>, Unanswered>> {
+        let end = matches!(ask, Ask::End(_));
         match &self.backend {
-            Backend::Memory { state, .. } => done(state.job(id, end)),
+            Backend::Memory { state, .. } => done(Ok(state.job(id, end))),
             Backend::Redis(r) => match r.local.job(id, end) {
-                // A job kept here while Redis was away is ended here.
-                Some(job) => done(Some(job)),
+                // A job kept here while Redis was away is ended here (and its record taken out of
+                // Redis too, should a write that timed out have reached it).
+                Some(job) => {
+                    if end {
+                        r.ended_here(id);
+                    }
+                    done(Ok(Some(job)))
+                }
                 None => {
-                    let (r, id) = (r.clone(), id.to_owned());
-                    Box::pin(async move { r.job(&id, end).await })
+                    let (r, id, ask) = (r.clone(), id.to_owned(), ask.clone());
+                    Box::pin(async move { r.job(&id, &ask, ttl).await })
                 }
             },
         }

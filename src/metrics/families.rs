@@ -514,6 +514,7 @@ pub struct ClusterFamilies {
     pub(super) up: GaugeVec,
     pub(super) leader: GaugeVec,
     pub(super) errors: IntCounterVec,
+    pub(super) restored: IntCounterVec,
 }
 
 impl ClusterFamilies {
@@ -537,6 +538,12 @@ impl ClusterFamilies {
                 "Redis operations that failed or timed out, by operation.",
                 &["op"],
             )?,
+            restored: counter(
+                r,
+                "modelslab_sentinel_cluster_jobs_restored_total",
+                "Jobs this replica saw submitted that Redis had lost (restarted empty, flushed), written back.",
+                &[],
+            )?,
         })
     }
 
@@ -553,6 +560,11 @@ impl ClusterFamilies {
     /// A Redis operation failed.
     pub fn error(&self, op: ClusterOp) {
         self.errors.with_label_values(&[op.as_str()]).inc();
+    }
+
+    /// Jobs written back into a Redis that had lost them.
+    pub fn restored(&self, jobs: u64) {
+        self.restored.with_label_values(NO_LABELS).inc_by(jobs);
     }
 }
 

@@ -497,6 +497,41 @@ impl Event for ClusterReachable {
     }
 }
 
+/// `cluster.redis_url` turned out to name a Redis Cluster node.
+pub struct ClusterTopology {
+    /// Whether it is a cluster.
+    pub cluster: bool,
+}
+
+impl Event for ClusterTopology {
+    const NAME: &'static str = "cluster_topology";
+
+    fn emit(self, _: &Observer) {
+        if self.cluster {
+            tracing::info!("cluster: cluster.redis_url names a Redis Cluster node; following its slots and failovers");
+        }
+    }
+}
+
+/// Redis had lost its data (its marker key was gone): the jobs this replica saw submitted and
+/// had not seen end were written back.
+pub struct ClusterJobsRestored {
+    /// How many were missing and written back.
+    pub jobs: u64,
+}
+
+impl Event for ClusterJobsRestored {
+    const NAME: &'static str = "cluster_jobs_restored";
+
+    fn emit(self, to: &Observer) {
+        to.metrics.cluster.restored(self.jobs);
+        tracing::warn!(
+            jobs = self.jobs,
+            "cluster: Redis lost its data (restarted empty or flushed); this replica wrote back the jobs it saw submitted"
+        );
+    }
+}
+
 /// A Redis operation failed (`kind`: the client's error kind, or `timeout`; never a URL).
 pub struct ClusterError {
     /// What was asked.

@@ -281,6 +281,13 @@ pub struct ClusterView {
     pub lease_holder: Option<String>,
     /// Whether Redis answers.
     pub redis_up: bool,
+    /// Whether `cluster.redis_url` names a Redis Cluster (its slots and failovers followed).
+    #[serde(default)]
+    pub redis_cluster: bool,
+    /// Jobs this replica wrote back since it started, after Redis lost its data (restarted
+    /// empty, flushed).
+    #[serde(default)]
+    pub jobs_restored: u64,
     /// The lease's fencing epoch as this replica last took it.
     pub epoch: u64,
 }

@@ -17,7 +17,7 @@ use super::jobs::Tracked;
 use super::{Proxy, ProxyBody, Synthetic};
 use crate::classify::{self, ApiStatus, Classification, Context, Failure, Outcome, RequestKind};
 use crate::clock;
-use crate::cluster::SharedJob;
+use crate::cluster::{Ask, SharedJob, Unanswered};
 use crate::config::Config;
 use crate::observe::{self, JobResult, ResponseUninspected, Source, UninspectedReason};
 
@@ -161,10 +161,21 @@ impl Exchange {
         match (self.kind, job_id) {
             (RequestKind::Fetch, Some(id)) => {
                 let ends = job_end(http_status, &seen.classification);
-                let lookup = inner.jobs.lookup(&id, ends.is_some());
+                let ask = if ends.is_some() { Ask::end() } else { Ask::Read };
+                let lookup = inner.jobs.lookup(&id, &ask);
+                let seen_ms = clock::unix_millis();
+                let jobs = inner.jobs.clone();
                 inner.tasks.finish_or_spawn(async move {
-                    let job = lookup.await;
-                    seen.poll(&id, job, ends);
+                    match (lookup.await, ends) {
+                        (Ok(job), _) => seen.poll(&id, job, ends),
+                        (Err(Unanswered), None) => seen.poll(&id, None, None),
+                        // Recorded now; the end once Redis answers (a stall, a failover).
+                        (Err(Unanswered), Some(result)) => {
+                            let (span, answer) = (seen.server.clone(), seen.classification.clone());
+                            seen.poll(&id, None, None);
+                            jobs.end_when_answered(&id, &ask, seen_ms, result, Some(&span), Some(&answer)).await;
+                        }
+                    }
                 });
             }
             (kind, job_id) => seen.submission(kind, job_id.as_deref(), self.started_ms),

@@ -15,12 +15,16 @@ use tracing::Span;
 use crate::BoxFuture;
 use crate::classify::Classification;
 use crate::clock;
-use crate::cluster::{Cluster, SharedJob};
+use crate::cluster::{Ask, Cluster, SharedJob, Unanswered};
 use crate::observe::{self, JobResult, Observer, Source, SpanContext};
 use crate::tasks::Tasks;
 
 /// Jobs ended per sweep at most (a sweep runs every few seconds).
 const SWEEP_LIMIT: usize = 1000;
+
+/// How long a job's end seen while Redis does not answer is asked again, and how often.
+const END_RETRY_FOR: Duration = Duration::from_secs(60);
+const END_RETRY_EVERY: Duration = Duration::from_millis(500);
 
 /// A job as the exchange that submitted it knows it.
 #[derive(Debug, Clone)]
@@ -97,18 +101,55 @@ impl JobTracker {
         });
     }
 
-    /// The record of job `id` (taken out with `end`, so that exactly one replica ends it);
-    /// `None` for a job not followed (never seen submitted, or ended already).
-    pub fn lookup(&self, id: &str, end: bool) -> BoxFuture<'static, Option<SharedJob>> {
-        self.cluster.job(id, end)
+    /// The record of job `id` (taken out with [`Ask::End`], so that exactly one replica ends
+    /// it); `Ok(None)` for a job not followed (never seen submitted, or ended already), `Err`
+    /// when Redis did not answer.
+    pub fn lookup(&self, id: &str, ask: &Ask) -> BoxFuture<'static, Result<Option<SharedJob>, Unanswered>> {
+        self.cluster.job(id, ask, self.limits().0)
+    }
+
+    /// Ends job `id`, seen ending at `seen_ms`, once Redis answers a lookup that it did not
+    /// answer (stalled, failing over): asked again with the same [`Ask`] for up to
+    /// [`END_RETRY_FOR`], so that the end is counted once even when Redis carried out the first
+    /// ask after its deadline.
+    pub async fn end_when_answered(
+        &self,
+        id: &str,
+        ask: &Ask,
+        seen_ms: u64,
+        result: JobResult,
+        span: Option<&Span>,
+        answer: Option<&Classification>,
+    ) {
+        let deadline = tokio::time::Instant::now() + END_RETRY_FOR;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(END_RETRY_EVERY).await;
+            match self.lookup(id, ask).await {
+                Ok(Some(job)) => return self.end_at(&job, result, span, answer, seen_ms),
+                Ok(None) => return,
+                Err(Unanswered) => {}
+            }
+        }
     }
 
     /// Counts the end of a job, linking `span` (the exchange that saw it) to its submission;
     /// `answer` is the terminal answer seen (none for an expired or evicted job): a success's
     /// files and time split are recorded with the same duration.
     pub fn end(&self, job: &SharedJob, result: JobResult, span: Option<&Span>, answer: Option<&Classification>) {
+        self.end_at(job, result, span, answer, clock::unix_millis());
+    }
+
+    /// [`JobTracker::end`] of a job seen ending at `ended_ms`.
+    fn end_at(
+        &self,
+        job: &SharedJob,
+        result: JobResult,
+        span: Option<&Span>,
+        answer: Option<&Classification>,
+        ended_ms: u64,
+    ) {
         let context = job.traceparent.as_deref().and_then(observe::from_traceparent);
-        let duration = Duration::from_millis(clock::unix_millis().saturating_sub(job.submitted_ms));
+        let duration = Duration::from_millis(ended_ms.saturating_sub(job.submitted_ms));
         self.observer.emit(observe::JobEnded {
             job: observe::JobEnd {
                 source: self.source,
@@ -182,10 +223,10 @@ mod tests {
         t.track("1", job(0)); // a duplicate keeps the first
         t.track("2", job(3_000));
         assert_eq!(t.held(), 2);
-        let one = t.lookup("1", true).await.unwrap();
+        let one = t.lookup("1", &Ask::end()).await.unwrap().unwrap();
         t.end(&one, JobResult::Success, None, None);
-        assert!(t.lookup("1", true).await.is_none(), "ends once");
-        assert!(t.lookup("unknown", true).await.is_none());
+        assert!(t.lookup("1", &Ask::end()).await.unwrap().is_none(), "ends once");
+        assert!(t.lookup("unknown", &Ask::end()).await.unwrap().is_none());
         t.track("3", job(120_000)); // submitted two minutes ago: past the 60 s TTL
         t.track("4", job(0)); // over max_tracked: the first tracked of those left, "2", is evicted
         assert_eq!(t.held(), 2);

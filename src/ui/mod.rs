@@ -477,7 +477,11 @@ fn agent(doc: &StatusDocument) -> Markup {
                 @if let Some(cluster) = &doc.cluster {
                     dt { "replica" } dd { (cluster.replica) " · " b { (match cluster.role { ClusterRole::Leader => "leader", ClusterRole::Standby => "standby" }) } }
                     dt { "lease holder" } dd { (cluster.lease_holder.as_deref().unwrap_or("")) }
-                    dt { "Redis" } dd { (if cluster.redis_up { "up" } else { "down" }) }
+                    dt { "Redis" } dd {
+                        (if cluster.redis_up { "up" } else { "down" })
+                        (if cluster.redis_cluster { " · a Redis Cluster" } else { "" })
+                        @if cluster.jobs_restored > 0 { " · lost its data: " (cluster.jobs_restored) " jobs written back" }
+                    }
                 } @else {
                     dt { "replicas" } dd { "one (state in memory)" }
                 }

@@ -144,6 +144,13 @@ impl Redis {
         .await;
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to the server.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.process.as_ref().expect("running").id();
+        let ok = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap().success();
+        assert!(ok, "kill -{signal} {pid}");
+    }
+
     /// Stops the server (its data goes with it).
     pub fn stop(&mut self) {
         if let Some(mut p) = self.process.take() {
@@ -151,6 +158,58 @@ impl Redis {
             let _ = p.wait();
         }
     }
+}
+
+/// A Redis Cluster of real `redis-server --cluster-enabled yes` processes joined by
+/// `redis-cli --cluster create`: `masters` primaries, each with `replicas` replicas.
+pub async fn redis_cluster(masters: usize, replicas: usize) -> Vec<Redis> {
+    let args = [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "1000",
+        "--repl-diskless-sync-delay",
+        "0",
+    ];
+    let mut nodes = Vec::new();
+    for _ in 0..masters * (1 + replicas) {
+        nodes.push(Redis::start_with(&args).await);
+    }
+    let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+    let replicas = replicas.to_string();
+    let mut create = vec!["--cluster", "create"];
+    create.extend(addrs.iter().map(String::as_str));
+    create.extend(["--cluster-replicas", replicas.as_str(), "--cluster-yes"]);
+    let out = nodes[0].cli(&create);
+    assert!(out.contains("All 16384 slots covered"), "{out}");
+    eventually(Duration::from_secs(30), "the cluster is ok on every node, every replica in sync", async || {
+        nodes.iter().all(|n| {
+            let replication = n.cli(&["info", "replication"]);
+            n.cli(&["cluster", "info"]).contains("cluster_state:ok")
+                && (replication.contains("role:master") || replication.contains("master_link_status:up"))
+        })
+    })
+    .await;
+    nodes
+}
+
+/// The `127.0.0.1:PORT` of the primary serving `key`'s slot, as `node` sees the cluster.
+pub fn slot_owner(node: &Redis, key: &str) -> Option<String> {
+    let slot: u16 = node.cli(&["cluster", "keyslot", key]).trim().parse().ok()?;
+    node.cli(&["cluster", "nodes"])
+        .lines()
+        .filter(|l| l.contains("master") && !l.contains("fail"))
+        .find(|l| {
+            l.split_whitespace().skip(8).any(|range| {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                (lo.parse::<u16>().unwrap_or(u16::MAX)..=hi.parse().unwrap_or(0)).contains(&slot)
+            })
+        })
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|a| a.split('@').next())
+        .map(str::to_owned)
 }
 
 impl Drop for Redis {
