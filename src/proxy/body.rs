@@ -25,6 +25,37 @@ pub(super) fn full(bytes: Bytes) -> ProxyBody {
     Full::new(bytes).map_err(|e| match e {}).boxed()
 }
 
+/// A body that broke off: the bytes that came, then `error` — after a pause, so that the head and
+/// those bytes reach the client first (as when the answer streams) rather than a dropped
+/// connection with nothing.
+pub(super) fn broken(came: Bytes, error: BoxError) -> ProxyBody {
+    Broken { came: Some(came), error: Some(error), paused: false }.boxed()
+}
+
+struct Broken {
+    came: Option<Bytes>,
+    error: Option<BoxError>,
+    paused: bool,
+}
+
+impl Body for Broken {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(came) = self.came.take() {
+            return Poll::Ready(Some(Ok(Frame::data(came))));
+        }
+        if !self.paused {
+            // The server writes out what it holds when the body is not ready.
+            self.paused = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(self.error.take().map(Err))
+    }
+}
+
 /// The request body was larger than `proxy.max_request_body`.
 #[derive(Debug)]
 pub(super) struct TooLarge;

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::Response;
 use http::header::{self, HeaderMap, HeaderValue};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::Span;
 
-use super::body::{End, Finish, RequestSeen, Seen as BodySeen, full};
+use super::body::{BoxError, End, Finish, RequestSeen, Seen as BodySeen, broken, full};
 use super::inspect::{RequestFields, fetch_path_id, request_fields, request_secrets, rewrite_fetch_result};
 use super::jobs::Tracked;
 use super::{Proxy, ProxyBody, Synthetic};
@@ -105,22 +106,36 @@ impl Exchange {
         proxy.synthetic(answer, &server)
     }
 
-    /// Reads a whole answer, rewrites its `fetch_result` to point at the proxy, and records it.
-    pub(super) async fn rewritten(
+    /// Reads a whole answer (within what is left of `timeout`), rewrites its `fetch_result` to point at the proxy
+    /// when `rewrite` says, records it and answers it from memory: the upstream connection is
+    /// free at once, whatever pace the client reads at.
+    pub(super) async fn whole(
         self,
         mut parts: http::response::Parts,
         incoming: Incoming,
         limit: usize,
+        rewrite: bool,
+        timeout: Duration,
     ) -> Response<ProxyBody> {
-        let bytes = match http_body_util::Limited::new(incoming, limit).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => return self.failed(Failure::Transport),
-        };
+        let within = timeout.saturating_sub(self.started.elapsed());
         let status = parts.status.as_u16();
+        let bytes = match tokio::time::timeout(within, read_whole(incoming, limit)).await {
+            Ok(Ok(b)) => b,
+            // Cut mid-body: the client gets the head and what came, then the same break, as when
+            // the answer streams; counted as the API's transport error.
+            Ok(Err((came, e))) => {
+                self.record(Some(status), classify::classify_failure(Failure::Transport), None);
+                return Response::from_parts(parts, broken(came, e));
+            }
+            Err(_) => return self.failed(Failure::Timeout),
+        };
         let c = classify::classify(status, &parts.headers, &bytes, &self.context());
         let local = self.proxy.inner.local;
-        let out =
-            c.fetch_result().and_then(|url| rewrite_fetch_result(&bytes, url, &self.config, local)).unwrap_or(bytes);
+        let out = if rewrite {
+            c.fetch_result().and_then(|url| rewrite_fetch_result(&bytes, url, &self.config, local)).unwrap_or(bytes)
+        } else {
+            bytes
+        };
         self.record(Some(status), c, None);
         parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
         Response::from_parts(parts, full(out))
@@ -181,6 +196,23 @@ impl Exchange {
             (kind, job_id) => seen.submission(kind, job_id.as_deref(), self.started_ms),
         }
     }
+}
+
+/// An answer's body, whole (at most `limit` bytes); when it breaks off, what came and the error.
+async fn read_whole(incoming: Incoming, limit: usize) -> Result<Bytes, (Bytes, BoxError)> {
+    let mut body = http_body_util::Limited::new(incoming, limit);
+    let mut came = Vec::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    came.extend_from_slice(&data);
+                }
+            }
+            Err(e) => return Err((Bytes::from(came), e)),
+        }
+    }
+    Ok(Bytes::from(came))
 }
 
 /// How the job a poll asks about ended, if this answer ends it: `success`, or a 2xx error

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use super::body::full;
 use super::body::{ClientBodyFailed, Inspect, RequestSeen, RequestTap, ResponseTap, TooLarge};
 use super::exchange::{Exchange, Finished};
-use super::inspect::{is_fetch_path, rewritable, uninspected_reason};
+use super::inspect::{WHOLE_MAX, is_fetch_path, rewritable, small, uninspected_reason};
 use super::{Proxy, ProxyBody, REQUEST_HEAD, Refusal, Synthetic};
 use crate::classify::{self, Context, Failure, RequestKind};
 use crate::config::Config;
@@ -120,8 +120,16 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         let inspect = exchange.config.proxy.inspect_limit.as_u64() as usize;
         let uninspected = uninspected_reason(&parts.headers);
-        if exchange.config.proxy.rewrite_fetch_result && uninspected.is_none() && rewritable(&parts.headers, inspect) {
-            return exchange.rewritten(parts, incoming, inspect).await;
+        if uninspected.is_none() {
+            if exchange.config.proxy.rewrite_fetch_result && rewritable(&parts.headers, inspect) {
+                return exchange.whole(parts, incoming, inspect, true, timeout).await;
+            }
+            // A small answer of known length (the API's JSON, nearly always) is read whole before
+            // it is answered, so that a client that reads slowly or not at all (HTTP/2 window
+            // starvation) holds no upstream connection; bigger and streamed answers stream.
+            if small(&parts.headers) && !classify::stream::is_event_stream(&parts.headers) {
+                return exchange.whole(parts, incoming, WHOLE_MAX, false, timeout).await;
+            }
         }
         let keeping = if uninspected.is_some() {
             Inspect::Nothing

@@ -58,6 +58,18 @@ pub(super) fn rewritable(headers: &HeaderMap, limit: usize) -> bool {
     plain && json && small
 }
 
+/// The largest answer read whole before it is answered ([`small`]).
+pub(super) const WHOLE_MAX: usize = 64 * 1024;
+
+/// Whether an answer says it is at most [`WHOLE_MAX`] long.
+pub(super) fn small(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n <= WHOLE_MAX)
+}
+
 static MODEL_ID: LazyLock<regex::Regex> = LazyLock::new(|| {
     #[allow(clippy::expect_used)] // a literal pattern, exercised by the tests
     regex::Regex::new(r#""model(?:_id)?"\s*:\s*"([^"\\]{1,128})""#).expect("model pattern is valid")

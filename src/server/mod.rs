@@ -7,6 +7,8 @@
 //!   `max_header_bytes` (else hyper answers 431 or closes the connection);
 //! - request framing is hyper's, as RFC 9112 asks: `Content-Length` with `Transfer-Encoding`,
 //!   conflicting `Content-Length`s and obs-folded headers are refused with 400;
+//! - an HTTP/2 client's control frames (SETTINGS, PING, PRIORITY) are budgeted ([`frames`]): a
+//!   flood of them cuts the connection; h2 bounds rapid resets and CONTINUATION floods;
 //! - on shutdown no connection is accepted and open ones finish their requests (tracked by the
 //!   caller's `TaskTracker`, which the app waits for within its grace period).
 
@@ -27,6 +29,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+mod frames;
+pub use frames::{CONTROL_BURST, CONTROL_PER_SECOND};
 
 /// How long a client may take to send its request headers, on every port.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -183,7 +188,7 @@ pub async fn serve<F, S, B>(
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = builder.serve_connection(TokioIo::new(frames::Guarded::new(stream)), service);
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {
