@@ -250,13 +250,22 @@ impl Stack {
 
     /// The first notification at or after `since` with `alertname` in `status`.
     async fn note(&self, since: Instant, alertname: &str, status: &str, timeout: Duration) -> (Note, Value) {
-        let mut found = None;
-        eventually(timeout, &format!("{alertname} {status} notified"), async || {
-            found = self.find(since, alertname, status);
-            found.is_some()
-        })
-        .await;
-        found.unwrap()
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(found) = self.find(since, alertname, status) {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // What Prometheus and Alertmanager saw, for the failure to say why.
+        let alerts = self.query("ALERTS").await;
+        let errors = self.query("sum by (source, error_class) (rate(modelslab_errors_total[5m]))").await;
+        let requests = self.query("sum by (source) (rate(modelslab_requests_total[5m]))").await;
+        let manager = self.alertmanager_alerts().await;
+        let notes: Vec<String> = self.notes.lock().unwrap().iter().map(|n| format!("{n:?}")).collect();
+        panic!(
+            "not within {timeout:?}: {alertname} {status} notified\nALERTS {alerts:?}\nerrors {errors:?}\nrequests {requests:?}\nalertmanager {manager:?}\nnotes {notes:?}"
+        );
     }
 
     fn find(&self, since: Instant, alertname: &str, status: &str) -> Option<(Note, Value)> {
