@@ -265,8 +265,9 @@ async fn rapid_reset(addr: &str, within: Duration) -> (u64, u32, u32) {
     (resets, connections, cut)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http2_rapid_reset_is_cut_and_a_normal_client_keeps_its_latency() {
+/// The emulator (synchronous answers, a wallet that never runs dry) and an agent proxying to it,
+/// warmed: the agent, its pid and its proxy's `host:port`.
+async fn attacked() -> (Emulator, AgentProcess, u32, String) {
     let sim =
         emulator(Scenario { sync_ratio: 1.0, wallet: Wallet { balance: 1e12, cost: 0.001 }, ..Scenario::default() })
             .await;
@@ -274,6 +275,12 @@ async fn http2_rapid_reset_is_cut_and_a_normal_client_keeps_its_latency() {
     let pid = agent.process.pid();
     let addr = agent.proxy.trim_start_matches("http://").to_owned();
     let _ = p99_for(&agent.proxy, Duration::from_secs(1)).await; // warm
+    (sim, agent, pid, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_rapid_reset_is_cut_and_a_normal_client_keeps_its_latency() {
+    let (_sim, agent, pid, addr) = attacked().await;
     let (quiet, _) = p99_for(&agent.proxy, Duration::from_secs(5)).await;
     let (rss_before, cpu_before) = (rss_mib(pid), cpu_seconds(pid));
     // The attack, a new connection each time one is cut, for 5 s; the plain client meanwhile.
@@ -421,13 +428,7 @@ async fn flood_for(addr: &str, flood: Flood, within: Duration) -> (u64, u32, u32
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_continuation_settings_and_ping_floods_are_cut_and_bounded() {
-    let sim =
-        emulator(Scenario { sync_ratio: 1.0, wallet: Wallet { balance: 1e12, cost: 0.001 }, ..Scenario::default() })
-            .await;
-    let agent = Process::agent(&format!("upstream:\n  base_url: {}\nproxy:\n  enabled: true\n", sim.url), &[], &[]);
-    let pid = agent.process.pid();
-    let addr = agent.proxy.trim_start_matches("http://").to_owned();
-    let _ = p99_for(&agent.proxy, Duration::from_secs(1)).await; // warm
+    let (_sim, agent, pid, addr) = attacked().await;
     let window = Duration::from_secs(3);
     let mut report = "| flood | frames sent | connections (cut) | GOAWAY | plain client p99 without / during | agent CPU during | agent RSS before / after |\n|---|---|---|---|---|---|---|\n".to_owned();
     let mut failures = Vec::new();
@@ -508,13 +509,7 @@ async fn starve(addr: String, streams: usize, until: Instant) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_window_starvation_holds_no_upstream_and_bounded_memory() {
-    let sim =
-        emulator(Scenario { sync_ratio: 1.0, wallet: Wallet { balance: 1e12, cost: 0.001 }, ..Scenario::default() })
-            .await;
-    let agent = Process::agent(&format!("upstream:\n  base_url: {}\nproxy:\n  enabled: true\n", sim.url), &[], &[]);
-    let pid = agent.process.pid();
-    let addr = agent.proxy.trim_start_matches("http://").to_owned();
-    let _ = p99_for(&agent.proxy, Duration::from_secs(1)).await; // warm
+    let (_sim, agent, pid, addr) = attacked().await;
     let (quiet, _) = p99_for(&agent.proxy, Duration::from_secs(2)).await;
     let rss_before = rss_mib(pid);
     const CONNECTIONS: usize = 20;
