@@ -197,7 +197,7 @@ impl Redis {
             ClusterConfig::new().set_connection_timeout(Duration::from_secs(1)).set_response_timeout(OP_TIMEOUT);
         let conn = Conn::Cluster(client.get_pending_async_connection_with_config(config));
         *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = conn;
-        self.observer.emit(observe::ClusterTopology { cluster: true });
+        self.observer.emit(observe::ClusterFollowed);
     }
 
     /// Whether `cluster.redis_url` names a Redis Cluster (as far as known).
@@ -398,7 +398,7 @@ impl Redis {
     }
 
     /// Whether Redis lost its data since this replica last looked (its marker key gone or
-    /// another): true on the first look too, when this replica has shadowed jobs.
+    /// another); true on the first look too, when the write-back finds nothing missing.
     async fn lost_data(&self) -> bool {
         let key = self.key("marker");
         let fresh = format!("{}-{}", self.replica, clock::unix_millis());

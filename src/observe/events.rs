@@ -497,19 +497,14 @@ impl Event for ClusterReachable {
     }
 }
 
-/// `cluster.redis_url` turned out to name a Redis Cluster node.
-pub struct ClusterTopology {
-    /// Whether it is a cluster.
-    pub cluster: bool,
-}
+/// `cluster.redis_url` turned out to name a Redis Cluster node: its slots are followed from now on.
+pub struct ClusterFollowed;
 
-impl Event for ClusterTopology {
-    const NAME: &'static str = "cluster_topology";
+impl Event for ClusterFollowed {
+    const NAME: &'static str = "cluster_followed";
 
     fn emit(self, _: &Observer) {
-        if self.cluster {
-            tracing::info!("cluster: cluster.redis_url names a Redis Cluster node; following its slots and failovers");
-        }
+        tracing::info!("cluster: cluster.redis_url names a Redis Cluster node; following its slots and failovers");
     }
 }
 

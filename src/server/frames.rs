@@ -16,9 +16,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Control frames (SETTINGS and PING that are not acknowledgements, PRIORITY) a connection may
 /// send at once.
-pub const CONTROL_BURST: f64 = 1000.0;
+pub(super) const CONTROL_BURST: f64 = 1000.0;
 /// … and then each second.
-pub const CONTROL_PER_SECOND: f64 = 100.0;
+pub(super) const CONTROL_PER_SECOND: f64 = 100.0;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 

@@ -31,7 +31,6 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 mod frames;
-pub use frames::{CONTROL_BURST, CONTROL_PER_SECOND};
 
 /// How long a client may take to send its request headers, on every port.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
