@@ -19,6 +19,11 @@ macro_rules! label_enum {
             pub const fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text,)+ }
             }
+
+            /// The value whose label is `s`, ASCII case ignored.
+            pub fn parse_ignore_case(s: &str) -> Option<$name> {
+                $name::ALL.iter().copied().find(|v| v.as_str().eq_ignore_ascii_case(s))
+            }
         }
 
         impl std::fmt::Display for $name {

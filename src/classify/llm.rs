@@ -5,6 +5,8 @@
 
 use serde_json::{Map, Value};
 
+use super::object::Object;
+
 use super::labels::{ErrorClass, Field, FinishReason, Reason};
 use super::message::recognise;
 use super::{ErrorInfo, MAX_MESSAGE_CHARS, truncate};
@@ -122,17 +124,18 @@ pub(super) fn error_info(status: u16, error: &Map<String, Value>) -> (ErrorInfo,
 }
 
 /// The details of a 2xx LLM answer of a known shape; `None` for any other body.
-pub(super) fn success(json: &Value) -> Option<LlmDetails> {
-    let kind = json.get("object").and_then(Value::as_str).or_else(|| json.get("type").and_then(Value::as_str));
+pub(super) fn success(json: &Object<'_>) -> Option<LlmDetails> {
+    let (object, kind) = (json.get("object"), json.get("type"));
+    let kind = object.as_ref().and_then(Value::as_str).or_else(|| kind.as_ref().and_then(Value::as_str));
     let mut d = LlmDetails::default();
     match kind {
         // OpenAI: a chat completion.
         Some("chat.completion") => {
-            d.set_model(json.get("model"));
+            d.set_model(json.get("model").as_ref());
             if let Some(usage) = json.get("usage") {
-                d.read_usage(usage);
+                d.read_usage(&usage);
             }
-            for choice in json.get("choices").and_then(Value::as_array).into_iter().flatten() {
+            for choice in json.get("choices").as_ref().and_then(Value::as_array).into_iter().flatten() {
                 if let Some(r) = choice.get("finish_reason").and_then(Value::as_str) {
                     d.add_finish_reason(r);
                 }
@@ -140,20 +143,20 @@ pub(super) fn success(json: &Value) -> Option<LlmDetails> {
         }
         // Anthropic: a message.
         Some("message") => {
-            d.set_model(json.get("model"));
+            d.set_model(json.get("model").as_ref());
             if let Some(usage) = json.get("usage") {
-                d.read_usage(usage);
+                d.read_usage(&usage);
             }
-            if let Some(r) = json.get("stop_reason").and_then(Value::as_str) {
+            if let Some(r) = json.get("stop_reason").as_ref().and_then(Value::as_str) {
                 d.add_finish_reason(r);
             }
         }
         // Lists (models) and a model.
         Some("list" | "model") => {}
         // Anthropic's token count: a success that adds no tokens.
-        None if json.get("input_tokens").is_some_and(Value::is_u64) => {}
+        None if json.get("input_tokens").is_some_and(|v| v.is_u64()) => {}
         // Anthropic's model list.
-        None if json.get("data").is_some_and(Value::is_array) && json.get("has_more").is_some() => {}
+        None if json.get("data").is_some_and(|v| v.is_array()) && json.has("has_more") => {}
         _ => return None,
     }
     Some(d)

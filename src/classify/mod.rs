@@ -9,12 +9,15 @@ mod body;
 mod labels;
 mod llm;
 mod message;
+mod object;
 pub mod stream;
 
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 use serde_json::Value;
+
+use object::Object;
 
 pub use body::{DecodeError, decode};
 pub(crate) use labels::label_enum;
@@ -213,7 +216,7 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], ctx: &Context) ->
             return reader.finish();
         }
     }
-    let json = decoded.and_then(|b| parse_json(&b));
+    let json = decoded.as_deref().and_then(Object::parse);
 
     let Some(json) = json else {
         let class = if is_2xx { ErrorClass::InvalidResponse } else { ErrorClass::from_http_status(status) };
@@ -228,7 +231,7 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], ctx: &Context) ->
         return c;
     }
     let api_status =
-        json.get("status").and_then(Value::as_str).and_then(|s| s.trim().to_ascii_lowercase().parse().ok());
+        json.get("status").as_ref().and_then(Value::as_str).and_then(|s| ApiStatus::parse_ignore_case(s.trim()));
     let message = extract_message(&json);
     let recognised = message.as_ref().map(|m| m.recognised).unwrap_or(Recognised {
         reason: Reason::Other,
@@ -238,13 +241,17 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], ctx: &Context) ->
 
     let details = Details {
         api_status,
-        id: json.get("id").and_then(id),
-        retry_after: json.get("retry_after").and_then(seconds).or_else(|| retry_after_header(headers, ctx.now)),
+        id: json.get("id").as_ref().and_then(id),
+        retry_after: json
+            .get("retry_after")
+            .as_ref()
+            .and_then(seconds)
+            .or_else(|| retry_after_header(headers, ctx.now)),
         queue_limit: recognised.queue_limit,
         message: message.as_ref().map(|m| m.text.clone()),
         llm: None,
-        generation_time: json.get("generationTime").and_then(seconds),
-        outputs: output_urls(json.get("output")),
+        generation_time: json.get("generationTime").as_ref().and_then(seconds),
+        outputs: output_urls(json.get("output").as_ref()),
     };
 
     let field_object = message.as_ref().is_some_and(|m| m.field_object);
@@ -265,8 +272,8 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], ctx: &Context) ->
         Some(ApiStatus::Success) => Classification::Success { details },
         Some(ApiStatus::Processing) => Classification::Processing {
             details,
-            eta: json.get("eta").and_then(seconds),
-            fetch_result: json.get("fetch_result").and_then(Value::as_str).map(|s| truncate(s, 2048)),
+            eta: json.get("eta").as_ref().and_then(seconds),
+            fetch_result: json.get("fetch_result").as_ref().and_then(Value::as_str).map(|s| truncate(s, 2048)),
         },
         Some(ApiStatus::Failed) => error(ErrorClass::JobFailed, details),
         Some(ApiStatus::Error) => {
@@ -286,12 +293,16 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], ctx: &Context) ->
 
 /// An answer in the LLM API's shapes: an error envelope at any status, or a 2xx success of a known
 /// shape; `None` for anything else (the media API's answers).
-fn classify_llm(status: u16, headers: &HeaderMap, json: &Value, ctx: &Context) -> Option<Classification> {
-    if let Some(error) = llm::error_object(json) {
-        let (info, message) = llm::error_info(status, error);
+fn classify_llm(status: u16, headers: &HeaderMap, json: &Object<'_>, ctx: &Context) -> Option<Classification> {
+    if let Some(Value::Object(error)) = json.get("error") {
+        let (info, message) = llm::error_info(status, &error);
         let details = Details {
             message,
-            retry_after: json.get("retry_after").and_then(seconds).or_else(|| retry_after_header(headers, ctx.now)),
+            retry_after: json
+                .get("retry_after")
+                .as_ref()
+                .and_then(seconds)
+                .or_else(|| retry_after_header(headers, ctx.now)),
             llm: Some(LlmDetails::default()),
             ..Details::default()
         };
@@ -301,13 +312,8 @@ fn classify_llm(status: u16, headers: &HeaderMap, json: &Value, ctx: &Context) -
         return None;
     }
     let llm = llm::success(json)?;
-    let details = Details { id: json.get("id").and_then(id), llm: Some(llm), ..Details::default() };
+    let details = Details { id: json.get("id").as_ref().and_then(id), llm: Some(llm), ..Details::default() };
     Some(Classification::Success { details })
-}
-
-fn parse_json(body: &[u8]) -> Option<Value> {
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    serde_json::from_slice::<Value>(body).ok().filter(Value::is_object)
 }
 
 struct Message {
@@ -319,10 +325,10 @@ struct Message {
 }
 
 /// `message`, else `messege`; a string, or an object of field errors (`{"init_image": ["…"]}`).
-fn extract_message(json: &Value) -> Option<Message> {
+fn extract_message(json: &Object<'_>) -> Option<Message> {
     let pick = |key: &str| json.get(key).filter(|v| !v.is_null() && v.as_str() != Some(""));
     let value = pick("message").or_else(|| pick("messege"))?;
-    match value {
+    match &value {
         Value::String(s) => Some(Message {
             recognised: recognise(s),
             text: truncate(s, MAX_MESSAGE_CHARS),

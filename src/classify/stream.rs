@@ -201,5 +201,10 @@ pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+        .is_some_and(|c| starts_with_ignore_case(c.trim_start(), "text/event-stream"))
+}
+
+/// Whether `text` starts with `prefix`, ASCII case ignored (without a lowercased copy).
+pub fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
+    text.as_bytes().get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
 }

@@ -40,6 +40,10 @@ pub const RULES: &[(&str, Applied)] = &[
     ("proxy.retry_rate_limited", Live),
     // Pushed to the connection limit (a lower one takes effect as connections close).
     ("proxy.max_connections", Live),
+    // Pushed to the upstream's connection bound, the same way.
+    ("proxy.upstream_max_connections", Live),
+    // Built into the upstream connection pool.
+    ("proxy.upstream_max_idle", Restart),
     // Pushed to the job tracker.
     ("jobs", Live),
     // Pushed to the metrics' label policy.

@@ -273,6 +273,12 @@ pub struct Proxy {
     pub inspect_limit: ByteSize,
     /// Open client connections at most; further clients wait in the listen backlog.
     pub max_connections: usize,
+    /// Connections open to the upstream at most; a request beyond waits for a free one (within
+    /// `upstream_timeout`), never answered by the proxy while it waits.
+    pub upstream_max_connections: usize,
+    /// Idle upstream connections kept for reuse at most (within `upstream_max_connections`); more
+    /// are closed as they go idle (a restart applies a change).
+    pub upstream_max_idle: usize,
     /// Opt-in: point `fetch_result` URLs in answers at the proxy.
     pub rewrite_fetch_result: bool,
     /// Opt-in: hold a 429'd request and retry it after `retry_after`.
@@ -288,6 +294,8 @@ impl Default for Proxy {
             max_request_body: ByteSize::mib(32),
             inspect_limit: ByteSize::mib(4),
             max_connections: 4096,
+            upstream_max_connections: 256,
+            upstream_max_idle: 64,
             rewrite_fetch_result: false,
             retry_rate_limited: RetryRateLimited::default(),
         }

@@ -30,6 +30,8 @@ fn minimal_config_takes_every_default() {
     assert_eq!(c.proxy.max_request_body.as_u64(), 32 << 20);
     assert_eq!(c.proxy.inspect_limit.as_u64(), 4 << 20);
     assert_eq!(c.proxy.max_connections, 4096);
+    assert_eq!(c.proxy.upstream_max_connections, 256);
+    assert_eq!(c.proxy.upstream_max_idle, 64);
     assert_eq!(c.proxy.retry_rate_limited.max_wait, Duration::from_secs(60));
     assert_eq!(c.jobs.ttl, Duration::from_secs(1800));
     assert_eq!(c.jobs.max_tracked, 100_000);
@@ -247,6 +249,19 @@ fn restart_required_changes_are_named() {
     .unwrap();
     assert_eq!(a.restart_required_changes(&b), ["admin.listen"]);
     assert!(a.restart_required_changes(&a).is_empty());
+}
+
+#[test]
+fn upstream_connection_bounds_are_checked_and_the_idle_cap_needs_a_restart() {
+    let p = problems("upstream:\n  base_url: https://x.test\nproxy:\n  upstream_max_connections: 0\n");
+    assert_eq!(p, ["4: proxy.upstream_max_connections: must be at least 1 (e.g. `256`)"]);
+    let a = load_with("upstream:\n  base_url: https://x.test\n", &[]).unwrap();
+    let b = load_with(
+        "upstream:\n  base_url: https://x.test\nproxy: { upstream_max_connections: 8, upstream_max_idle: 2 }\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(a.restart_required_changes(&b), ["proxy.upstream_max_idle"]);
 }
 
 #[test]

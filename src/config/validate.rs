@@ -337,6 +337,9 @@ fn check_proxy(proxy: &Proxy, p: &mut Problems<'_>) {
     if proxy.max_connections == 0 {
         p.add(&at(&base, &["max_connections"]), "must be at least 1");
     }
+    if proxy.upstream_max_connections == 0 {
+        p.add(&at(&base, &["upstream_max_connections"]), "must be at least 1 (e.g. `256`)");
+    }
     if proxy.retry_rate_limited.enabled && proxy.retry_rate_limited.max_wait.is_zero() {
         p.add(&at(&base, &["retry_rate_limited", "max_wait"]), "must be longer than 0s when retrying is enabled");
     }

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use prometheus::{CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    CounterVec, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use super::{MetricsError, buckets};
 use crate::classify::{ErrorClass, Outcome, PageStatus};
@@ -467,6 +469,23 @@ pub struct ProxyFamilies {
     pub(super) synthetic: IntCounterVec,
     pub(super) uninspected: IntCounterVec,
     pub(super) retries: IntCounterVec,
+    pub(super) upstream_open: IntGaugeVec,
+    pub(super) upstream_limit: IntGaugeVec,
+    pub(super) upstream_waiting: IntGaugeVec,
+    pub(super) upstream_wait: HistogramVec,
+}
+
+/// The handles the proxy's upstream pool updates as connections open and close and requests wait.
+#[derive(Clone)]
+pub struct UpstreamGauges {
+    /// Connections open to the upstream.
+    pub open: IntGauge,
+    /// `proxy.upstream_max_connections`.
+    pub limit: IntGauge,
+    /// Requests waiting for a free connection.
+    pub waiting: IntGauge,
+    /// How long the requests that had to wait waited.
+    pub wait: Histogram,
 }
 
 impl ProxyFamilies {
@@ -490,7 +509,45 @@ impl ProxyFamilies {
                 "Rate-limited requests the proxy held and sent again after retry_after (proxy.retry_rate_limited).",
                 &[],
             )?,
+            upstream_open: int_gauge(
+                r,
+                "modelslab_proxy_upstream_connections",
+                "Connections the proxy has open to the upstream, busy or idle.",
+                &[],
+            )?,
+            upstream_limit: int_gauge(
+                r,
+                "modelslab_proxy_upstream_connections_limit",
+                "The most connections the proxy opens to the upstream (proxy.upstream_max_connections).",
+                &[],
+            )?,
+            upstream_waiting: int_gauge(
+                r,
+                "modelslab_proxy_upstream_waiting",
+                "Requests waiting for a free upstream connection (every one of upstream_max_connections busy).",
+                &[],
+            )?,
+            upstream_wait: histogram(
+                r,
+                "modelslab_proxy_upstream_wait_seconds",
+                "How long requests that found every upstream connection busy waited for one.",
+                &[],
+                buckets::UPSTREAM_WAIT,
+            )?,
         })
+    }
+
+    /// The handles of the upstream pool's gauges (they appear once the proxy starts).
+    pub fn upstream(&self) -> UpstreamGauges {
+        let gauges = UpstreamGauges {
+            open: self.upstream_open.with_label_values(NO_LABELS),
+            limit: self.upstream_limit.with_label_values(NO_LABELS),
+            waiting: self.upstream_waiting.with_label_values(NO_LABELS),
+            wait: self.upstream_wait.with_label_values(NO_LABELS),
+        };
+        gauges.open.set(0);
+        gauges.waiting.set(0);
+        gauges
     }
 
     /// The proxy answered a request itself.

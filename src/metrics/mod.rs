@@ -15,7 +15,7 @@ use crate::config::Labels;
 use crate::vocab::{NONE, OTHER, endpoint_template};
 pub use families::{
     AccountFamilies, AgentFamilies, ClusterFamilies, DeliveryFamilies, ExchangeFamilies, JobFamilies,
-    MaintenanceFamilies, ProbeFamilies, ProxyFamilies, SloFamilies, StatusPageFamilies,
+    MaintenanceFamilies, ProbeFamilies, ProxyFamilies, SloFamilies, StatusPageFamilies, UpstreamGauges,
 };
 
 /// Bucket boundaries, in the unit of each family, chosen for the quantity they measure.
@@ -23,6 +23,9 @@ pub mod buckets {
     /// One HTTP exchange: sub-second validation errors up to synchronous generations that the
     /// proxy allows 300 s for.
     pub const REQUEST_DURATION: &[f64] = &[0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+    /// A request's wait for a free upstream connection: a millisecond in a burst to the
+    /// `proxy.upstream_timeout` it may last.
+    pub const UPSTREAM_WAIT: &[f64] = &[0.001, 0.005, 0.025, 0.1, 0.25, 1.0, 2.5, 10.0, 30.0, 120.0, 300.0];
     /// `retry_after` of a 429: the API has sent 30 s; queues drain in seconds to minutes.
     pub const RETRY_AFTER: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0];
     /// `eta` of a processing answer: seen from 1.25 s to 416.94 s.

@@ -280,10 +280,15 @@ impl History {
         let mut h = self.lock();
         h.bucket(at).delivered += g.outputs;
         if let (Some(generation), Some(queue_wait)) = (g.generation_time, g.queue_wait()) {
-            if h.generated.len() == GENERATED_KEPT {
-                h.generated.pop_front();
-            }
-            h.generated.push_back(GenerationMark { at, model: g.model.to_owned(), generation, queue_wait });
+            // The oldest mark's model text is reused once the ring is full: no allocation per job.
+            let mut model = if h.generated.len() == GENERATED_KEPT {
+                h.generated.pop_front().map(|m| m.model).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            model.clear();
+            model.push_str(g.model);
+            h.generated.push_back(GenerationMark { at, model, generation, queue_wait });
         }
     }
 

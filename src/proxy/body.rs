@@ -111,7 +111,12 @@ pub(super) struct RequestSeen {
 
 impl RequestSeen {
     pub(super) fn head(&self) -> Vec<u8> {
-        self.head.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.with_head(<[u8]>::to_vec)
+    }
+
+    /// What `read` makes of the first bytes of the body, read in place.
+    pub(super) fn with_head<T>(&self, read: impl FnOnce(&[u8]) -> T) -> T {
+        read(&self.head.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The whole body, when it ended within the bytes kept (to send the request again).

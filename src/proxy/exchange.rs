@@ -15,6 +15,7 @@ use tracing::Span;
 use super::body::{BoxError, End, Finish, RequestSeen, Seen as BodySeen, broken, full};
 use super::inspect::{RequestFields, fetch_path_id, request_fields, request_secrets, rewrite_fetch_result};
 use super::jobs::Tracked;
+use super::upstream::Slot;
 use super::{Proxy, ProxyBody, Synthetic};
 use crate::classify::{self, ApiStatus, Classification, Context, Failure, Outcome, RequestKind};
 use crate::clock;
@@ -25,8 +26,9 @@ use crate::observe::{self, JobResult, ResponseUninspected, Source, UninspectedRe
 /// An exchange on its way: what is known before the answer.
 pub(super) struct Exchange {
     proxy: Proxy,
-    method: String,
-    path: String,
+    method: http::Method,
+    /// The request's URI (its path is read; shared, not copied).
+    uri: http::Uri,
     pub endpoint: String,
     kind: RequestKind,
     seen: Arc<RequestSeen>,
@@ -42,24 +44,23 @@ pub(super) struct Exchange {
 }
 
 impl Exchange {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         proxy: Proxy,
         parts: &http::request::Parts,
-        path: String,
         endpoint: String,
         kind: RequestKind,
         seen: Arc<RequestSeen>,
         config: Arc<Config>,
         server: Span,
     ) -> Exchange {
-        let method = parts.method.as_str().to_owned();
-        let client = Self::client_span(&server, &method, &path, &config);
+        let method = parts.method.clone();
+        let uri = parts.uri.clone();
+        let client = Self::client_span(&server, method.as_str(), uri.path(), &config);
         let secrets = request_secrets(parts);
         Exchange {
             proxy,
             method,
-            path,
+            uri,
             endpoint,
             kind,
             seen,
@@ -82,7 +83,7 @@ impl Exchange {
         Exchange {
             proxy: self.proxy.clone(),
             method: self.method.clone(),
-            path: self.path.clone(),
+            uri: self.uri.clone(),
             endpoint: self.endpoint.clone(),
             kind: self.kind,
             seen: self.seen.clone(),
@@ -91,8 +92,15 @@ impl Exchange {
             started_ms: clock::unix_millis(),
             config: self.config.clone(),
             server: self.server.clone(),
-            client: Self::client_span(&self.server, &self.method, &self.path, &self.config),
+            client: Self::client_span(&self.server, self.method.as_str(), self.uri.path(), &self.config),
         }
+    }
+
+    /// The request goes to the upstream now: its duration starts here (a wait for a free upstream
+    /// connection is the proxy's, not the API's).
+    pub(super) fn sent_now(&mut self) {
+        self.started = Instant::now();
+        self.started_ms = clock::unix_millis();
     }
 
     /// No answer came: a synthetic 504/502, and the failure recorded as an upstream observation.
@@ -116,10 +124,14 @@ impl Exchange {
         limit: usize,
         rewrite: bool,
         timeout: Duration,
+        slot: Slot,
     ) -> Response<ProxyBody> {
         let within = timeout.saturating_sub(self.started.elapsed());
         let status = parts.status.as_u16();
-        let bytes = match tokio::time::timeout(within, read_whole(incoming, limit)).await {
+        let read = tokio::time::timeout(within, read_whole(incoming, limit)).await;
+        // The connection is free (back in the pool, or closed): the next request may have it.
+        drop(slot);
+        let bytes = match read {
             Ok(Ok(b)) => b,
             // Cut mid-body: the client gets the head and what came, then the same break, as when
             // the answer streams; counted as the API's transport error.
@@ -137,7 +149,11 @@ impl Exchange {
             bytes
         };
         self.record(Some(status), c, None);
-        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        // Said again only when it changed (a rewrite) or was not said.
+        let said = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if said != Some(out.len()) {
+            parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        }
         Response::from_parts(parts, full(out))
     }
 
@@ -150,11 +166,11 @@ impl Exchange {
     /// a terminal answer ends it): at once with state in memory, off the response path when the
     /// lookup waits for Redis.
     fn record(self, http_status: Option<u16>, classification: Classification, first_token: Option<Instant>) {
-        let RequestFields { model_id, request_id, key } = request_fields(&self.seen.head());
+        let RequestFields { model_id, request_id, key } = self.seen.with_head(request_fields);
         let mut secrets = self.secrets;
         secrets.extend(key);
         let job_id = match self.kind {
-            RequestKind::Fetch => fetch_path_id(&self.path)
+            RequestKind::Fetch => fetch_path_id(self.uri.path())
                 .map(str::to_owned)
                 .or(request_id)
                 .or_else(|| classification.details().id.clone()),
@@ -201,18 +217,25 @@ impl Exchange {
 /// An answer's body, whole (at most `limit` bytes); when it breaks off, what came and the error.
 async fn read_whole(incoming: Incoming, limit: usize) -> Result<Bytes, (Bytes, BoxError)> {
     let mut body = http_body_util::Limited::new(incoming, limit);
-    let mut came = Vec::new();
+    // The first piece as it came (nearly always the whole answer: no copy); later ones joined.
+    let mut first = Bytes::new();
+    let mut more: Vec<u8> = Vec::new();
     while let Some(frame) = body.frame().await {
         match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    came.extend_from_slice(&data);
+            Ok(frame) => match frame.into_data() {
+                Ok(data) if first.is_empty() && more.is_empty() => first = data,
+                Ok(data) => {
+                    if more.is_empty() {
+                        more.extend_from_slice(&first);
+                    }
+                    more.extend_from_slice(&data);
                 }
-            }
-            Err(e) => return Err((Bytes::from(came), e)),
+                Err(_) => {}
+            },
+            Err(e) => return Err((if more.is_empty() { first } else { Bytes::from(more) }, e)),
         }
     }
-    Ok(Bytes::from(came))
+    Ok(if more.is_empty() { first } else { Bytes::from(more) })
 }
 
 /// How the job a poll asks about ended, if this answer ends it: `success`, or a 2xx error
@@ -305,6 +328,8 @@ pub(super) struct Finished {
     pub status: u16,
     pub headers: HeaderMap,
     pub uninspected: Option<UninspectedReason>,
+    /// The upstream connection's slot, given back when the body has gone through.
+    pub _slot: Slot,
 }
 
 impl Finish for Finished {

@@ -2,11 +2,12 @@
 //! send it (streamed, or buffered and replayed when `retry_rate_limited` holds 429s), and hand
 //! the answer to its [`Exchange`] as it streams back.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -49,11 +50,10 @@ impl Proxy {
         }
 
         let (parts, incoming) = req.into_parts();
-        let path = parts.uri.path().to_owned();
-        let kind = if is_fetch_path(&path) { RequestKind::Fetch } else { RequestKind::Submit };
+        let kind = if is_fetch_path(parts.uri.path()) { RequestKind::Fetch } else { RequestKind::Submit };
         let seen = Arc::new(RequestSeen::default());
         let tap = RequestTap::new(incoming, max_body, REQUEST_HEAD, seen.clone());
-        let exchange = Exchange::new(self.clone(), &parts, path, endpoint, kind, seen.clone(), config.clone(), server);
+        let exchange = Exchange::new(self.clone(), &parts, endpoint, kind, seen.clone(), config.clone(), server);
 
         let retry = &config.proxy.retry_rate_limited;
         if retry.enabled {
@@ -65,15 +65,28 @@ impl Proxy {
             };
             return self.forward_with_retries(parts, body, exchange, retry.max_wait).await;
         }
-        match upstream_request(&parts, tap.boxed(), &config) {
-            Ok(r) => {
+        let built =
+            self.target(&config).and_then(|target| Ok((upstream_request(&parts, tap.boxed(), &target)?, target)));
+        match built {
+            Ok((r, target)) => {
                 // Sent once more only if it never reached the upstream, and then only if its body
                 // is whole in hand.
-                let again = || upstream_request(&parts, full(seen.whole()?), &config).ok();
+                let again = || upstream_request(&parts, full(seen.whole()?), &target).ok();
                 self.forward(r, exchange, again).await
             }
             Err(why) => self.synthetic(Synthetic::Refused(why), &exchange.server),
         }
+    }
+
+    /// The upstream target of `config`: the one kept, or made and kept when the config changed.
+    fn target(&self, config: &Arc<Config>) -> Result<Arc<Target>, Refusal> {
+        let kept = self.inner.target.read().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(target) = kept.filter(|t| t.is_of(config)) {
+            return Ok(target);
+        }
+        let target = Arc::new(Target::of(config)?);
+        *self.inner.target.write().unwrap_or_else(PoisonError::into_inner) = Some(target.clone());
+        Ok(target)
     }
 
     /// Why a request must not be forwarded, if it must not.
@@ -102,7 +115,15 @@ impl Proxy {
         again: impl FnOnce() -> Option<Request<ProxyBody>>,
     ) -> Response<ProxyBody> {
         let timeout = exchange.config.proxy.upstream_timeout;
-        let sent = self.inner.upstream.send(req, again).instrument(exchange.client.clone());
+        let upstream = &self.inner.upstream;
+        // Every upstream connection busy: wait in turn, never answered while waiting; the wait
+        // is the proxy's, not the API's, and is not in the exchange's duration.
+        let Ok(slot) = tokio::time::timeout(timeout, upstream.slot()).await else {
+            return self.synthetic(Synthetic::UpstreamTimeout, &exchange.server);
+        };
+        let mut exchange = exchange;
+        exchange.sent_now();
+        let sent = upstream.send(req, again).instrument(exchange.client.clone());
         let response = match tokio::time::timeout(timeout, sent).await {
             Err(_) => return exchange.failed(Failure::Timeout),
             Ok(Err(e)) if TooLarge::caused(&*e) => return self.synthetic(Synthetic::BodyTooLarge, &exchange.server),
@@ -122,13 +143,13 @@ impl Proxy {
         let uninspected = uninspected_reason(&parts.headers);
         if uninspected.is_none() {
             if exchange.config.proxy.rewrite_fetch_result && rewritable(&parts.headers, inspect) {
-                return exchange.whole(parts, incoming, inspect, true, timeout).await;
+                return exchange.whole(parts, incoming, inspect, true, timeout, slot).await;
             }
             // A small answer of known length (the API's JSON, nearly always) is read whole before
             // it is answered, so that a client that reads slowly or not at all (HTTP/2 window
             // starvation) holds no upstream connection; bigger and streamed answers stream.
             if small(&parts.headers) && !classify::stream::is_event_stream(&parts.headers) {
-                return exchange.whole(parts, incoming, WHOLE_MAX, false, timeout).await;
+                return exchange.whole(parts, incoming, WHOLE_MAX, false, timeout, slot).await;
             }
         }
         let keeping = if uninspected.is_some() {
@@ -138,8 +159,13 @@ impl Proxy {
         } else {
             Inspect::Copy(inspect)
         };
-        let finish =
-            Box::new(Finished { exchange, status: parts.status.as_u16(), headers: parts.headers.clone(), uninspected });
+        let finish = Box::new(Finished {
+            exchange,
+            status: parts.status.as_u16(),
+            headers: parts.headers.clone(),
+            uninspected,
+            _slot: slot,
+        });
         let body = ResponseTap::new(incoming, keeping, finish);
         Response::from_parts(parts, body.boxed())
     }
@@ -156,12 +182,12 @@ impl Proxy {
         let held_since = Instant::now();
         loop {
             let attempt = exchange.again();
-            let req = match upstream_request(&parts, full(body.clone()), &attempt.config) {
-                Ok(r) => r,
+            let target = self.target(&attempt.config);
+            let (req, target) = match target.and_then(|t| Ok((upstream_request(&parts, full(body.clone()), &t)?, t))) {
+                Ok(built) => built,
                 Err(why) => return self.synthetic(Synthetic::Refused(why), &exchange.server),
             };
-            let config = attempt.config.clone();
-            let again = || upstream_request(&parts, full(body.clone()), &config).ok();
+            let again = || upstream_request(&parts, full(body.clone()), &target).ok();
             let response = self.forward(req, attempt, again).await;
             if response.status() != StatusCode::TOO_MANY_REQUESTS {
                 return response;
@@ -179,20 +205,67 @@ impl Proxy {
     }
 }
 
+/// Where requests go: `upstream.base_url` taken apart once per config, so that a request's URI
+/// and `Host` are assembled from shared pieces rather than formatted and parsed each time.
+pub(super) struct Target {
+    /// The config it was made from.
+    config: Arc<Config>,
+    scheme: Scheme,
+    authority: Authority,
+    host: HeaderValue,
+    /// The base URL's path without its trailing `/` (empty for none).
+    prefix: String,
+}
+
+impl Target {
+    /// The target of `config`'s `upstream.base_url`.
+    pub(super) fn of(config: &Arc<Config>) -> Result<Target, Refusal> {
+        let base = &config.upstream.base_url;
+        let scheme = Scheme::try_from(base.scheme()).map_err(|_| Refusal::BadUpstreamHost)?;
+        let host = base.host_str().ok_or(Refusal::BadUpstreamHost)?;
+        let authority = match base.port() {
+            Some(port) => Authority::try_from(format!("{host}:{port}")),
+            None => Authority::try_from(host),
+        }
+        .map_err(|_| Refusal::BadUpstreamHost)?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| Refusal::BadUpstreamHost)?;
+        let prefix = base.path().trim_end_matches('/').to_owned();
+        Ok(Target { config: config.clone(), scheme, authority, host, prefix })
+    }
+
+    /// Whether this is the target of `config`.
+    pub(super) fn is_of(&self, config: &Arc<Config>) -> bool {
+        Arc::ptr_eq(&self.config, config)
+    }
+
+    /// The upstream URI of a request's path and query.
+    fn uri(&self, request: &Uri) -> Result<Uri, Refusal> {
+        let path_and_query = match request.path_and_query() {
+            Some(p) if self.prefix.is_empty() => p.clone(),
+            p => {
+                let p = p.map_or("/", PathAndQuery::as_str);
+                PathAndQuery::try_from(format!("{}{p}", self.prefix)).map_err(|_| Refusal::BadPath)?
+            }
+        };
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| Refusal::BadPath)
+    }
+}
+
 /// The request as the upstream gets it: its URI, hop-by-hop headers gone, `Host` the upstream's.
 fn upstream_request(
     parts: &http::request::Parts,
     body: ProxyBody,
-    config: &Config,
+    target: &Target,
 ) -> Result<Request<ProxyBody>, Refusal> {
-    let base = &config.upstream.base_url;
-    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri: Uri =
-        format!("{}{}", base.as_str().trim_end_matches('/'), path_and_query).parse().map_err(|_| Refusal::BadPath)?;
+    let uri = target.uri(&parts.uri)?;
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
-    let host = uri.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
-    headers.insert(header::HOST, HeaderValue::from_str(&host).map_err(|_| Refusal::BadUpstreamHost)?);
+    headers.insert(header::HOST, target.host.clone());
     let mut req =
         Request::builder().method(parts.method.clone()).uri(uri).body(body).map_err(|_| Refusal::Unbuildable)?;
     *req.headers_mut() = headers;
@@ -201,12 +274,17 @@ fn upstream_request(
 
 /// Removes the hop-by-hop headers, those `Connection` lists included.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Names `Connection` lists beyond the usual `keep-alive`/`close` (nearly always none).
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|name| {
+            !name.eq_ignore_ascii_case("close") && !HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_str()))
+        })
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in HOP_BY_HOP.iter().chain(listed.iter()) {
         headers.remove(name);

@@ -2,13 +2,17 @@
 //! `request_id` and key (only to scrub the key from what is recorded), which paths poll jobs,
 //! which answers are not worth classifying, and the opt-in rewrite of `fetch_result`.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::LazyLock;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap};
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+use crate::classify::stream::starts_with_ignore_case;
 use crate::config::Config;
 use crate::observe::UninspectedReason;
 
@@ -27,16 +31,11 @@ pub(super) fn fetch_path_id(path: &str) -> Option<&str> {
 /// Answers the proxy passes through without classifying: binary content, and streams it cannot
 /// read (event streams it reads; see `classify::stream`).
 pub(super) fn uninspected_reason(headers: &HeaderMap) -> Option<UninspectedReason> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())?.to_ascii_lowercase();
-    if ["application/x-ndjson", "application/jsonl", "application/stream+json", "multipart/"]
-        .iter()
-        .any(|p| ct.starts_with(p))
-    {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())?;
+    let is = |prefix: &&str| starts_with_ignore_case(ct, prefix);
+    if ["application/x-ndjson", "application/jsonl", "application/stream+json", "multipart/"].iter().any(is) {
         Some(UninspectedReason::Stream)
-    } else if ["image/", "audio/", "video/", "application/octet-stream", "application/zip"]
-        .iter()
-        .any(|p| ct.starts_with(p))
-    {
+    } else if ["image/", "audio/", "video/", "application/octet-stream", "application/zip"].iter().any(is) {
         Some(UninspectedReason::NotJson)
     } else {
         None
@@ -89,13 +88,101 @@ pub(crate) fn request_fields(head: &[u8]) -> RequestFields {
     if head.is_empty() {
         return RequestFields::default();
     }
-    if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(head) {
-        let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
-        let request_id = m.get("request_id").and_then(crate::classify::id);
-        return RequestFields { model_id: text("model_id").or_else(|| text("model")), request_id, key: text("key") };
+    if let Ok(Fields { model_id, model, request_id, key }) = serde_json::from_slice::<Fields<'_>>(head) {
+        let owned = |t: Option<Cow<'_, str>>| t.map(Cow::into_owned);
+        return RequestFields { model_id: owned(model_id.or(model)), request_id, key: owned(key) };
     }
     let text = String::from_utf8_lossy(head);
     RequestFields { model_id: MODEL_ID.captures(&text).map(|c| c[1].to_owned()), ..Default::default() }
+}
+
+/// The fields of a request body's JSON object that [`request_fields`] reads, taken as the parser
+/// passes them: the rest (a prompt, a chat's messages, an image in base64) is skipped without
+/// being copied or built into a tree. As with a `serde_json::Value`, the last of duplicate keys
+/// wins, only string values count (`request_id` may be a number), and anything but an object is
+/// an error.
+#[derive(Default)]
+struct Fields<'a> {
+    model_id: Option<Cow<'a, str>>,
+    model: Option<Cow<'a, str>>,
+    request_id: Option<String>,
+    key: Option<Cow<'a, str>>,
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Object;
+        impl<'de> Visitor<'de> for Object {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut fields = Fields::default();
+                while let Some(Text(name)) = map.next_key::<Text<'de>>()? {
+                    match name.as_deref() {
+                        Some("model_id") => fields.model_id = map.next_value::<Text<'de>>()?.0,
+                        Some("model") => fields.model = map.next_value::<Text<'de>>()?.0,
+                        Some("key") => fields.key = map.next_value::<Text<'de>>()?.0,
+                        Some("request_id") => fields.request_id = crate::classify::id(&map.next_value::<Value>()?),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(fields)
+            }
+        }
+        d.deserialize_map(Object)
+    }
+}
+
+/// Any JSON value, kept when it is a string (borrowed from the input unless it has escapes).
+struct Text<'a>(Option<Cow<'a, str>>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Any;
+        impl<'de> Visitor<'de> for Any {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Some(Cow::Owned(v))))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Text<'de>, E> {
+                Ok(Text(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Text<'de>, E> {
+                Ok(Text(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Text<'de>, E> {
+                Ok(Text(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Text<'de>, E> {
+                Ok(Text(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Text<'de>, E> {
+                Ok(Text(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text<'de>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+        }
+        d.deserialize_any(Any)
+    }
 }
 
 /// The key as it travels outside the body (header `key`, `Authorization`, `x-api-key`, query
@@ -137,6 +224,8 @@ pub(super) fn rewrite_fetch_result(body: &Bytes, url: &str, config: &Config, loc
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -165,6 +254,64 @@ mod tests {
             request_fields(br#"{"model":"claude-x","max_tokens":64,"messages":[{"role":"user","content":"a long"#);
         assert_eq!(cut.model_id.as_deref(), Some("claude-x"));
         assert_eq!(request_fields(b"not json"), RequestFields::default());
+    }
+
+    /// What `request_fields` read when it built the whole `serde_json::Value` (before it skipped
+    /// what it does not need).
+    fn through_a_tree(head: &[u8]) -> Option<RequestFields> {
+        let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(head) else { return None };
+        let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+        let request_id = m.get("request_id").and_then(crate::classify::id);
+        Some(RequestFields { model_id: text("model_id").or_else(|| text("model")), request_id, key: text("key") })
+    }
+
+    #[test]
+    fn request_fields_read_as_the_whole_tree_would() {
+        let cases: &[&[u8]] = &[
+            br#"{"key":"k","model_id":"flux","request_id":7}"#,
+            br#"{"model_id":5,"model":"llama","key":["k"],"request_id":" 12 "}"#,
+            br#"{"model_id":"a","model_id":"b","key":"k1","key":null}"#,
+            br#"{"mod\u0065l_id":"esc\"aped","k\u0065y":"s\u00e9cret","prompt":{"nested":[1,{"key":"inner"}]}}"#,
+            br#"{"messages":[{"role":"user","content":"x"}],"model":"claude","stream":true,"temperature":0.2}"#,
+            br#"{"request_id":{"a":1},"model":true}"#,
+            br#"{}"#,
+            br#"[{"model_id":"flux"}]"#,
+            br#""model_id""#,
+            br#"{"model_id":"flux"} trailing"#,
+        ];
+        for head in cases {
+            let tree = through_a_tree(head);
+            let read = serde_json::from_slice::<Fields<'_>>(head).ok().map(|f| RequestFields {
+                model_id: f.model_id.or(f.model).map(Cow::into_owned),
+                request_id: f.request_id,
+                key: f.key.map(Cow::into_owned),
+            });
+            assert_eq!(read, tree, "{}", String::from_utf8_lossy(head));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn request_fields_agree_with_the_tree_on_any_json_object(
+            pairs in proptest::collection::vec(
+                (
+                    prop::sample::select(vec!["model_id", "model", "key", "request_id", "prompt", "k\\u0065y"]),
+                    prop_oneof![
+                        "[a-z\\\\\"é ]{0,12}".prop_map(|s| serde_json::to_string(&s).unwrap_or_default()),
+                        any::<i64>().prop_map(|n| n.to_string()),
+                        Just("null".to_owned()),
+                        Just(r#"{"key":"x","a":[1,2]}"#.to_owned()),
+                    ],
+                ),
+                0..6,
+            )
+        ) {
+            let fields: Vec<String> = pairs.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            let body = format!("{{{}}}", fields.join(","));
+            let tree = through_a_tree(body.as_bytes());
+            prop_assert!(tree.is_some(), "{}", body);
+            prop_assert_eq!(Some(request_fields(body.as_bytes())), tree, "{}", body);
+        }
     }
 
     #[test]

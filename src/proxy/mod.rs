@@ -73,6 +73,8 @@ struct Inner {
     local: SocketAddr,
     /// `proxy.max_connections`, as reloaded.
     connections: Arc<ConnectionLimit>,
+    /// The upstream target of the config in force (`forward::Target`).
+    target: std::sync::RwLock<Option<Arc<forward::Target>>>,
 }
 
 /// Why the proxy could not start.
@@ -163,9 +165,9 @@ impl Proxy {
         tasks: Tasks,
     ) -> Result<Self, ProxyError> {
         let local = listener.local_addr().map_err(ProxyError::Listener)?;
-        let (jobs_cfg, max_connections) = {
+        let (jobs_cfg, proxy_cfg) = {
             let c = config.borrow();
-            (c.jobs.clone(), c.proxy.max_connections)
+            (c.jobs.clone(), c.proxy.clone())
         };
         let jobs = Arc::new(JobTracker::new(
             Source::Proxy,
@@ -184,9 +186,15 @@ impl Proxy {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let upstream = Upstream::new(https);
-        let connections = ConnectionLimit::new(max_connections);
-        Ok(Proxy { inner: Arc::new(Inner { config, observer, jobs, tasks, upstream, local, connections }) })
+        let upstream = Upstream::new(
+            https,
+            proxy_cfg.upstream_max_connections,
+            proxy_cfg.upstream_max_idle,
+            observer.metrics().proxy.upstream(),
+        );
+        let connections = ConnectionLimit::new(proxy_cfg.max_connections);
+        let target = std::sync::RwLock::new(None);
+        Ok(Proxy { inner: Arc::new(Inner { config, observer, jobs, tasks, upstream, local, connections, target }) })
     }
 
     /// The proxy's part of `/api/v1/status`.
@@ -235,6 +243,7 @@ impl Proxy {
                     let config = rx.borrow_and_update().clone();
                     self.inner.jobs.set_limits(config.jobs.ttl, config.jobs.max_tracked);
                     self.inner.connections.set(config.proxy.max_connections);
+                    self.inner.upstream.set_max_connections(config.proxy.upstream_max_connections);
                 }
             }
         }

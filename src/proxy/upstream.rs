@@ -17,6 +17,14 @@
 //! To see a reset that comes after hyper has let go of the connection (Linux reports it as
 //! `EPIPE` once the upstream's FIN was read), each connection keeps a duplicate of its socket's
 //! descriptor: one more descriptor per upstream connection.
+//!
+//! At most `proxy.upstream_max_connections` connections are open. A request takes a *slot* before
+//! it is sent and gives it back once its answer has been read (or given up); a request that finds
+//! every slot taken waits for one, first come first served, within its `upstream_timeout`, and is
+//! never answered by the proxy while it waits. The connector holds the same bound on open
+//! connections, so that a connection on its way back to the pool when a waiting request starts
+//! is reused rather than joined by another. Idle connections are kept up to
+//! `proxy.upstream_max_idle` and closed after [`IDLE_TIMEOUT`].
 
 use std::io::ErrorKind;
 use std::os::fd::AsFd;
@@ -32,17 +40,27 @@ use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus::IntGauge;
 use tower::{Service, ServiceExt};
 
 use super::ProxyBody;
 use super::body::BoxError;
 use crate::BoxFuture;
 use crate::chain::find;
+use crate::metrics::UpstreamGauges;
+use crate::server::{ConnectionLimit, Held};
 
 /// How long a failed request waits for the reset that says its bytes went unread.
 const RESET_WAIT: Duration = Duration::from_millis(5);
 /// Before the second connection attempt.
 const RECONNECT_AFTER: Duration = Duration::from_millis(20);
+/// An idle upstream connection is closed after this long unused.
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a new connection waits for one of the open ones to close when all are open. A request
+/// holding a slot nearly never waits here (one of the open connections is idle or on its way back
+/// to the pool, and the pool hands it over first); the connections hyper goes on making in the
+/// background after the pool won give up after this long.
+const OPEN_WAIT: Duration = Duration::from_millis(250);
 
 type Stream = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
 
@@ -51,21 +69,75 @@ pub(super) struct Upstream {
     client: Client<Connector, ProxyBody>,
     /// Keeps no idle connection: a request sent once more goes on a fresh one.
     fresh: Client<Connector, ProxyBody>,
+    /// Requests sent and not yet answered whole.
+    busy: Arc<ConnectionLimit>,
+    /// Connections open.
+    open: Arc<ConnectionLimit>,
+    gauges: UpstreamGauges,
 }
 
+/// A request's place among the upstream connections, held until its answer has been read.
+pub(super) struct Slot {
+    _held: Option<Held>,
+}
+
+/// Counts a request among those waiting for a slot while it waits.
+struct Waiting<'a>(&'a IntGauge);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// No connection could be opened: all `upstream_max_connections` stayed open and busy.
+#[derive(Debug, thiserror::Error)]
+#[error("every upstream connection (proxy.upstream_max_connections) stayed busy")]
+struct NoFreeConnection;
+
 impl Upstream {
-    pub(super) fn new(https: HttpsConnector<HttpConnector>) -> Upstream {
-        let connector = Connector { https };
+    pub(super) fn new(
+        https: HttpsConnector<HttpConnector>,
+        max_connections: usize,
+        max_idle: usize,
+        gauges: UpstreamGauges,
+    ) -> Upstream {
+        let open = ConnectionLimit::new(max_connections);
+        let connector = Connector { https, open: open.clone(), gauge: gauges.open.clone() };
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(4096)
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_max_idle_per_host(max_idle)
             .build(connector.clone());
         let fresh = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector);
-        Upstream { client, fresh }
+        gauges.limit.set(i64::try_from(max_connections).unwrap_or(i64::MAX));
+        Upstream { client, fresh, busy: ConnectionLimit::new(max_connections), open, gauges }
     }
 
-    /// Sends `req`; once more if it never reached the upstream, rebuilt by `again` (`None` when
-    /// its body is not whole in hand).
+    /// Follows a reloaded `proxy.upstream_max_connections`: a higher bound at once, a lower one
+    /// as connections are given back.
+    pub(super) fn set_max_connections(&self, max: usize) {
+        self.busy.set(max);
+        self.open.set(max);
+        self.gauges.limit.set(i64::try_from(max).unwrap_or(i64::MAX));
+    }
+
+    /// A slot to send a request in: at once, or in turn once one is given back. The caller's
+    /// timeout bounds the wait.
+    pub(super) async fn slot(&self) -> Slot {
+        if let Some(held) = self.busy.try_acquire() {
+            return Slot { _held: Some(held) };
+        }
+        let started = Instant::now();
+        self.gauges.waiting.inc();
+        let waiting = Waiting(&self.gauges.waiting);
+        let held = self.busy.acquire().await;
+        drop(waiting);
+        self.gauges.wait.observe(started.elapsed().as_secs_f64());
+        Slot { _held: held }
+    }
+
+    /// Sends `req` (its [`Slot`] taken); once more if it never reached the upstream, rebuilt by
+    /// `again` (`None` when its body is not whole in hand).
     pub(super) async fn send(
         &self,
         req: Request<ProxyBody>,
@@ -73,6 +145,11 @@ impl Upstream {
     ) -> Result<Response<Incoming>, BoxError> {
         match self.client.request(req).await {
             Ok(response) => Ok(response),
+            // Never sent: no connection could be opened in time.
+            Err(e) if e.is_connect() && find::<NoFreeConnection>(&e).is_some() => match again() {
+                Some(req) => self.client.request(req).await.map_err(Into::into),
+                None => Err(e.into()),
+            },
             Err(e) if !e.is_connect() && closed_unread(&e).await => match again() {
                 Some(req) => {
                     tracing::debug!("the upstream reset the connection without reading the request; sending it again");
@@ -85,10 +162,13 @@ impl Upstream {
     }
 }
 
-/// The HTTPS-or-HTTP connector, trying a failed connection once more.
+/// The HTTPS-or-HTTP connector, trying a failed connection once more, within the bound of open
+/// connections.
 #[derive(Clone)]
 struct Connector {
     https: HttpsConnector<HttpConnector>,
+    open: Arc<ConnectionLimit>,
+    gauge: IntGauge,
 }
 
 impl Service<Uri> for Connector {
@@ -101,8 +181,12 @@ impl Service<Uri> for Connector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let https = self.https.clone();
+        let (https, open, gauge) = (self.https.clone(), self.open.clone(), self.gauge.clone());
         Box::pin(async move {
+            let place = match open.try_acquire() {
+                Some(place) => place,
+                None => tokio::time::timeout(OPEN_WAIT, open.acquire()).await.ok().flatten().ok_or(NoFreeConnection)?,
+            };
             let io = match https.clone().oneshot(uri.clone()).await {
                 Ok(io) => io,
                 Err(first) => {
@@ -112,8 +196,21 @@ impl Service<Uri> for Connector {
                 }
             };
             let socket = duplicate(&io).map(Arc::new);
-            Ok(Watched { io, socket })
+            gauge.inc();
+            Ok(Watched { io, socket, _open: Open { _place: place, gauge } })
         })
+    }
+}
+
+/// An open connection's place under the bound, and its count in the gauge.
+struct Open {
+    _place: Held,
+    gauge: IntGauge,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.gauge.dec();
     }
 }
 
@@ -121,6 +218,7 @@ impl Service<Uri> for Connector {
 struct Watched {
     io: Stream,
     socket: Option<Arc<std::net::TcpStream>>,
+    _open: Open,
 }
 
 /// The duplicate socket, as the pool keeps it with the connection's info.
@@ -129,7 +227,11 @@ struct SocketWatch(Arc<std::net::TcpStream>);
 
 impl Connection for Watched {
     fn connected(&self) -> Connected {
-        let connected = self.io.connected();
+        // What the pool needs of the transport's own info, without its `HttpInfo` (the addresses,
+        // which nothing here reads, and which hyper would put in every answer's extensions).
+        let io = self.io.connected();
+        let connected = Connected::new().proxy(io.is_proxied());
+        let connected = if io.is_negotiated_h2() { connected.negotiated_h2() } else { connected };
         match &self.socket {
             Some(s) => connected.extra(SocketWatch(s.clone())),
             None => connected,

@@ -39,7 +39,8 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Open connections on the admin and webhook ports (the proxy's is `proxy.max_connections`).
 pub const SIDE_PORT_CONNECTIONS: usize = 1024;
 
-/// How many connections a listener may have open; it can change while they are.
+/// How many connections a listener may have open (or the proxy to its upstream); it can change
+/// while they are.
 pub struct ConnectionLimit {
     permits: Arc<Semaphore>,
     /// The limit now in force.
@@ -91,14 +92,21 @@ impl ConnectionLimit {
         *self.current.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn acquire(self: &Arc<Self>) -> Option<Held> {
+    /// A place under the limit, waiting in turn (first come, first served) for one to be free.
+    pub async fn acquire(self: &Arc<Self>) -> Option<Held> {
         let permit = self.permits.clone().acquire_owned().await.ok()?;
+        Some(Held { permit: Some(permit), limit: self.clone() })
+    }
+
+    /// A place under the limit if one is free now (and nobody waits for one).
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Held> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
         Some(Held { permit: Some(permit), limit: self.clone() })
     }
 }
 
-/// One open connection's place under the limit.
-struct Held {
+/// One place under a [`ConnectionLimit`], given back when dropped.
+pub struct Held {
     permit: Option<OwnedSemaphorePermit>,
     limit: Arc<ConnectionLimit>,
 }

@@ -1,14 +1,28 @@
 //! Bounded label values from what a request carries: the route template of a path, the status.
 
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
 use super::{NONE, OTHER};
 
 /// Longest endpoint label kept; longer paths are not API endpoints.
 const MAX_ENDPOINT_CHARS: usize = 128;
 
 /// `http_status` label: the code, or `none` when no response arrived.
-pub fn status_label(status: Option<u16>) -> String {
-    status.map_or_else(|| NONE.to_owned(), |s| s.to_string())
+pub fn status_label(status: Option<u16>) -> Cow<'static, str> {
+    match status {
+        None => Cow::Borrowed(NONE),
+        // The statuses the API answers with, without formatting each time.
+        Some(s @ 100..=599) => {
+            let at = usize::from(s - 100) * 3;
+            Cow::Borrowed(&STATUS_TEXT[at..at + 3])
+        }
+        Some(s) => Cow::Owned(s.to_string()),
+    }
 }
+
+/// "100101102…599": every three-digit status, each three bytes from `(status - 100) * 3`.
+static STATUS_TEXT: LazyLock<String> = LazyLock::new(|| (100u16..600).map(|s| s.to_string()).collect());
 
 /// Whether a request path (or endpoint label) is the LLM API's (`/api/v7/llm/…`).
 pub fn is_llm_endpoint(path: &str) -> bool {
@@ -65,6 +79,7 @@ mod tests {
 
     #[test]
     fn status_labels() {
-        assert_eq!((status_label(Some(429)), status_label(None)), ("429".to_owned(), "none".to_owned()));
+        assert_eq!((status_label(Some(429)), status_label(None)), ("429".into(), "none".into()));
+        assert_eq!([status_label(Some(100)), status_label(Some(599)), status_label(Some(600))], ["100", "599", "600"]);
     }
 }
