@@ -9,7 +9,7 @@ mod body;
 mod labels;
 mod llm;
 mod message;
-mod object;
+pub(crate) mod object;
 pub mod stream;
 
 use std::time::{Duration, SystemTime};

@@ -9,11 +9,14 @@
 //! last one counts. One difference: a field nested deeper than serde_json's 128 levels no longer
 //! refuses the whole body (skipping a value is iterative, so it costs no stack); that field alone
 //! reads as absent.
+//!
+//! [`Text`] reads any value and keeps it only when it is a string: the keys here, and the few
+//! request fields the proxy reads (`proxy::inspect`).
 
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -52,8 +55,9 @@ impl<'de> Deserialize<'de> for Object<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object<'de>, A::Error> {
                 let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8).min(32));
-                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-                    fields.push((key, map.next_value::<&'de RawValue>()?));
+                // A JSON key is a string: `Text` always holds it.
+                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+                    fields.push((key.unwrap_or_default(), map.next_value::<&'de RawValue>()?));
                 }
                 Ok(Object { fields })
             }
@@ -62,28 +66,51 @@ impl<'de> Deserialize<'de> for Object<'de> {
     }
 }
 
-/// An object's key, borrowed from the input unless it has escapes.
-pub(crate) struct Key<'a>(pub Cow<'a, str>);
+/// Any JSON value, kept when it is a string (borrowed from the input unless it has escapes).
+pub(crate) struct Text<'a>(pub Option<Cow<'a, str>>);
 
-impl<'de> Deserialize<'de> for Key<'de> {
+impl<'de> Deserialize<'de> for Text<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Text;
-        impl<'de> Visitor<'de> for Text {
-            type Value = Key<'de>;
+        struct Any;
+        impl<'de> Visitor<'de> for Any {
+            type Value = Text<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
+                f.write_str("any JSON value")
             }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Some(Cow::Borrowed(v))))
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Some(Cow::Owned(v.to_owned()))))
             }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Some(Cow::Owned(v))))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Text<'de>, E> {
+                Ok(Text(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Text<'de>, E> {
+                Ok(Text(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Text<'de>, E> {
+                Ok(Text(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Text<'de>, E> {
+                Ok(Text(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Text<'de>, E> {
+                Ok(Text(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text<'de>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
             }
         }
-        d.deserialize_str(Text)
+        d.deserialize_any(Any)
     }
 }
 
