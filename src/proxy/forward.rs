@@ -65,9 +65,7 @@ impl Proxy {
             };
             return self.forward_with_retries(parts, body, exchange, retry.max_wait).await;
         }
-        let built =
-            self.target(&config).and_then(|target| Ok((upstream_request(&parts, tap.boxed(), &target)?, target)));
-        match built {
+        match self.first_request(&parts, tap.boxed(), &config) {
             Ok((r, target)) => {
                 // Sent once more only if it never reached the upstream, and then only if its body
                 // is whole in hand.
@@ -76,6 +74,18 @@ impl Proxy {
             }
             Err(why) => self.synthetic(Synthetic::Refused(why), &exchange.server),
         }
+    }
+
+    /// The request for the upstream under `config`, with the target it went to (for sending it
+    /// again).
+    fn first_request(
+        &self,
+        parts: &http::request::Parts,
+        body: ProxyBody,
+        config: &Arc<Config>,
+    ) -> Result<(Request<ProxyBody>, Arc<Target>), Refusal> {
+        let target = self.target(config)?;
+        Ok((upstream_request(parts, body, &target)?, target))
     }
 
     /// The upstream target of `config`: the one kept, or made and kept when the config changed.
@@ -182,8 +192,7 @@ impl Proxy {
         let held_since = Instant::now();
         loop {
             let attempt = exchange.again();
-            let target = self.target(&attempt.config);
-            let (req, target) = match target.and_then(|t| Ok((upstream_request(&parts, full(body.clone()), &t)?, t))) {
+            let (req, target) = match self.first_request(&parts, full(body.clone()), &attempt.config) {
                 Ok(built) => built,
                 Err(why) => return self.synthetic(Synthetic::Refused(why), &exchange.server),
             };
