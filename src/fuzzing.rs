@@ -190,5 +190,7 @@ pub fn output(data: &[u8]) {
     let content_type = ["image/png", "video/mp4", "audio/wav", "application/octet-stream"][usize::from(h & 3)];
     let want = (h & 4 != 0).then_some((u32::from(h >> 3) + 1, u32::from(h >> 3) + 1));
     let cfg = OutputCheck { size: OutputSize::FromRequest, ..OutputCheck::default() };
-    let _ = crate::probe::output::judge(content_type, file, &cfg, want);
+    // 4 MiB decoded (1024×1024 RGBA) rather than the agent's 256: the same decoders and the same
+    // refusal of larger images, without a 40-byte GIF declaring a vast canvas costing a second.
+    let _ = crate::probe::output::judge_within(content_type, file, &cfg, want, 4 << 20);
 }

@@ -193,6 +193,18 @@ async fn download(
 /// files by a walk of their container (media.rs), images by decoding them. With `decodes: false`
 /// only what is there is checked: a file that is neither passes.
 pub(crate) fn judge(content_type: &str, bytes: &[u8], cfg: &OutputCheck, want: Option<(u32, u32)>) -> Verdict {
+    judge_within(content_type, bytes, cfg, want, MAX_DECODED)
+}
+
+/// [`judge`] with the memory one decoded image may take given (the fuzz harness passes a smaller
+/// one: the decoders' paths are the same at any size, and a larger image takes the same refusal).
+pub(crate) fn judge_within(
+    content_type: &str,
+    bytes: &[u8],
+    cfg: &OutputCheck,
+    want: Option<(u32, u32)>,
+    max_decoded: u64,
+) -> Verdict {
     if bytes.is_empty() {
         return Verdict::Failed(OutputResult::Undecodable, "an empty file".into());
     }
@@ -206,30 +218,42 @@ pub(crate) fn judge(content_type: &str, bytes: &[u8], cfg: &OutputCheck, want: O
             _ => Verdict::Ok,
         };
     }
-    let image = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok().and_then(|mut r| {
-        let mut limits = image::Limits::default();
-        limits.max_image_width = Some(16_384);
-        limits.max_image_height = Some(16_384);
-        limits.max_alloc = Some(MAX_DECODED);
-        r.limits(limits);
-        r.decode().ok()
-    });
-    let Some(image) = image else {
-        return if cfg.decodes {
+    let decoded = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(image::ImageError::IoError)
+        .and_then(|mut r| {
+            let mut limits = image::Limits::default();
+            limits.max_image_width = Some(16_384);
+            limits.max_image_height = Some(16_384);
+            limits.max_alloc = Some(max_decoded);
+            r.limits(limits);
+            r.decode()
+        });
+    let image = match decoded {
+        Ok(image) => image,
+        Err(image::ImageError::Limits(_)) if cfg.decodes => {
+            return Verdict::Failed(
+                OutputResult::Undecodable,
+                format!(
+                    "an image larger than the agent decodes (over 16384 pixels a side or {} MiB decoded)",
+                    max_decoded >> 20
+                ),
+            );
+        }
+        Err(_) if cfg.decodes => {
             let head: String =
                 bytes.iter().take(16).map(|b| if b.is_ascii_graphic() { char::from(*b) } else { '.' }).collect();
             let content_type = if content_type.is_empty() { "no Content-Type" } else { content_type };
-            Verdict::Failed(
+            return Verdict::Failed(
                 OutputResult::Undecodable,
                 format!(
                     "not an image that decodes (PNG, JPEG, WebP, GIF) nor a known video, audio or 3D file \
                      ({} bytes, {content_type}, starting `{head}`)",
                     bytes.len()
                 ),
-            )
-        } else {
-            Verdict::Ok
-        };
+            );
+        }
+        Err(_) => return Verdict::Ok,
     };
     let (w, h) = (image.width(), image.height());
     if let Some((ww, wh)) = want {
@@ -288,6 +312,26 @@ mod tests {
         assert!(matches!(judge("image/png", cut, &cfg, None), Verdict::Failed(OutputResult::Undecodable, _)));
         let lenient = OutputCheck { decodes: false, ..cfg };
         assert_eq!(judge("text/plain", b"hello", &lenient, None), Verdict::Ok);
+    }
+
+    #[test]
+    fn an_image_larger_than_the_decode_limit_is_refused_by_its_header_and_said_so() {
+        // 34 bytes of GIF declaring a 15619×515 canvas (31 MiB decoded): found by the fuzzer,
+        // where decoding it took seconds in a debug build.
+        let gif = b"GIF89a\x03\x3d\x03\x02\x80\0\0\xff\xff\0\0\0\0,\0\x02\0\0\x01\0\x01\0\x02\x02D\x01\0;";
+        let cfg = OutputCheck { not_blank: false, ..OutputCheck::default() };
+        let Verdict::Failed(OutputResult::Undecodable, why) = judge_within("image/gif", gif, &cfg, None, 4 << 20)
+        else {
+            panic!("a canvas over the limit was decoded")
+        };
+        assert_eq!(why, "an image larger than the agent decodes (over 16384 pixels a side or 4 MiB decoded)");
+        // Within the agent's own limit the same file decodes, and its size is what it declares.
+        assert!(matches!(
+            judge("image/gif", gif, &cfg, Some((1, 1))),
+            Verdict::Failed(OutputResult::WrongSize, w) if w == "15619x515, expected 1x1"
+        ));
+        let lenient = OutputCheck { decodes: false, ..cfg };
+        assert_eq!(judge_within("image/gif", gif, &lenient, None, 4 << 20), Verdict::Ok);
     }
 
     #[test]
