@@ -40,7 +40,10 @@ pub fn classify(data: &[u8]) {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("120"));
     }
     let kind = if h & 64 != 0 { RequestKind::Fetch } else { RequestKind::Submit };
-    let ctx = Context { now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000), kind, decode_limit: 1 << 20 };
+    // A 64 KiB decode limit, not the agent's 1 MiB: the same paths, and a brotli bomb inflated to
+    // 1 MiB per input spent most of the target's time in the decompressor.
+    let ctx =
+        Context { now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000), kind, decode_limit: 64 << 10 };
     let c = classify::classify(status, &headers, body, &ctx);
     if let Some(eta) = c.eta() {
         assert!(eta.is_finite() && eta >= 0.0, "eta {eta} must be a finite, non-negative number of seconds");
