@@ -119,14 +119,11 @@ impl<'de> Deserialize<'de> for Pattern {
 
 /// Compiles a pattern, or says why not in one line.
 fn compile(s: &str) -> Result<regex::Regex, String> {
-    let mut builder = regex::RegexBuilder::new(s);
     // In fuzz builds, without Unicode classes and case folding: folding the large classes a
     // mutated pattern soon holds (`(?i)\p{L}`: the regex crate's own work, fuzzed by its project)
     // took three quarters of the config target's time. The loader's path is the same: a pattern
     // compiles or is refused with a one-line reason.
-    #[cfg(feature = "fuzzing")]
-    builder.unicode(false);
-    builder.build().map_err(|e| {
+    regex::RegexBuilder::new(s).unicode(!cfg!(feature = "fuzzing")).build().map_err(|e| {
         // The regex crate's message spans several lines; keep its last, the diagnosis.
         e.to_string().lines().last().unwrap_or("invalid").trim().to_owned()
     })
