@@ -194,6 +194,7 @@ pub fn output(data: &[u8]) {
     let want = (h & 4 != 0).then_some((u32::from(h >> 3) + 1, u32::from(h >> 3) + 1));
     let cfg = OutputCheck { size: OutputSize::FromRequest, ..OutputCheck::default() };
     // 4 MiB decoded (1024×1024 RGBA) rather than the agent's 256: the same decoders and the same
-    // refusal of larger images, without a 40-byte GIF declaring a vast canvas costing a second.
+    // refusal of larger images, without a 34-byte GIF declaring a vast canvas costing seconds (in
+    // CI's debug build).
     let _ = crate::probe::output::judge_within(content_type, file, &cfg, want, 4 << 20);
 }

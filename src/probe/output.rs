@@ -18,6 +18,8 @@ use crate::observe::{self, Observer, OutputResult};
 /// Memory one decoded image may take (8192×8192 RGBA); larger ones fail as undecodable rather
 /// than push the agent over its memory limit.
 const MAX_DECODED: u64 = 256 << 20;
+/// The widest and tallest image decoded, whatever its memory.
+const MAX_SIDE: u32 = 16_384;
 /// Redirects followed per download (a CDN may send one or two).
 const MAX_REDIRECTS: usize = 3;
 /// At most this many files are checked per run, whatever the answer lists.
@@ -223,8 +225,8 @@ pub(crate) fn judge_within(
         .map_err(image::ImageError::IoError)
         .and_then(|mut r| {
             let mut limits = image::Limits::default();
-            limits.max_image_width = Some(16_384);
-            limits.max_image_height = Some(16_384);
+            limits.max_image_width = Some(MAX_SIDE);
+            limits.max_image_height = Some(MAX_SIDE);
             limits.max_alloc = Some(max_decoded);
             r.limits(limits);
             r.decode()
@@ -235,7 +237,7 @@ pub(crate) fn judge_within(
             return Verdict::Failed(
                 OutputResult::Undecodable,
                 format!(
-                    "an image larger than the agent decodes (over 16384 pixels a side or {} MiB decoded)",
+                    "an image larger than the agent decodes (over {MAX_SIDE} pixels a side or {} MiB decoded)",
                     max_decoded >> 20
                 ),
             );
