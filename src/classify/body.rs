@@ -1,5 +1,11 @@
 //! Undoes `Content-Encoding` on a copy of a body, never producing more than a set number of
 //! bytes (a small gzip bomb must not become a large allocation).
+//!
+//! One cost is the decoder's, not the limit's: brotli fills its window before it gives any output,
+//! so a small `br` body may make it decode (and hold) up to its window, 16 MiB at most in HTTP's
+//! brotli (RFC 7932: window bits ≤ 24), tens of milliseconds, before the limit can act. The
+//! decoder also reads "large-window" brotli, an extension outside RFC 7932 with windows up to
+//! 1 GiB: a 3.7 KB body of it held 0.98 GB and 1.6 s of CPU. Such a body is refused by its header.
 
 use std::borrow::Cow;
 use std::io::Read;
@@ -37,11 +43,19 @@ pub fn decode<'a>(content_encoding: Option<&str>, body: &'a [u8], limit: usize) 
                     DecodeError::Corrupt => read_limited(flate2::read::DeflateDecoder::new(&current[..]), limit),
                 })?
             }
+            "br" if is_large_window_brotli(&current) => return Err(DecodeError::Corrupt),
             "br" => read_limited(brotli::Decompressor::new(&current[..], 4096), limit)?,
             _ => return Err(DecodeError::Corrupt),
         };
     }
     Ok(Cow::Owned(current))
+}
+
+/// Whether a brotli stream declares a large window (its first 7 bits, read from the lowest, are
+/// `1, 000, 100`: the 0x11 marker of RFC 7932's reserved window value, which the decoder takes as
+/// "large-window brotli").
+fn is_large_window_brotli(stream: &[u8]) -> bool {
+    stream.first().is_some_and(|b| b & 0x7f == 0x11)
 }
 
 fn read_limited(reader: impl Read, limit: usize) -> Result<Vec<u8>, DecodeError> {
@@ -105,5 +119,31 @@ pub(crate) mod tests {
         assert_eq!(decode(Some("gzip"), b"not gzip", 1000), Err(DecodeError::Corrupt));
         assert_eq!(decode(Some("br"), b"\xff\xff\xff", 1000), Err(DecodeError::Corrupt));
         assert_eq!(decode(Some("compress"), b"x", 1000), Err(DecodeError::Corrupt));
+    }
+
+    fn brotli_with(data: &[u8], lgwin: i32, large_window: bool) -> Vec<u8> {
+        let params = brotli::enc::BrotliEncoderParams { lgwin, large_window, quality: 5, ..Default::default() };
+        let mut w = brotli::CompressorWriter::with_params(Vec::new(), 4096, &params);
+        w.write_all(data).unwrap();
+        w.into_inner()
+    }
+
+    #[test]
+    fn large_window_brotli_is_refused_by_its_header_and_every_standard_window_decodes() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        for lgwin in 25..=30 {
+            let stream = brotli_with(&data, lgwin, true);
+            assert!(is_large_window_brotli(&stream), "window bits {lgwin}");
+            assert_eq!(decode(Some("br"), &stream, 1 << 20), Err(DecodeError::Corrupt), "window bits {lgwin}");
+        }
+        for lgwin in 10..=24 {
+            let stream = brotli_with(&data, lgwin, false);
+            assert!(!is_large_window_brotli(&stream), "window bits {lgwin}");
+            assert_eq!(decode(Some("br"), &stream, 1 << 20).as_deref(), Ok(&data[..]), "window bits {lgwin}");
+        }
+        // The marker, not the size, makes the stream non-standard: a large-window header with a
+        // small window is refused as well.
+        let marked = brotli_with(&data, 22, true);
+        assert_eq!(decode(Some("br"), &marked, 1 << 20), Err(DecodeError::Corrupt));
     }
 }
