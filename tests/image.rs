@@ -393,7 +393,7 @@ async fn terminate(agent: &Container<'_>, pod: &PodSpec, ready: &str, admin: &st
             // apart, and a request takes its time to reach it.
             None if drained.is_some() && asked + Duration::from_secs(1) >= pod.drain => break,
             other => {
-                assert!(drained.is_none(), "ready again (or gone) while draining, {asked:?} after SIGTERM: {other:?}")
+                assert!(drained.is_none(), "ready again (or gone) while draining, {asked:?} after SIGTERM: {other:?}");
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
