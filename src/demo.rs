@@ -232,12 +232,14 @@ async fn bursts(proxy: SocketAddr, sent: Arc<AtomicU64>, stop: CancellationToken
         }
         let key = format!("demo-burst-{}", round % 3);
         let body = json!({"key": key, "model_id": "flux", "prompt": "a burst", "width": 512, "height": 512});
-        // One after another, faster than jobs end (2 s at least): the eleventh on finds the queue full.
-        for _ in 0..14 {
+        // All at once, so that the eleventh on finds the queue full however slowly this machine
+        // runs (sent one after another, on a loaded machine, the first jobs ended in between).
+        let submissions = (0..14).map(|_| {
             sent.fetch_add(1, Ordering::Relaxed);
-            let Ok(answer) = http.post(format!("{base}/api/v6/images/text2img")).json(&body).send().await else {
-                continue;
-            };
+            http.post(format!("{base}/api/v6/images/text2img")).json(&body).send()
+        });
+        for answer in futures_util::future::join_all(submissions).await {
+            let Ok(answer) = answer else { continue };
             let Ok(v) = answer.json::<Value>().await else { continue };
             if v["status"] == "processing" {
                 let (http, base, key, sent, stop) =
