@@ -90,12 +90,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn brotli(data: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        {
-            let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
-            w.write_all(data).unwrap();
-        }
-        out
+        brotli_with(data, 22, false)
     }
 
     #[test]
