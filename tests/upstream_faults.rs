@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Agent, http, json_200, read_request, tcp_server};
+use common::{Agent, eventually, http, json_200, read_request, tcp_server};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
@@ -236,7 +236,11 @@ async fn upstream_connections_stay_within_their_bound_and_requests_beyond_it_wai
 
     // Raised by a reload: the next burst uses more, still within the new bound.
     agent.reload(&config(16)).await.unwrap();
-    assert_eq!(agent.metrics().metric("modelslab_proxy_upstream_connections_limit").value(), Some(16.0));
+    // The proxy follows the new config on its own task, moments after the reload returns.
+    eventually(Duration::from_secs(5), "the limit gauge to follow the reload to 16", async || {
+        agent.metrics().metric("modelslab_proxy_upstream_connections_limit").value() == Some(16.0)
+    })
+    .await;
     conns.peak.store(conns.open.load(SeqCst), SeqCst);
     let wrong = burst(&agent.proxy, 1000).await;
     assert!(wrong.is_empty(), "answered by the proxy or wrongly: {wrong:?}");
