@@ -120,13 +120,72 @@ impl<'de> Deserialize<'de> for Pattern {
 /// Compiles a pattern, or says why not in one line.
 fn compile(s: &str) -> Result<regex::Regex, String> {
     // In fuzz builds, without Unicode classes and case folding: folding the large classes a
-    // mutated pattern soon holds (`(?i)\p{L}`: the regex crate's own work, fuzzed by its project)
-    // took three quarters of the config target's time. The loader's path is the same: a pattern
-    // compiles or is refused with a one-line reason.
+    // mutated pattern soon holds (`(?i)\p{L}`, `(?ui)[^a]`: the regex crate's own work, fuzzed by
+    // its project) took three quarters of the config target's time, and most of it again when a
+    // pattern turned Unicode back on inline, so such a pattern is refused there. The loader's
+    // path is the same: a pattern compiles or is refused with a one-line reason.
+    #[cfg(feature = "fuzzing")]
+    if fuzz_only::turns_unicode_on(s) {
+        return Err("Unicode turned on inline (refused in fuzz builds only)".to_owned());
+    }
     regex::RegexBuilder::new(s).unicode(!cfg!(feature = "fuzzing")).build().map_err(|e| {
         // The regex crate's message spans several lines; keep its last, the diagnosis.
         e.to_string().lines().last().unwrap_or("invalid").trim().to_owned()
     })
+}
+
+#[cfg(feature = "fuzzing")]
+mod fuzz_only {
+    use regex_syntax::ast::{Ast, Flag, GroupKind, Visitor, parse::Parser, visit};
+
+    /// Whether a pattern sets the `u` flag anywhere (`(?u)`, `(?ui:…)`); `false` when it does not
+    /// parse (the regex crate says why).
+    pub(super) fn turns_unicode_on(pattern: &str) -> bool {
+        struct Finder;
+        impl Visitor for Finder {
+            type Output = ();
+            type Err = ();
+            fn finish(self) -> Result<(), ()> {
+                Ok(())
+            }
+            fn visit_pre(&mut self, ast: &Ast) -> Result<(), ()> {
+                let flags = match ast {
+                    Ast::Flags(set) => &set.flags,
+                    Ast::Group(group) => match &group.kind {
+                        GroupKind::NonCapturing(flags) => flags,
+                        _ => return Ok(()),
+                    },
+                    _ => return Ok(()),
+                };
+                if flags.flag_state(Flag::Unicode) == Some(true) { Err(()) } else { Ok(()) }
+            }
+        }
+        Parser::new().parse(pattern).is_ok_and(|ast| visit(&ast, Finder).is_err())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::turns_unicode_on;
+
+        #[test]
+        fn an_inline_unicode_flag_is_seen_wherever_it_is_and_nothing_else_is_taken_for_one() {
+            for on in ["(?u)a", "(?sui)x", "a(?u:b)", "(?i)(?-s:(?u)x)", "((?iu)[^a])+", "(?x) a (?u) b"] {
+                assert!(turns_unicode_on(on), "{on}");
+            }
+            for off in ["a", "(?i)u", "(?-u)x", "(?i-u:x)", "\\(?u", "[(?u)]", "(?u", "u+", "(?P<u>x)"] {
+                assert!(!turns_unicode_on(off), "{off}");
+            }
+        }
+
+        #[test]
+        fn a_pattern_turning_unicode_on_is_refused_in_fuzz_builds_with_a_reason() {
+            assert_eq!(
+                super::super::compile("(?ui)[^a]").unwrap_err(),
+                "Unicode turned on inline (refused in fuzz builds only)"
+            );
+            assert!(super::super::compile("(?i)[a-z]+").is_ok());
+        }
+    }
 }
 
 /// Durations are written the humantime way: `500ms`, `60s`, `5m`, `1h 30m`. Public for the
